@@ -1,0 +1,238 @@
+"""Run configuration: one flat table of kebab-case keys, resolved defaults < file < overrides.
+
+The same keys are used by ``fedlr simulate`` (a scenario TOML file plus ``--set key=value``) and
+by ``flwr run .`` (``[tool.flwr.app.config]`` in pyproject.toml plus ``--run-config``). Flower
+accepts only scalar values there, so list-valued keys (``strategies``, ``hard-classes``) are
+comma-separated strings; a scenario file may also write them as TOML arrays.
+
+Every value is checked once, here: an unknown key, a wrong type or a value out of range raises
+:class:`ConfigError` with one line naming the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+STRATEGIES = (
+    "fedavg",
+    "inverse-noise-weights",
+    "noise-adaptive",
+    "oracle-noise-rates",
+    "qfedavg",
+    "fedprox",
+)
+DATASETS = ("digits", "synthetic")
+PARTITIONERS = ("iid", "dirichlet", "size-skew")
+LABEL_NOISE = ("symmetric", "pair-flip")
+ESTIMATORS = ("loss", "loss-margin", "gradient", "oracle")
+OPTIMIZERS = ("sgd", "adam")
+
+
+class ConfigError(ValueError):
+    """A configuration value is unknown, of the wrong type, or out of range."""
+
+
+@dataclass(frozen=True)
+class Key:
+    """One configuration key: its type, default, a check and what the check allows."""
+
+    kind: type
+    default: Any
+    allowed: str
+    check: Callable[[Any], bool]
+    help: str
+
+
+def _range(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False):
+    def check(v: Any) -> bool:
+        if lo is not None and (v <= lo if lo_open else v < lo):
+            return False
+        return hi is None or v <= hi
+
+    return check
+
+
+def _choice(options: tuple[str, ...]):
+    return lambda v: v in options
+
+
+def _subset(options: tuple[str, ...]):
+    return lambda v: bool(split_list(v)) and all(item in options for item in split_list(v))
+
+
+def _int_list(v: str) -> bool:
+    try:
+        return all(0 <= int(item) for item in split_list(v))
+    except ValueError:
+        return False
+
+
+def split_list(value: str) -> list[str]:
+    """Split a comma-separated config value into its stripped, non-empty items."""
+    return [item.strip() for item in str(value).split(",") if item.strip()]
+
+
+_ANY = _range()
+_POS = _range(0, lo_open=True)
+_UNIT = _range(0.0, 1.0)
+
+SCHEMA: dict[str, Key] = {
+    # -- run ---------------------------------------------------------------------------------
+    "name": Key(str, "noisy_hospitals", "a string", lambda v: bool(v.strip()), "run name"),
+    "seed": Key(int, 0, "an integer >= 0", _range(0), "seed of every random choice"),
+    "strategies": Key(str, ",".join(STRATEGIES), "a comma list of " + ", ".join(STRATEGIES),
+                      _subset(STRATEGIES), "strategies run side by side"),
+    "num-server-rounds": Key(int, 30, "an integer >= 1", _range(1), "federated rounds"),
+    "fraction-train": Key(float, 1.0, "a number in (0, 1]", _range(0, 1, lo_open=True),
+                          "fraction of clients sampled per round"),
+    # -- data --------------------------------------------------------------------------------
+    "dataset": Key(str, "digits", " or ".join(DATASETS), _choice(DATASETS), "data source"),
+    "num-clients": Key(int, 10, "an integer >= 2", _range(2), "number of clients"),
+    "partitioner": Key(str, "dirichlet", " or ".join(PARTITIONERS), _choice(PARTITIONERS),
+                       "how digits are split across clients"),
+    "dirichlet-alpha": Key(float, 1.0, "a number > 0", _POS, "Dirichlet label-skew alpha"),
+    "size-skew-sigma": Key(float, 1.0, "a number > 0", _POS,
+                           "log-normal sigma of client sizes (partitioner = size-skew)"),
+    "test-fraction": Key(float, 0.25, "a number in (0, 1)", lambda v: 0 < v < 1,
+                         "fraction of each client's data held out as its clean test split"),
+    "synthetic-alpha": Key(float, 1.0, "a number >= 0", _range(0), "LEAF Synthetic alpha"),
+    "synthetic-beta": Key(float, 1.0, "a number >= 0", _range(0), "LEAF Synthetic beta"),
+    # -- noise -------------------------------------------------------------------------------
+    "label-noise": Key(str, "symmetric", " or ".join(LABEL_NOISE), _choice(LABEL_NOISE),
+                       "label noise model on noisy clients' train splits"),
+    "noisy-clients": Key(int, 8, "an integer >= 0 and <= num-clients", _range(0),
+                         "clients with label noise (partition ids 0..n-1)"),
+    "noise-rate-min": Key(float, 0.6, "a number in [0, 1]", _UNIT, "lowest label-noise rate"),
+    "noise-rate-max": Key(float, 0.95, "a number in [0, 1]", _UNIT, "highest label-noise rate"),
+    "hard-clean-clients": Key(int, 1, "an integer >= 0", _range(0),
+                              "clean clients holding only the hardest classes"),
+    "hard-classes": Key(str, "1,3,8,9", "a comma list of class indices", _int_list,
+                        "classes a hard-but-clean client holds"),
+    "feature-noise-clients": Key(int, 0, "an integer >= 0", _range(0),
+                                 "clients with Gaussian input noise (the last partition ids)"),
+    "feature-noise-sigma": Key(float, 0.0, "a number >= 0", _range(0),
+                               "std of the Gaussian input noise ('older equipment')"),
+    # -- local training ----------------------------------------------------------------------
+    "hidden": Key(int, 64, "an integer >= 1", _range(1), "MLP hidden width"),
+    "local-epochs": Key(int, 2, "an integer >= 1", _range(1), "local epochs per round"),
+    "batch-size": Key(int, 16, "an integer >= 1", _range(1), "local batch size"),
+    "optimizer": Key(str, "sgd", " or ".join(OPTIMIZERS), _choice(OPTIMIZERS), "local optimizer"),
+    "lr": Key(float, 0.1, "a number > 0", _POS, "base learning rate lr_0"),
+    "momentum": Key(float, 0.0, "a number in [0, 1)", lambda v: 0 <= v < 1, "SGD momentum"),
+    # -- the rate rule -----------------------------------------------------------------------
+    "estimator": Key(str, "loss-margin", " or ".join(ESTIMATORS), _choice(ESTIMATORS),
+                     "client noise estimator"),
+    "rate-power": Key(float, 1.0, "a number > 0", _POS, "exponent of ref / noise"),
+    "rate-low": Key(float, 0.25, "a number in (0, 1]", _range(0, 1, lo_open=True),
+                    "lowest rate factor"),
+    "rate-high": Key(float, 2.0, "a number >= 1", _range(1), "highest rate factor"),
+    "noise-floor": Key(float, 0.05, "a number > 0", _POS,
+                       "noise estimates are floored here before the rule"),
+    "warmup-rounds": Key(int, 2, "an integer >= 0", _range(0),
+                         "rounds of uniform rates before estimates are used"),
+    "ema-decay": Key(float, 0.5, "a number in [0, 1)", lambda v: 0 <= v < 1,
+                     "weight of the previous smoothed estimate"),
+    "noise-weighted-aggregation": Key(bool, False, "true or false", lambda v: True,
+                                      "noise-adaptive also weights aggregation by 1/noise"),
+    # -- baselines ---------------------------------------------------------------------------
+    "fedprox-mu": Key(float, 0.01, "a number >= 0", _range(0), "FedProx proximal mu"),
+    "qfedavg-q": Key(float, 1.0, "a number >= 0", _range(0), "q-FedAvg fairness q"),
+    # -- engine ------------------------------------------------------------------------------
+    "client-cpus": Key(int, 1, "an integer >= 1", _range(1), "CPUs per simulated client"),
+    "out-dir": Key(str, "runs", "a directory path", lambda v: bool(v.strip()),
+                   "where run directories are created (relative to the working directory)"),
+}
+
+DEFAULTS: dict[str, Any] = {key: spec.default for key, spec in SCHEMA.items()}
+
+
+def _coerce(key: str, value: Any) -> Any:
+    spec = SCHEMA[key]
+    if spec.kind is str and isinstance(value, list | tuple):
+        value = ",".join(str(item) for item in value)
+    if spec.kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, spec.kind) or (spec.kind is not bool and isinstance(value, bool)):
+        raise ConfigError(f"{key}: expected {spec.allowed}, got {value!r}")
+    if not spec.check(value):
+        raise ConfigError(f"{key}: expected {spec.allowed}, got {value!r}")
+    return value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Parse one ``key=value`` override; the value is read as TOML, else kept as a string."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected key=value")
+    key, raw = (part.strip() for part in text.split("=", 1))
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key, value
+
+
+def resolve(
+    file: Path | None = None, overrides: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Resolve defaults < TOML file < overrides and validate the result.
+
+    Raises
+    ------
+    ConfigError
+        One line naming the key and what is allowed.
+    """
+    values: dict[str, Any] = dict(DEFAULTS)
+    layers: list[Mapping[str, Any]] = []
+    if file is not None:
+        try:
+            layers.append(tomllib.loads(Path(file).read_text()))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {file}: not found") from None
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError(f"config file {file}: not valid TOML ({err})") from None
+    layers.append(dict(overrides or {}))
+    for layer in layers:
+        for key, value in layer.items():
+            if key not in SCHEMA:
+                raise ConfigError(f"unknown config key {key!r}; allowed: {', '.join(SCHEMA)}")
+            values[key] = _coerce(key, value)
+    return validate(values)
+
+
+def validate(values: dict[str, Any]) -> dict[str, Any]:
+    """Check the relations between keys; return ``values`` unchanged."""
+    n = values["num-clients"]
+    special = values["noisy-clients"] + values["hard-clean-clients"]
+    if values["noisy-clients"] > n:
+        raise ConfigError(f"noisy-clients: expected at most num-clients ({n}), "
+                          f"got {values['noisy-clients']}")
+    if special > n:
+        raise ConfigError(f"hard-clean-clients: noisy-clients + hard-clean-clients must be at "
+                          f"most num-clients ({n}), got {special}")
+    if values["feature-noise-clients"] > n:
+        raise ConfigError(f"feature-noise-clients: expected at most num-clients ({n}), "
+                          f"got {values['feature-noise-clients']}")
+    if values["noise-rate-min"] > values["noise-rate-max"]:
+        raise ConfigError("noise-rate-min: expected at most noise-rate-max, got "
+                          f"{values['noise-rate-min']} > {values['noise-rate-max']}")
+    if values["dataset"] == "digits":
+        bad = [c for c in split_list(values["hard-classes"]) if int(c) > 9]
+        if bad:
+            raise ConfigError(f"hard-classes: digits has classes 0..9, got {','.join(bad)}")
+    return values
+
+
+def from_run_config(run_config: Mapping[str, Any]) -> dict[str, Any]:
+    """Resolve a Flower ``context.run_config`` (the app config plus ``--run-config``)."""
+    return resolve(overrides=dict(run_config))
+
+
+def to_toml(values: Mapping[str, Any]) -> str:
+    """Render a resolved config as TOML (flat keys, as ``resolve`` reads them)."""
+    import tomli_w
+
+    return tomli_w.dumps(dict(values))

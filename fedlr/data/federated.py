@@ -1,0 +1,325 @@
+"""Build the federation a run trains on: per-client train/test arrays, roles and injected noise.
+
+Roles are fixed by partition id so that a run replays exactly and the oracle noise rates are
+known:
+
+==========================================  ===========================================
+partition ids                               role
+==========================================  ===========================================
+``0 .. noisy-clients - 1``                  ``"noisy"``, label-noise rates
+                                            ``linspace(noise-rate-min, noise-rate-max)``
+next ``hard-clean-clients`` ids             ``"hard-clean"``: only ``hard-classes``, clean
+the rest                                    ``"clean"``
+the last ``feature-noise-clients`` ids      also Gaussian input noise (train and test),
+                                            whatever their role
+==========================================  ===========================================
+
+Each client's data is split into train/test first; label noise is then injected into the
+train split only, so test labels are always clean.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fedlr.config import split_list
+from fedlr.data.datasets import load_digits_arrays, synthetic_federated
+from fedlr.data.noise import gaussian_feature_noise, pair_flip_label_noise, symmetric_label_noise
+from fedlr.data.partition import partition_indices
+
+ROLE_NOISY = "noisy"
+ROLE_HARD_CLEAN = "hard-clean"
+ROLE_CLEAN = "clean"
+
+# Stream tags: every random choice draws from default_rng([seed, ...tag]) so that changing one
+# (e.g. the label-noise model) leaves the others' draws unchanged.
+_TAG_HARD_CLEAN = 1
+_TAG_SPLIT = 2
+_TAG_LABEL_NOISE = 3
+_TAG_FEATURE_NOISE = 4
+
+_LABEL_NOISE = {"symmetric": symmetric_label_noise, "pair-flip": pair_flip_label_noise}
+
+
+@dataclass(frozen=True, eq=False)
+class ClientData:
+    """One client's data and the truth about it.
+
+    Attributes
+    ----------
+    partition_id : int
+        The client's partition id (its Flower ``partition-id``).
+    role : str
+        ``"noisy"``, ``"hard-clean"`` or ``"clean"``.
+    noise_rate : float
+        Configured label-noise rate, 0.0 for clean clients: the oracle truth.
+    flip_fraction : float
+        Fraction of train labels actually changed (for symmetric noise about
+        ``noise_rate * (1 - 1/C)``).
+    feature_sigma : float
+        Std of the Gaussian input noise added to train and test inputs, 0.0 if none.
+    x_train, y_train : np.ndarray
+        Train inputs (float32, ``(n_train, d)``) and labels (int64), possibly noisy.
+    y_train_clean : np.ndarray
+        The train labels before label noise.
+    x_test, y_test : np.ndarray
+        Test inputs and labels; test labels are always clean.
+    """
+
+    partition_id: int
+    role: str
+    noise_rate: float
+    flip_fraction: float
+    feature_sigma: float
+    x_train: np.ndarray
+    y_train: np.ndarray
+    y_train_clean: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
+class Federation:
+    """All clients, ordered by partition id, and the shape of the task.
+
+    Attributes
+    ----------
+    clients : list of ClientData
+        ``clients[i].partition_id == i``.
+    num_classes : int
+        Number of classes.
+    num_features : int
+        Input dimension.
+    """
+
+    clients: list[ClientData]
+    num_classes: int
+    num_features: int
+
+
+def client_roles(cfg: Mapping[str, Any]) -> list[tuple[str, float, float]]:
+    """Give each partition id its ``(role, noise_rate, feature_sigma)`` from the config.
+
+    Parameters
+    ----------
+    cfg : Mapping
+        A resolved config (``fedlr.config.resolve()``).
+
+    Returns
+    -------
+    list of tuple
+        One ``(role, noise_rate, feature_sigma)`` per partition id.
+
+    Examples
+    --------
+    >>> from fedlr.config import resolve
+    >>> roles = client_roles(resolve(overrides={"num-clients": 4, "noisy-clients": 2,
+    ...     "noise-rate-min": 0.2, "noise-rate-max": 0.4, "feature-noise-clients": 1,
+    ...     "feature-noise-sigma": 0.5}))
+    >>> roles
+    [('noisy', 0.2, 0.0), ('noisy', 0.4, 0.0), ('hard-clean', 0.0, 0.0), ('clean', 0.0, 0.5)]
+    """
+    num_clients = int(cfg["num-clients"])
+    num_noisy = int(cfg["noisy-clients"])
+    num_hard = int(cfg["hard-clean-clients"])
+    num_feature = int(cfg["feature-noise-clients"])
+    rates = np.linspace(cfg["noise-rate-min"], cfg["noise-rate-max"], num_noisy)
+    roles = []
+    for pid in range(num_clients):
+        if pid < num_noisy:
+            # rounded so that linspace's 0.7999999999999999 reads as the configured 0.8
+            role, rate = ROLE_NOISY, round(float(rates[pid]), 12)
+        elif pid < num_noisy + num_hard:
+            role, rate = ROLE_HARD_CLEAN, 0.0
+        else:
+            role, rate = ROLE_CLEAN, 0.0
+        sigma = float(cfg["feature-noise-sigma"]) if pid >= num_clients - num_feature else 0.0
+        roles.append((role, rate, sigma))
+    return roles
+
+
+def _digits_client_indices(
+    labels: np.ndarray, cfg: Mapping[str, Any], hard_ids: list[int], hard_classes: list[int]
+) -> list[np.ndarray]:
+    """Hard-clean clients first draw from the hard classes; the rest is partitioned."""
+    num_clients = int(cfg["num-clients"])
+    seed = int(cfg["seed"])
+    indices: list[np.ndarray] = [np.empty(0, dtype=np.int64)] * num_clients
+    taken = np.empty(0, dtype=np.int64)
+    if hard_ids:
+        pool = np.flatnonzero(np.isin(labels, hard_classes))
+        per_client = min(labels.size // num_clients, pool.size // len(hard_ids))
+        if per_client < 2:
+            raise ValueError(
+                f"hard-clean-clients: {len(hard_ids)} clients cannot each get 2 samples of "
+                f"hard-classes ({pool.size} available)"
+            )
+        drawn = np.random.default_rng([seed, _TAG_HARD_CLEAN]).permutation(pool)
+        for i, pid in enumerate(hard_ids):
+            indices[pid] = np.sort(drawn[i * per_client : (i + 1) * per_client])
+        taken = drawn[: len(hard_ids) * per_client]
+    other_ids = [pid for pid in range(num_clients) if pid not in hard_ids]
+    if other_ids:
+        remaining = np.setdiff1d(np.arange(labels.size), taken)
+        parts = partition_indices(
+            labels[remaining],
+            len(other_ids),
+            str(cfg["partitioner"]),
+            alpha=float(cfg["dirichlet-alpha"]),
+            size_sigma=float(cfg["size-skew-sigma"]),
+            seed=seed,
+        )
+        for pid, part in zip(other_ids, parts, strict=True):
+            indices[pid] = remaining[part]
+    return indices
+
+
+def _train_test_split(
+    n: int, test_fraction: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded split; ``ceil(test_fraction * n)`` test samples, at least one of each."""
+    if n < 2:
+        raise ValueError(f"test-fraction: a client with {n} sample(s) cannot be split")
+    n_test = min(max(math.ceil(test_fraction * n), 1), n - 1)
+    order = rng.permutation(n)
+    return np.sort(order[n_test:]), np.sort(order[:n_test])
+
+
+def build_federation(cfg: Mapping[str, Any]) -> Federation:
+    """Build every client's train/test data, roles and noise from a resolved config.
+
+    Digits (scikit-learn, 1797 samples, 64 features): each hard-clean client first draws
+    ``len(data) // num-clients`` samples (without replacement) from the ``hard-classes`` only;
+    the remaining samples are split among the other clients by
+    :func:`~fedlr.data.partition.partition_indices` with ``partitioner``. Synthetic: LEAF's
+    Synthetic(alpha, beta), each client its own generated data (``partitioner`` is not used);
+    a hard-clean client's labels are restricted to ``hard-classes`` (see
+    :func:`~fedlr.data.datasets.synthetic_federated`).
+
+    Each client's data is then split into train/test (``test-fraction``), label noise
+    (``label-noise``, at the client's rate) is injected into the train labels only, and the last
+    ``feature-noise-clients`` ids get Gaussian noise (``feature-noise-sigma``) on train and test
+    inputs. Every random choice draws from ``np.random.default_rng([seed, ...])``; the same
+    config gives identical arrays.
+
+    Parameters
+    ----------
+    cfg : Mapping
+        A resolved config (``fedlr.config.resolve()``).
+
+    Returns
+    -------
+    Federation
+        Clients ordered by partition id.
+
+    Raises
+    ------
+    ValueError
+        The data cannot satisfy the config (e.g. a hard class the dataset lacks).
+    """
+    seed = int(cfg["seed"])
+    num_clients = int(cfg["num-clients"])
+    roles = client_roles(cfg)
+    hard_ids = [pid for pid, (role, _, _) in enumerate(roles) if role == ROLE_HARD_CLEAN]
+    hard_classes = sorted({int(c) for c in split_list(cfg["hard-classes"])})
+    num_classes = 10
+    if hard_ids and (not hard_classes or max(hard_classes) >= num_classes):
+        raise ValueError(
+            f"hard-classes: expected class indices in 0..{num_classes - 1}, "
+            f"got {cfg['hard-classes']!r}"
+        )
+    label_noise = _LABEL_NOISE.get(str(cfg["label-noise"]))
+    if label_noise is None:
+        raise ValueError(
+            f"label-noise: expected {' or '.join(_LABEL_NOISE)}, got {cfg['label-noise']!r}"
+        )
+
+    if cfg["dataset"] == "digits":
+        x_all, y_all = load_digits_arrays()
+        per_client = _digits_client_indices(y_all, cfg, hard_ids, hard_classes)
+        raw = [(x_all[idx], y_all[idx]) for idx in per_client]
+    elif cfg["dataset"] == "synthetic":
+        raw = synthetic_federated(
+            num_clients,
+            float(cfg["synthetic-alpha"]),
+            float(cfg["synthetic-beta"]),
+            seed=seed,
+            num_classes=num_classes,
+            client_classes={pid: hard_classes for pid in hard_ids},
+        )
+    else:
+        raise ValueError(f"dataset: expected digits or synthetic, got {cfg['dataset']!r}")
+
+    clients = []
+    for pid, ((x, y), (role, rate, sigma)) in enumerate(zip(raw, roles, strict=True)):
+        train, test = _train_test_split(
+            y.size, float(cfg["test-fraction"]), np.random.default_rng([seed, pid, _TAG_SPLIT])
+        )
+        y_train_clean = y[train]
+        y_train = y_train_clean.copy()
+        flip_fraction = 0.0
+        if rate > 0:
+            y_train, changed = label_noise(
+                y_train_clean,
+                rate,
+                num_classes,
+                np.random.default_rng([seed, pid, _TAG_LABEL_NOISE]),
+            )
+            flip_fraction = float(changed.mean())
+        x_train, x_test = x[train], x[test]
+        if sigma > 0:
+            feature_rng = np.random.default_rng([seed, pid, _TAG_FEATURE_NOISE])
+            x_train = gaussian_feature_noise(x_train, sigma, feature_rng)
+            x_test = gaussian_feature_noise(x_test, sigma, feature_rng)
+        clients.append(
+            ClientData(
+                partition_id=pid,
+                role=role,
+                noise_rate=rate,
+                flip_fraction=flip_fraction,
+                feature_sigma=sigma,
+                x_train=x_train,
+                y_train=y_train,
+                y_train_clean=y_train_clean,
+                x_test=x_test,
+                y_test=y[test],
+            )
+        )
+    return Federation(clients=clients, num_classes=num_classes, num_features=raw[0][0].shape[1])
+
+
+def describe(federation: Federation) -> list[dict[str, Any]]:
+    """Summarise each client as a JSON-ready row.
+
+    Parameters
+    ----------
+    federation : Federation
+        As built by :func:`build_federation`.
+
+    Returns
+    -------
+    list of dict
+        Per client: ``partition_id``, ``role``, ``noise_rate``, ``flip_fraction``,
+        ``feature_sigma``, ``n_train``, ``n_test`` and ``classes`` (sorted classes present in
+        the clean train and test labels).
+    """
+    return [
+        {
+            "partition_id": client.partition_id,
+            "role": client.role,
+            "noise_rate": client.noise_rate,
+            "flip_fraction": client.flip_fraction,
+            "feature_sigma": client.feature_sigma,
+            "n_train": int(client.y_train.size),
+            "n_test": int(client.y_test.size),
+            "classes": sorted(
+                int(c) for c in np.unique(np.concatenate([client.y_train_clean, client.y_test]))
+            ),
+        }
+        for client in federation.clients
+    ]

@@ -1,0 +1,1 @@
+"""Flower glue: strategies, ServerApp, ClientApp, message keys."""

@@ -1,0 +1,171 @@
+"""The run directory: config, per-round log appended as it happens, and results per strategy.
+
+``rounds.jsonl`` gets one line per strategy per round, flushed at once; ``results.json`` is
+rewritten (write, then rename) each time a strategy finishes, so a killed run keeps every round
+and every strategy it completed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedlr.config import to_toml
+from fedlr.fl.strategy import ClientInfo, PerClientRates
+from fedlr.metrics.fairness import clean_noisy_gap, fairness_summary, spearman_rho
+
+RoundCallback = Callable[[str, int, dict[str, Any]], None]
+
+
+def new_run_dir(out_dir: str | Path, name: str) -> Path:
+    """A fresh ``<out_dir>/<YYYYmmdd-HHMMSS>-<name>`` (suffixed if it exists)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = Path(out_dir) / f"{stamp}-{name}"
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    path.mkdir(parents=True)
+    return path
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    if value is None or not np.isfinite(value):
+        return None
+    return float(value)
+
+
+class RunRecorder:
+    """Writes a run directory while the strategies run."""
+
+    def __init__(
+        self,
+        run_dir: Path,
+        cfg: Mapping[str, Any],
+        clients: list[ClientInfo],
+        on_round: RoundCallback | None = None,
+    ) -> None:
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.cfg = dict(cfg)
+        self.clients = sorted(clients, key=lambda c: c.partition_id)
+        self.on_round = on_round
+        self.results: dict[str, Any] = {
+            "name": cfg["name"],
+            "seed": cfg["seed"],
+            "num_rounds": cfg["num-server-rounds"],
+            "estimator": cfg["estimator"],
+            "strategies": {},
+        }
+        _atomic_write(self.run_dir / "config.toml", to_toml(self.cfg))
+        self._rounds = open(self.run_dir / "rounds.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+        self._started: dict[str, float] = {}
+
+    # -- per round -----------------------------------------------------------------------
+    def start_strategy(self, name: str) -> None:
+        """Note the start time of a strategy."""
+        self._started[name] = time.perf_counter()
+
+    def round_done(self, name: str, strategy: PerClientRates, server_round: int) -> dict[str, Any]:
+        """Append the round's line to ``rounds.jsonl`` and return it."""
+        log_ = strategy.rounds.get(server_round)
+        if log_ is None:
+            return {}
+        rows = []
+        for c in self.clients:
+            pid = c.partition_id
+            rows.append({
+                "partition_id": pid,
+                "lr": log_.lr.get(pid),
+                "noise_estimate": _finite_or_none(log_.noise_estimate.get(pid)),
+                "noise_smoothed": _finite_or_none(log_.noise_smoothed.get(pid)),
+                "accuracy": log_.accuracy.get(pid),
+                "train_loss": _finite_or_none(log_.train_loss.get(pid)),
+            })
+        accuracies = [r["accuracy"] for r in rows if r["accuracy"] is not None]
+        summary = fairness_summary(accuracies) if accuracies else None
+        line = {
+            "strategy": name,
+            "round": server_round,
+            "elapsed_s": round(time.perf_counter() - self._started.get(name, 0.0), 3),
+            "accuracy_mean": summary["mean"] if summary else None,
+            "accuracy_worst10": summary["worst10"] if summary else None,
+            "clients": rows,
+            "missing": [p for p in log_.sampled if p not in log_.train_loss],
+            "invalid_estimates": log_.invalid_estimates,
+            "errors": log_.errors,
+        }
+        self._rounds.write(json.dumps(line) + "\n")
+        self._rounds.flush()
+        if self.on_round is not None:
+            self.on_round(name, server_round, line)
+        return line
+
+    # -- per strategy --------------------------------------------------------------------
+    def strategy_done(self, name: str, strategy: PerClientRates) -> dict[str, Any]:
+        """Summarise a finished strategy into ``results.json`` (rewritten atomically)."""
+        rounds = sorted(strategy.rounds)
+        last_acc: dict[int, float] = {}
+        last_lr: dict[int, float] = {}
+        for r in rounds:  # a client's latest value, even if it missed the last round
+            last_acc.update(strategy.rounds[r].accuracy)
+            last_lr.update(strategy.rounds[r].lr)
+        smoothed = strategy.ema.values if strategy.uses_estimates else {}
+        rows = []
+        for c in self.clients:
+            estimate = smoothed.get(c.partition_id)
+            if strategy.rate_source == "oracle":
+                estimate = c.noise_true
+            rows.append({
+                "partition_id": c.partition_id,
+                "role": c.role,
+                "noise_true": c.noise_true,
+                "noise_estimate": _finite_or_none(estimate),
+                "lr": last_lr.get(c.partition_id),
+                "accuracy": last_acc.get(c.partition_id),
+                "num_examples": c.num_examples,
+            })
+        scored = [r for r in rows if r["accuracy"] is not None]
+        acc = [r["accuracy"] for r in scored]
+        est = [r for r in rows if r["noise_estimate"] is not None]
+        rho = (
+            spearman_rho([r["noise_estimate"] for r in est], [r["noise_true"] for r in est])
+            if len(est) >= 2 and strategy.rate_source != "oracle"
+            else None
+        )
+        per_round = [
+            float(np.mean(list(strategy.rounds[r].accuracy.values())))
+            if strategy.rounds[r].accuracy else None
+            for r in rounds
+        ]
+        self.results["strategies"][name] = {
+            "fairness": fairness_summary(acc) if acc else None,
+            "gap_clean_noisy": _finite_or_none(
+                clean_noisy_gap(acc, [r["noise_true"] for r in scored])
+            ) if acc else None,
+            "estimator": {
+                "name": self.cfg["estimator"] if strategy.uses_estimates else None,
+                "spearman": _finite_or_none(rho),
+            },
+            "clients": rows,
+            "accuracy_per_round": per_round,
+            "elapsed_s": round(time.perf_counter() - self._started.get(name, 0.0), 3),
+        }
+        _atomic_write(self.run_dir / "results.json", json.dumps(self.results, indent=2))
+        return self.results["strategies"][name]
+
+    def close(self) -> None:
+        """Close the round log."""
+        self._rounds.close()

@@ -1,0 +1,298 @@
+"""Flower strategies that give each client its own learning rate.
+
+:class:`PerClientRates` is a mixin over any Flower ``FedAvg``-family strategy (``FedAvg``,
+``FedProx``, ``QFedAvg``): it overrides the minimum, as Flower's own ``fedprox.py`` does:
+
+* ``configure_train``: ``super()`` builds the round's content (FedProx adds ``proximal-mu``,
+  QFedAvg keeps the current weights); we then sample clients by partition id with a seeded RNG and
+  send each sampled node its own ConfigRecord holding its own ``lr``.
+* ``aggregate_train``: reads each reply's noise estimate, rejects invalid ones (NaN, inf,
+  negative, missing: logged, uniform rate), smooths valid ones (EMA), sets each reply's
+  aggregation weight, then hands the replies to ``super()``. The round loop stays Flower's.
+* ``aggregate_evaluate``: keeps every client's accuracy for the run log.
+
+Rates follow :func:`fedlr.rates.noise.inverse_noise_rule` once estimates exist (uniform during
+the warm-up rounds). A client's factor is bounded by ``[rate-low, rate-high]``, and so is its
+aggregation weight relative to its example count, whatever it reports.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg, FedProx, QFedAvg
+
+from fedlr.fl import keys
+from fedlr.rates.noise import NoiseEMA, inverse_noise_rule, is_valid_estimate
+
+log = logging.getLogger("fedlr")
+
+
+@dataclass(frozen=True)
+class ClientInfo:
+    """What the server learned about one node in the query round."""
+
+    node_id: int
+    partition_id: int
+    num_examples: int
+    noise_true: float
+    role: str
+
+
+@dataclass
+class RoundLog:
+    """What happened to each client in one round; filled by the strategy, read by the recorder."""
+
+    lr: dict[int, float] = field(default_factory=dict)
+    noise_estimate: dict[int, float | None] = field(default_factory=dict)
+    noise_smoothed: dict[int, float | None] = field(default_factory=dict)
+    train_loss: dict[int, float] = field(default_factory=dict)
+    accuracy: dict[int, float] = field(default_factory=dict)
+    sampled: list[int] = field(default_factory=list)
+    invalid_estimates: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _mean_metrics(records: list[RecordDict], weighted_by_key: str) -> MetricRecord:
+    """Unweighted mean over clients of the loss and accuracy keys present (each client once)."""
+    del weighted_by_key
+    out: dict[str, float] = {}
+    for key in (keys.TRAIN_LOSS, keys.ACCURACY, keys.EVAL_LOSS):
+        values = [float(r[keys.METRICS][key]) for r in records if key in r[keys.METRICS]]
+        if values:
+            out[key] = float(np.mean(values))
+    return MetricRecord(out)
+
+
+class PerClientRates:
+    """Mixin: per-client learning rates and aggregation weights from noise estimates.
+
+    Parameters
+    ----------
+    cfg : Mapping
+        The resolved run config (``fedlr.config.resolve``): sent to clients and read for the rule.
+    clients : list of ClientInfo
+        The query round's answers, one per node.
+    rate_source : {"uniform", "estimate", "oracle"}
+        Where a client's rate factor comes from.
+    weight_by_noise : bool
+        Weight aggregation by ``num-examples * factor`` instead of ``num-examples``.
+    """
+
+    def __init__(
+        self,
+        *,
+        cfg: Mapping[str, Any],
+        clients: list[ClientInfo],
+        rate_source: str = "uniform",
+        weight_by_noise: bool = False,
+        **strategy_kwargs: Any,
+    ) -> None:
+        if rate_source not in ("uniform", "estimate", "oracle"):
+            raise ValueError(
+                f"rate_source: expected uniform, estimate or oracle, got {rate_source}"
+            )
+        n = len(clients)
+        super().__init__(  # type: ignore[call-arg]
+            fraction_train=1.0,  # sampling is ours: seeded and keyed by partition id
+            min_train_nodes=n,
+            min_evaluate_nodes=n,
+            min_available_nodes=n,
+            weighted_by_key=keys.AGGREGATION_WEIGHT,
+            train_metrics_aggr_fn=_mean_metrics,
+            evaluate_metrics_aggr_fn=_mean_metrics,
+            **strategy_kwargs,
+        )
+        self.cfg = dict(cfg)
+        self.clients = {c.node_id: c for c in clients}
+        self.by_partition = {c.partition_id: c for c in clients}
+        self.rate_source = rate_source
+        self.weight_by_noise = weight_by_noise
+        self.uses_estimates = rate_source == "estimate" or (
+            weight_by_noise and rate_source != "oracle"
+        )
+        self.base_lr = float(cfg["lr"])
+        self.rule = inverse_noise_rule(
+            power=cfg["rate-power"], low=cfg["rate-low"], high=cfg["rate-high"],
+            floor=cfg["noise-floor"],
+        )
+        self.ema = NoiseEMA(decay=cfg["ema-decay"])
+        self.invalid_last: set[int] = set()
+        self.rounds: dict[int, RoundLog] = {}
+
+    # -- rates -------------------------------------------------------------------------------
+    def noise_for_rule(self) -> dict[int, float]:
+        """Noise per partition id that the rule may use now (oracle truth or smoothed estimates)."""
+        if self.rate_source == "oracle":
+            return {pid: c.noise_true for pid, c in self.by_partition.items()}
+        return {pid: v for pid, v in self.ema.values.items() if pid not in self.invalid_last}
+
+    def factors(self) -> dict[int, float]:
+        """Rate factor per partition id: the rule over clients with usable noise, 1 elsewhere."""
+        noise = self.noise_for_rule()
+        pids = sorted(noise)
+        out = dict.fromkeys(self.by_partition, 1.0)
+        if pids:
+            values = self.rule(
+                np.array([noise[p] for p in pids]),
+                np.array([self.by_partition[p].num_examples for p in pids]),
+            )
+            out.update(zip(pids, (float(v) for v in values), strict=True))
+        return out
+
+    def client_lr(self, server_round: int) -> dict[int, float]:
+        """Learning rate per partition id for this round."""
+        if self.rate_source == "uniform" or (
+            self.rate_source == "estimate" and server_round <= self.cfg["warmup-rounds"]
+        ):
+            return dict.fromkeys(self.by_partition, self.base_lr)
+        return {pid: self.base_lr * f for pid, f in self.factors().items()}
+
+    def sample(self, server_round: int) -> list[int]:
+        """Partition ids trained this round: seeded by (seed, round), independent of node ids."""
+        pids = sorted(self.by_partition)
+        count = max(1, int(round(len(pids) * self.cfg["fraction-train"])))
+        if count >= len(pids):
+            return pids
+        rng = np.random.default_rng([self.cfg["seed"], server_round])
+        return sorted(int(p) for p in rng.choice(pids, size=count, replace=False))
+
+    # -- Flower hooks ------------------------------------------------------------------------
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Send each sampled client the shared content plus its own learning rate."""
+        config[keys.ESTIMATE_NOISE] = self.uses_estimates
+        template = list(super().configure_train(server_round, arrays, config, grid))  # type: ignore[misc]
+        if not template:
+            return []
+        content = template[0].content
+        rates = self.client_lr(server_round)
+        log_ = self.rounds.setdefault(server_round, RoundLog())
+        log_.sampled = self.sample(server_round)
+        messages = []
+        for pid in log_.sampled:
+            node = self.by_partition[pid]
+            client_config = ConfigRecord(dict(content[keys.CONFIG]))
+            client_config[keys.LR] = rates[pid]
+            log_.lr[pid] = rates[pid]
+            messages.append(
+                Message(
+                    RecordDict({keys.ARRAYS: content[keys.ARRAYS], keys.CONFIG: client_config}),
+                    dst_node_id=node.node_id,
+                    message_type=MessageType.TRAIN,
+                )
+            )
+        return messages
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Check replies and estimates, set aggregation weights, then aggregate with ``super()``."""
+        log_ = self.rounds.setdefault(server_round, RoundLog())
+        accepted: list[Message] = []
+        raw: dict[int, float] = {}
+        for reply in replies:
+            node = self.clients.get(reply.metadata.src_node_id)
+            pid = node.partition_id if node else -1
+            if reply.has_error():
+                log_.errors.append({"partition_id": pid, "reason": str(reply.error.reason)})
+                continue
+            metrics = reply.content[keys.METRICS] if keys.METRICS in reply.content else {}
+            if node is None or keys.ARRAYS not in reply.content:
+                log_.errors.append({"partition_id": pid, "reason": "unknown node or no arrays"})
+                continue
+            if not all(np.all(np.isfinite(a)) for a in reply.content[keys.ARRAYS]
+                       .to_numpy_ndarrays()):
+                log_.errors.append({"partition_id": pid, "reason": "non-finite weights"})
+                continue
+            log_.train_loss[pid] = float(metrics.get(keys.TRAIN_LOSS, float("nan")))
+            if self.uses_estimates:
+                value = metrics.get(keys.NOISE_ESTIMATE)
+                if is_valid_estimate(value):
+                    raw[pid] = float(value)  # type: ignore[arg-type]
+                    self.invalid_last.discard(pid)
+                else:
+                    log_.invalid_estimates.append({"partition_id": pid, "value": repr(value)})
+                    self.invalid_last.add(pid)
+                log_.noise_estimate[pid] = raw.get(pid)
+            accepted.append(reply)
+
+        # Estimates from the last warm-up round on seed the EMA (earlier models are too raw).
+        if server_round >= self.cfg["warmup-rounds"]:
+            for pid, value in raw.items():
+                log_.noise_smoothed[pid] = self.ema.update(pid, value)
+        factors = self.factors() if self.weight_by_noise else {}
+        for reply in accepted:
+            node = self.clients[reply.metadata.src_node_id]
+            weight = node.num_examples * factors.get(node.partition_id, 1.0)
+            reply.content[keys.METRICS] = MetricRecord({
+                keys.NUM_EXAMPLES: node.num_examples,
+                keys.AGGREGATION_WEIGHT: float(weight),
+                keys.TRAIN_LOSS: log_.train_loss[node.partition_id],
+            })
+        if not accepted:
+            return None, None
+        return super().aggregate_train(server_round, accepted)  # type: ignore[misc]
+
+    def aggregate_evaluate(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> MetricRecord | None:
+        """Keep each client's accuracy, then aggregate (unweighted mean) with ``super()``."""
+        replies = list(replies)
+        log_ = self.rounds.setdefault(server_round, RoundLog())
+        for reply in replies:
+            if reply.has_error():
+                continue
+            node = self.clients.get(reply.metadata.src_node_id)
+            metrics = reply.content[keys.METRICS]
+            if node is not None:
+                log_.accuracy[node.partition_id] = float(metrics[keys.ACCURACY])
+            # The weighting key is shared with training; evaluation weights are example counts.
+            metrics[keys.AGGREGATION_WEIGHT] = float(metrics[keys.NUM_EXAMPLES])
+        return super().aggregate_evaluate(server_round, replies)  # type: ignore[misc]
+
+    def summary(self) -> None:
+        """Flower's summary, plus the rate source."""
+        log.info("fedlr rates: source=%s weight_by_noise=%s", self.rate_source,
+                 self.weight_by_noise)
+        super().summary()  # type: ignore[misc]
+
+
+class NoiseAdaptiveFedAvg(PerClientRates, FedAvg):
+    """FedAvg with per-client rates inverse to estimated (or true) noise."""
+
+
+class PerClientFedProx(PerClientRates, FedProx):
+    """Flower's FedProx (server adds ``proximal-mu``), uniform rates, fedlr's logging."""
+
+
+class PerClientQFedAvg(PerClientRates, QFedAvg):
+    """Flower's q-FedAvg, uniform rates, fedlr's logging."""
+
+
+def build_strategy(name: str, cfg: Mapping[str, Any], clients: list[ClientInfo]) -> PerClientRates:
+    """The strategy called ``name`` in the config's ``strategies`` list."""
+    common: dict[str, Any] = {"cfg": cfg, "clients": clients}
+    if name == "fedavg":
+        return NoiseAdaptiveFedAvg(**common)
+    if name == "inverse-noise-weights":
+        return NoiseAdaptiveFedAvg(**common, weight_by_noise=True)
+    if name == "noise-adaptive":
+        return NoiseAdaptiveFedAvg(
+            **common, rate_source="estimate", weight_by_noise=cfg["noise-weighted-aggregation"]
+        )
+    if name == "oracle-noise-rates":
+        return NoiseAdaptiveFedAvg(**common, rate_source="oracle")
+    if name == "fedprox":
+        return PerClientFedProx(**common, proximal_mu=cfg["fedprox-mu"])
+    if name == "qfedavg":
+        return PerClientQFedAvg(**common, client_learning_rate=cfg["lr"], q=cfg["qfedavg-q"],
+                                train_loss_key=keys.TRAIN_LOSS)
+    raise ValueError(f"strategies: unknown strategy {name!r}")

@@ -1,0 +1,1 @@
+"""Fairness, continual-learning and estimator-quality metrics. Pure."""

@@ -1,0 +1,722 @@
+"""Tables and plots from a run directory: ``report.md``, ``results.csv`` and three PNGs.
+
+A run directory (``runs/<time>-<name>/``) holds ``config.toml``, ``rounds.jsonl`` (one line per
+strategy per round, appended as rounds finish) and, once the run has ended, ``results.json``.
+Everything here reads those files and writes next to them; nothing is kept between calls.
+
+When ``results.json`` is missing (a run killed mid-way) the report is built from the last
+recorded round of each strategy in ``rounds.jsonl`` and says so at the top. Client roles and
+true noise rates are only in ``results.json``, so that report shows them as ``n/a``.
+
+Examples
+--------
+>>> from pathlib import Path
+>>> from fedlr.report import render_report
+>>> render_report(Path("runs/2025-01-01T12-00-00-noisy_hospitals"))  # doctest: +SKIP
+PosixPath('runs/2025-01-01T12-00-00-noisy_hospitals/report.md')
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import tomllib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+__all__ = ["load_config", "load_results", "load_rounds", "render_report", "write_csv"]
+
+REPORT_FILE = "report.md"
+CSV_FILE = "results.csv"
+ACCURACY_PER_ROUND_PNG = "accuracy_per_round.png"
+ACCURACY_VS_NOISE_PNG = "client_accuracy_vs_noise.png"
+RATE_VS_NOISE_PNG = "rate_vs_noise.png"
+
+CSV_COLUMNS = (
+    "strategy",
+    "partition_id",
+    "role",
+    "noise_true",
+    "noise_estimate",
+    "lr",
+    "accuracy",
+    "num_examples",
+)
+
+_DPI = 120
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">")
+_NOISY, _HARD_CLEAN = "noisy", "hard-clean"
+# A black ring around a point marks a hard-but-clean client in every plot.
+_RING: dict[str, Any] = {"facecolors": "none", "edgecolors": "black", "s": 170, "lw": 1.4}
+
+
+# ------------------------------------------------------------------------------------------------
+# Loading
+# ------------------------------------------------------------------------------------------------
+
+
+def load_rounds(run_dir: Path | str) -> list[dict[str, Any]]:
+    """Read ``rounds.jsonl``, skipping lines that are not a JSON object with a strategy.
+
+    A run killed while writing leaves a truncated last line; such lines are skipped, not fatal.
+
+    Parameters
+    ----------
+    run_dir : Path or str
+        The run directory.
+
+    Returns
+    -------
+    list of dict
+        One record per readable line, in file order; empty if the file is missing.
+    """
+    path = Path(run_dir) / "rounds.jsonl"
+    if not path.is_file():
+        return []
+    records = []
+    with path.open(encoding="utf-8", errors="replace") as lines:
+        for line in lines:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and isinstance(record.get("strategy"), str):
+                records.append(record)
+    return records
+
+
+def load_results(run_dir: Path | str) -> dict[str, Any] | None:
+    """Read ``results.json``.
+
+    Parameters
+    ----------
+    run_dir : Path or str
+        The run directory.
+
+    Returns
+    -------
+    dict or None
+        The parsed file, or ``None`` when it is missing (the run has not finished).
+
+    Raises
+    ------
+    ValueError
+        If the file exists but is not a JSON object with a ``strategies`` table.
+    """
+    path = Path(run_dir) / "results.json"
+    if not path.is_file():
+        return None
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(results, dict) or not isinstance(results.get("strategies"), dict):
+        raise ValueError(f"{path}: expected an object with a 'strategies' table")
+    return results
+
+
+def load_config(run_dir: Path | str) -> dict[str, Any]:
+    """Read the resolved ``config.toml`` of a run.
+
+    Parameters
+    ----------
+    run_dir : Path or str
+        The run directory.
+
+    Returns
+    -------
+    dict
+        The flat config table, or an empty dict when the file is missing or unreadable.
+    """
+    path = Path(run_dir) / "config.toml"
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError):
+        return {}
+
+
+# ------------------------------------------------------------------------------------------------
+# One normalised view of a run, whether it finished or not
+# ------------------------------------------------------------------------------------------------
+
+
+def _num(value: Any) -> float | None:
+    """Return ``value`` as a finite float, else ``None`` (null, NaN, strings, ...)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _fairness(accuracies: Sequence[float]) -> dict[str, float | None]:
+    """Fairness summary of per-client accuracies, as results.json writes it.
+
+    ``worst10``/``best10`` are the means of the lowest/highest ``ceil(n / 10)`` accuracies;
+    Jain's index is ``(sum a)^2 / (n sum a^2)``; Gini is ``sum_ij |a_i - a_j| / (2 n^2 mean)``.
+    """
+    values = np.sort(np.asarray([a for a in accuracies if a is not None], dtype=float))
+    n = values.size
+    if n == 0:
+        return dict.fromkeys(("mean", "variance", "worst10", "best10", "jain", "gini"))
+    k = max(1, math.ceil(n / 10))
+    mean = float(values.mean())
+    squares = float(np.sum(values**2))
+    pair_diffs = float(np.abs(values[:, None] - values[None, :]).sum())
+    return {
+        "mean": mean,
+        "variance": float(values.var()),
+        "worst10": float(values[:k].mean()),
+        "best10": float(values[-k:].mean()),
+        "jain": float(values.sum() ** 2 / (n * squares)) if squares > 0 else None,
+        "gini": pair_diffs / (2 * n * n * mean) if mean > 0 else None,
+    }
+
+
+def _strategy_order(
+    results: dict[str, Any] | None, rounds: list[dict[str, Any]], config: dict[str, Any]
+) -> list[str]:
+    """Order strategies as the run listed them, then any others in order of appearance."""
+    order: list[str] = []
+    if results is not None:
+        order.extend(results["strategies"])
+    order.extend(s.strip() for s in str(config.get("strategies", "")).split(",") if s.strip())
+    order.extend(record["strategy"] for record in rounds)
+    return list(dict.fromkeys(order))
+
+
+def _last_rounds(rounds: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Return the record of the highest round of each strategy (the later line wins a tie)."""
+    last: dict[str, dict[str, Any]] = {}
+    for record in rounds:
+        current = last.get(record["strategy"])
+        round_number = _num(record.get("round")) or 0.0
+        if current is None or round_number >= (_num(current.get("round")) or 0.0):
+            last[record["strategy"]] = record
+    return last
+
+
+def _summaries_from_results(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    summaries = {}
+    for strategy, entry in results["strategies"].items():
+        fairness = entry.get("fairness") or {}
+        estimator = entry.get("estimator") or {}
+        clients = [
+            {
+                "partition_id": client.get("partition_id"),
+                "role": client.get("role"),
+                "noise_true": _num(client.get("noise_true")),
+                "noise_estimate": _num(client.get("noise_estimate")),
+                "lr": _num(client.get("lr")),
+                "accuracy": _num(client.get("accuracy")),
+                "num_examples": client.get("num_examples"),
+            }
+            for client in entry.get("clients") or []
+        ]
+        summaries[strategy] = {
+            "fairness": {key: _num(value) for key, value in fairness.items()},
+            "gap_clean_noisy": _num(entry.get("gap_clean_noisy")),
+            "spearman": _num(estimator.get("spearman")),
+            "estimator": estimator.get("name"),
+            "clients": clients,
+            "round": None,
+            "missing": [],
+        }
+    return summaries
+
+
+def _summaries_from_rounds(rounds: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    summaries = {}
+    for strategy, record in _last_rounds(rounds).items():
+        clients = []
+        for client in record.get("clients") or []:
+            # The smoothed estimate is what the rate rule reads; fall back to the raw one.
+            estimate = _num(client.get("noise_smoothed"))
+            if estimate is None:
+                estimate = _num(client.get("noise_estimate"))
+            clients.append(
+                {
+                    "partition_id": client.get("partition_id"),
+                    "role": None,
+                    "noise_true": None,
+                    "noise_estimate": estimate,
+                    "lr": _num(client.get("lr")),
+                    "accuracy": _num(client.get("accuracy")),
+                    "num_examples": None,
+                }
+            )
+        fairness = _fairness([c["accuracy"] for c in clients if c["accuracy"] is not None])
+        # Prefer what the run itself logged for the two numbers it logs.
+        for key, logged in (("mean", "accuracy_mean"), ("worst10", "accuracy_worst10")):
+            if _num(record.get(logged)) is not None:
+                fairness[key] = _num(record.get(logged))
+        summaries[strategy] = {
+            "fairness": fairness,
+            "gap_clean_noisy": None,
+            "spearman": None,
+            "estimator": None,
+            "clients": clients,
+            "round": record.get("round"),
+            "missing": list(record.get("missing") or []),
+        }
+    return summaries
+
+
+def _client_sort_key(client: dict[str, Any]) -> tuple[int, str]:
+    partition_id = client.get("partition_id")
+    if isinstance(partition_id, int):
+        return (partition_id, "")
+    return (1 << 30, str(partition_id))
+
+
+def _load_run(run_dir: Path) -> dict[str, Any]:
+    """Collect everything the report needs, in one shape for finished and unfinished runs."""
+    config = load_config(run_dir)
+    results = load_results(run_dir)
+    rounds = load_rounds(run_dir)
+    if results is None and not rounds:
+        raise ValueError(
+            f"{run_dir}: nothing to report (no results.json and no readable line in rounds.jsonl)"
+        )
+    if results is not None:
+        summaries = _summaries_from_results(results)
+    else:
+        summaries = _summaries_from_rounds(rounds)
+    for summary in summaries.values():
+        summary["clients"].sort(key=_client_sort_key)
+    order = [s for s in _strategy_order(results, rounds, config) if s in summaries]
+    source = results if results is not None else config
+    return {
+        "name": source.get("name") or config.get("name") or run_dir.name,
+        "seed": source.get("seed", config.get("seed")),
+        "num_rounds": source.get("num_rounds", config.get("num-server-rounds")),
+        "base_lr": _num(config.get("lr")),
+        "finished": results is not None,
+        "strategies": order,
+        "summaries": {s: summaries[s] for s in order},
+        "rounds": rounds,
+        "colours": _colours(_strategy_order(results, rounds, config)),
+    }
+
+
+def _colours(strategies: list[str]) -> dict[str, tuple[str, str]]:
+    """Give each strategy a fixed (colour, marker), the same in every plot."""
+    return {
+        strategy: (f"C{i % 10}", _MARKERS[i % len(_MARKERS)])
+        for i, strategy in enumerate(strategies)
+    }
+
+
+# ------------------------------------------------------------------------------------------------
+# CSV
+# ------------------------------------------------------------------------------------------------
+
+
+def write_csv(run_dir: Path | str) -> Path:
+    """Write ``results.csv``: one row per strategy and client.
+
+    Columns are ``CSV_COLUMNS``; a missing value is an empty cell. An unfinished run (no
+    ``results.json``) gives the clients of the last recorded round of each strategy.
+
+    Parameters
+    ----------
+    run_dir : Path or str
+        The run directory.
+
+    Returns
+    -------
+    Path
+        The path of the written file.
+    """
+    run_dir = Path(run_dir)
+    return _write_csv(run_dir, _load_run(run_dir))
+
+
+def _write_csv(run_dir: Path, run: dict[str, Any]) -> Path:
+    path = run_dir / CSV_FILE
+    with path.open("w", newline="", encoding="utf-8") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(CSV_COLUMNS)
+        for strategy in run["strategies"]:
+            for client in run["summaries"][strategy]["clients"]:
+                row = [strategy] + [client.get(column) for column in CSV_COLUMNS[1:]]
+                writer.writerow(["" if value is None else value for value in row])
+    return path
+
+
+# ------------------------------------------------------------------------------------------------
+# Markdown
+# ------------------------------------------------------------------------------------------------
+
+NA = "n/a"
+
+
+def _fmt(value: float | None, spec: str, scale: float = 1.0) -> str:
+    return NA if value is None else format(value * scale, spec)
+
+
+def _percent(value: float | None) -> str:
+    return _fmt(value, ".1f", 100.0)
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], align: str) -> list[str]:
+    """Format a markdown table; ``align`` holds one of ``l``/``r`` per column."""
+    rule = ["---" if a == "l" else "---:" for a in align]
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(rule) + " |"]
+    lines.extend("| " + " | ".join(row) + " |" for row in rows)
+    return lines
+
+
+# (header, value of a summary, format, which value is best: +1 highest, -1 lowest, 0 closest to 0)
+_SUMMARY_COLUMNS: tuple[tuple[str, Callable[[dict], float | None], Callable, int], ...] = (
+    ("Mean acc. (%)", lambda s: s["fairness"].get("mean"), _percent, 1),
+    ("Variance (%²)", lambda s: s["fairness"].get("variance"), lambda v: _fmt(v, ".1f", 1e4), -1),
+    ("Worst-10% (%)", lambda s: s["fairness"].get("worst10"), _percent, 1),
+    ("Best-10% (%)", lambda s: s["fairness"].get("best10"), _percent, 1),
+    ("Jain", lambda s: s["fairness"].get("jain"), lambda v: _fmt(v, ".3f"), 1),
+    ("Gini", lambda s: s["fairness"].get("gini"), lambda v: _fmt(v, ".3f"), -1),
+    ("Clean−noisy gap (pp)", lambda s: s["gap_clean_noisy"], _percent, 0),
+    ("Spearman ρ", lambda s: s["spearman"], lambda v: _fmt(v, ".2f"), 1),
+)
+
+
+def _summary_table(run: dict[str, Any]) -> list[str]:
+    strategies = run["strategies"]
+    cells: dict[str, list[str]] = {s: [] for s in strategies}
+    for _, value_of, formatter, direction in _SUMMARY_COLUMNS:
+        values = {s: _num(value_of(run["summaries"][s])) for s in strategies}
+        present = {s: v for s, v in values.items() if v is not None}
+        best_text = None
+        if len(present) >= 2:
+            score = {1: lambda v: v, -1: lambda v: -v, 0: lambda v: -abs(v)}[direction]
+            best_text = formatter(max(present.values(), key=score))
+        for s in strategies:
+            text = formatter(values[s])
+            # Ties at the shown precision are all best.
+            cells[s].append(f"**{text}**" if values[s] is not None and text == best_text else text)
+    header = ["Strategy"] + [column[0] for column in _SUMMARY_COLUMNS]
+    rows = [[f"`{s}`"] + cells[s] for s in strategies]
+    return _table(header, rows, "l" + "r" * len(_SUMMARY_COLUMNS))
+
+
+def _client_table(summary: dict[str, Any]) -> list[str]:
+    rows = [
+        [
+            str(client.get("partition_id")),
+            client.get("role") or NA,
+            _fmt(client["noise_true"], ".2f"),
+            _fmt(client["noise_estimate"], ".2f"),
+            _fmt(client["lr"], ".3g"),
+            _percent(client["accuracy"]),
+        ]
+        for client in summary["clients"]
+    ]
+    header = ["Partition", "Role", "True noise", "Estimate", "LR", "Accuracy (%)"]
+    return _table(header, rows, "rlrrrr")
+
+
+def _mean(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return sum(present) / len(present) if present else None
+
+
+def _hard_clean_section(run: dict[str, Any]) -> list[str]:
+    lines = ["## Hard-but-clean clients", ""]
+    if not run["finished"]:
+        return lines + ["Client roles are written to results.json at the end of a run: n/a."]
+    bullets = []
+    for strategy in run["strategies"]:
+        clients = run["summaries"][strategy]["clients"]
+        hard = [c for c in clients if c.get("role") == _HARD_CLEAN]
+        noisy = [c for c in clients if c.get("role") == _NOISY]
+        if not hard:
+            continue
+        described = "; ".join(
+            f"client {c['partition_id']}: estimate {_fmt(c['noise_estimate'], '.2f')}, "
+            f"lr {_fmt(c['lr'], '.3g')}, accuracy {_percent(c['accuracy'])}%"
+            for c in hard
+        )
+        noisy_text = (
+            f"noisy clients (mean of {len(noisy)}): "
+            f"estimate {_fmt(_mean([c['noise_estimate'] for c in noisy]), '.2f')}, "
+            f"lr {_fmt(_mean([c['lr'] for c in noisy]), '.3g')}, "
+            f"accuracy {_percent(_mean([c['accuracy'] for c in noisy]))}%"
+            if noisy
+            else "no noisy clients"
+        )
+        bullets.append(f"- `{strategy}`: {described} — vs {noisy_text}.")
+    if not bullets:
+        return lines + ["This run has no hard-but-clean client."]
+    intro = (
+        "A hard-but-clean client holds only the hardest classes: its loss is high although its "
+        "labels are right. A good noise estimator gives it a low estimate and so a rate above "
+        "the noisy clients' rate."
+    )
+    return lines + [intro, ""] + bullets
+
+
+def _notes(run: dict[str, Any]) -> list[str]:
+    """List missing replies and invalid estimates seen in rounds.jsonl, per strategy."""
+    notes = []
+    for strategy in run["strategies"]:
+        records = [r for r in run["rounds"] if r["strategy"] == strategy]
+        missing = sum(len(r.get("missing") or []) for r in records)
+        invalid = sum(len(r.get("invalid_estimates") or []) for r in records)
+        if missing or invalid:
+            notes.append(
+                f"- `{strategy}`: {missing} missing client replies, "
+                f"{invalid} invalid noise estimates over {len(records)} rounds."
+            )
+    return ["## Run notes", ""] + notes + [""] if notes else []
+
+
+def _markdown(run: dict[str, Any]) -> str:
+    seed = NA if run["seed"] is None else run["seed"]
+    lines = [f"# fedlr run `{run['name']}` (seed {seed})", ""]
+    if not run["finished"]:
+        reached = ", ".join(
+            f"`{s}` round {run['summaries'][s]['round']}" for s in run["strategies"]
+        )
+        total = "" if run["num_rounds"] is None else f" of {run['num_rounds']}"
+        lines += [
+            f"> **Unfinished run**: results.json is missing. The summary is built from the last "
+            f"round of each strategy in rounds.jsonl ({reached}{total}); roles, true noise, the "
+            "clean-noisy gap and Spearman ρ are n/a.",
+            "",
+        ]
+    estimators = sorted({s["estimator"] for s in run["summaries"].values() if s["estimator"]})
+    rho = f" between noise estimate ({', '.join(estimators)}) and true noise" if estimators else ""
+    lines += ["## Summary", ""]
+    lines += _summary_table(run)
+    lines += [
+        "",
+        "Accuracies are on each client's clean test split, in percent; the gap is mean clean "
+        f"minus mean noisy accuracy in percentage points; Spearman ρ{rho}. Best per column in "
+        "bold.",
+        "",
+        f"![Mean client accuracy per round]({ACCURACY_PER_ROUND_PNG})",
+        "",
+    ]
+    lines += _hard_clean_section(run) + [""]
+    lines += [
+        f"![Final client accuracy vs true noise]({ACCURACY_VS_NOISE_PNG})",
+        "",
+        f"![Learning rate vs noise estimate]({RATE_VS_NOISE_PNG})",
+        "",
+    ]
+    lines += _notes(run)
+    lines += ["## Clients per strategy", ""]
+    for strategy in run["strategies"]:
+        summary = run["summaries"][strategy]
+        lines += [f"### `{strategy}`", ""] + _client_table(summary) + [""]
+        if summary["missing"]:
+            ids = ", ".join(str(i) for i in summary["missing"])
+            lines += [f"No reply in round {summary['round']} from: {ids}.", ""]
+    lines += [f"All numbers per client: [{CSV_FILE}]({CSV_FILE}).", ""]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------
+# Plots
+# ------------------------------------------------------------------------------------------------
+
+
+def _new_figure() -> Figure:
+    figure = Figure(figsize=(7.5, 4.8), dpi=_DPI, layout="constrained")
+    FigureCanvasAgg(figure)  # Agg, without pyplot's global figure registry
+    return figure
+
+
+def _save(figure: Figure, path: Path) -> Path:
+    figure.savefig(path, dpi=_DPI, metadata={"Software": None})
+    figure.clear()
+    return path
+
+
+def _no_data(axes: Any, message: str) -> None:
+    axes.text(0.5, 0.5, message, ha="center", va="center", transform=axes.transAxes, color="0.4")
+
+
+def _plot_accuracy_per_round(run: dict[str, Any], path: Path) -> Path:
+    figure = _new_figure()
+    axes = figure.add_subplot()
+    plotted = False
+    for strategy in run["strategies"]:
+        by_round: dict[float, dict[str, Any]] = {}
+        for record in run["rounds"]:
+            round_number = _num(record.get("round"))
+            if record["strategy"] == strategy and round_number is not None:
+                by_round[round_number] = record
+        points = sorted(by_round.items())
+        colour, marker = run["colours"][strategy]
+        mean = [(r, _num(rec.get("accuracy_mean"))) for r, rec in points]
+        worst = [(r, _num(rec.get("accuracy_worst10"))) for r, rec in points]
+        mean = [(r, 100 * v) for r, v in mean if v is not None]
+        worst = [(r, 100 * v) for r, v in worst if v is not None]
+        if mean:
+            axes.plot(*zip(*mean, strict=True), color=colour, marker=marker, ms=4, label=strategy)
+            plotted = True
+        if worst:
+            axes.plot(*zip(*worst, strict=True), color=colour, ls="--", lw=1.2, alpha=0.8)
+            plotted = True
+    axes.set_title("Client accuracy per round")
+    axes.set_xlabel("Server round")
+    axes.set_ylabel("Accuracy on clean test split (%)")
+    axes.grid(alpha=0.3)
+    if plotted:
+        # One proxy entry explains the dashed lines of every strategy.
+        axes.plot([], [], color="0.4", label="mean (solid)")
+        axes.plot([], [], color="0.4", ls="--", lw=1.2, label="worst 10% (dashed)")
+        axes.legend(loc="lower right", fontsize="small")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    else:
+        _no_data(axes, "rounds.jsonl holds no round")
+    return _save(figure, path)
+
+
+def _dodge(index: int, count: int, span: float) -> float:
+    """Offset x so that strategies at the same x do not hide each other."""
+    return (index - (count - 1) / 2) * span
+
+
+def _plot_accuracy_vs_noise(run: dict[str, Any], path: Path) -> Path:
+    figure = _new_figure()
+    axes = figure.add_subplot()
+    strategies = run["strategies"]
+    has_truth = any(
+        c["noise_true"] is not None for s in strategies for c in run["summaries"][s]["clients"]
+    )
+    span = 0.008 if has_truth else 0.06
+    hard_xs: list[float] = []
+    hard_ys: list[float] = []
+    for index, strategy in enumerate(strategies):
+        colour, marker = run["colours"][strategy]
+        xs, ys = [], []
+        for client in run["summaries"][strategy]["clients"]:
+            x = client["noise_true"] if has_truth else _num(client.get("partition_id"))
+            if x is None or client["accuracy"] is None:
+                continue
+            x += _dodge(index, len(strategies), span)
+            xs.append(x)
+            ys.append(100 * client["accuracy"])
+            if client.get("role") == _HARD_CLEAN:
+                hard_xs.append(x)
+                hard_ys.append(100 * client["accuracy"])
+        axes.scatter(xs, ys, color=colour, marker=marker, s=42, alpha=0.85, label=strategy)
+    if hard_xs:
+        axes.scatter(hard_xs, hard_ys, label="hard-clean client", **_RING)
+    if has_truth:
+        axes.set_title("Final client accuracy vs true label-noise rate")
+        axes.set_xlabel("True label-noise rate of the client's training split")
+    else:
+        axes.set_title("Final client accuracy (true noise unknown: results.json missing)")
+        axes.set_xlabel("Partition id")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.set_ylabel("Accuracy on clean test split (%)")
+    axes.grid(alpha=0.3)
+    if strategies:
+        axes.legend(loc="best", fontsize="small")
+    return _save(figure, path)
+
+
+def _plot_rate_vs_noise(run: dict[str, Any], path: Path) -> Path:
+    figure = _new_figure()
+    axes = figure.add_subplot()
+    rates: list[float] = []
+    hard: list[tuple[float, float]] = []
+    for strategy in run["strategies"]:
+        colour, marker = run["colours"][strategy]
+        points = [
+            c
+            for c in run["summaries"][strategy]["clients"]
+            if c["noise_estimate"] is not None and c["lr"] is not None
+        ]
+        if not points:
+            continue
+        axes.scatter(
+            [c["noise_estimate"] for c in points],
+            [c["lr"] for c in points],
+            color=colour,
+            marker=marker,
+            s=42,
+            alpha=0.85,
+            label=strategy,
+        )
+        rates.extend(c["lr"] for c in points)
+        for client in points:
+            if client.get("role") != _HARD_CLEAN:
+                continue
+            hard.append((client["noise_estimate"], client["lr"]))
+            axes.annotate(
+                f"hard-clean #{client['partition_id']} ({strategy})",
+                hard[-1],
+                xytext=(12, 0),
+                textcoords="offset points",
+                ha="left",
+                va="center",
+                fontsize="small",
+                color=colour,
+            )
+    if hard:
+        axes.scatter(*zip(*hard, strict=True), label="hard-clean client", **_RING)
+    if rates:
+        axes.margins(x=0.12, y=0.1)  # room for the annotation
+        if run["base_lr"] is not None:
+            axes.axhline(run["base_lr"], color="0.5", ls=":", lw=1, label="base lr")
+        positive = [r for r in rates if r > 0]
+        if len(positive) == len(rates) and max(positive) / min(positive) > 10:
+            axes.set_yscale("log")
+        axes.legend(loc="best", fontsize="small")
+    else:
+        _no_data(axes, "no strategy reported noise estimates")
+    axes.set_title("Final learning rate vs noise estimate")
+    axes.set_xlabel("Noise estimate (higher = noisier labels)")
+    axes.set_ylabel("Client learning rate")
+    axes.grid(alpha=0.3, which="both")
+    return _save(figure, path)
+
+
+# ------------------------------------------------------------------------------------------------
+# Entry point
+# ------------------------------------------------------------------------------------------------
+
+
+def render_report(run_dir: Path | str) -> Path:
+    """Write ``report.md``, ``results.csv`` and the three PNGs of a run into its directory.
+
+    Works on a finished run (``results.json``) and on an unfinished one (``rounds.jsonl``
+    only: the summary then comes from the last round of each strategy, as the report says).
+    Rendering twice gives the same files.
+
+    Parameters
+    ----------
+    run_dir : Path or str
+        The run directory.
+
+    Returns
+    -------
+    Path
+        The path of ``report.md``.
+
+    Raises
+    ------
+    ValueError
+        If the directory holds neither ``results.json`` nor a readable ``rounds.jsonl`` line.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ValueError(f"{run_dir}: not a run directory")
+    run = _load_run(run_dir)
+    _plot_accuracy_per_round(run, run_dir / ACCURACY_PER_ROUND_PNG)
+    _plot_accuracy_vs_noise(run, run_dir / ACCURACY_VS_NOISE_PNG)
+    _plot_rate_vs_noise(run, run_dir / RATE_VS_NOISE_PNG)
+    _write_csv(run_dir, run)
+    path = run_dir / REPORT_FILE
+    path.write_text(_markdown(run), encoding="utf-8")
+    return path

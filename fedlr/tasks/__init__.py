@@ -1,0 +1,1 @@
+"""Tasks: data + model + local train/eval loops, one ClientApp for all."""

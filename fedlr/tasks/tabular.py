@@ -1,0 +1,194 @@
+"""Tabular classification task: digits or LEAF Synthetic, an MLP, local SGD/Adam, noise estimates.
+
+A task supplies everything the one ClientApp needs: the client's data (built from the run config,
+cached per process), a model, the local training loop, evaluation and the noise estimators.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import functional_call, grad, vmap
+
+from fedlr.data.federated import ClientData, Federation, build_federation
+from fedlr.rates.noise import gradient_noise_ratio, loss_mixture_noise, margin_losses
+
+# Keys that change the data; everything else (rates, strategies, rounds) does not.
+DATA_KEYS = (
+    "dataset", "num-clients", "partitioner", "dirichlet-alpha", "size-skew-sigma",
+    "test-fraction", "synthetic-alpha", "synthetic-beta", "label-noise", "noisy-clients",
+    "noise-rate-min", "noise-rate-max", "hard-clean-clients", "hard-classes",
+    "feature-noise-clients", "feature-noise-sigma", "seed",
+)
+# Per-sample gradients of at most this many examples feed the gradient estimator.
+GRADIENT_SAMPLE = 256
+
+
+@functools.lru_cache(maxsize=4)
+def _federation(data_key: str) -> Federation:
+    return build_federation(json.loads(data_key))
+
+
+def federation(cfg: Mapping[str, Any]) -> Federation:
+    """The federation for a run config; built once per process and data-relevant config."""
+    return _federation(json.dumps({k: cfg[k] for k in DATA_KEYS}, sort_keys=True))
+
+
+def client_data(cfg: Mapping[str, Any], partition_id: int) -> ClientData:
+    """One client's data; ``partition_id`` must be in ``[0, num-clients)``."""
+    clients = federation(cfg).clients
+    if not 0 <= partition_id < len(clients):
+        raise ValueError(
+            f"partition-id: expected 0..{len(clients) - 1} (num-clients = {len(clients)}), "
+            f"got {partition_id}"
+        )
+    return clients[partition_id]
+
+
+class MLP(nn.Module):
+    """Two-layer perceptron: ``Linear -> ReLU -> Linear``."""
+
+    def __init__(self, num_features: int, num_classes: int, hidden: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(num_features, hidden), nn.ReLU(), nn.Linear(hidden, num_classes)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of shape ``(N, num_classes)``."""
+        return self.net(x)
+
+
+def build_model(cfg: Mapping[str, Any], seed: int | None = None) -> MLP:
+    """The run's model; initial weights are a function of ``seed`` (default: the run seed)."""
+    fed = federation(cfg)
+    torch.manual_seed(cfg["seed"] if seed is None else seed)
+    return MLP(fed.num_features, fed.num_classes, cfg["hidden"])
+
+
+def _tensors(x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.from_numpy(np.ascontiguousarray(x, np.float32)), torch.from_numpy(
+        np.ascontiguousarray(y, np.int64)
+    )
+
+
+def train_local(
+    model: nn.Module,
+    data: ClientData,
+    *,
+    lr: float,
+    epochs: int,
+    batch_size: int,
+    optimizer: str = "sgd",
+    momentum: float = 0.0,
+    proximal_mu: float = 0.0,
+    seed: int = 0,
+) -> float:
+    """Train ``model`` in place on the client's (possibly noisy) train split.
+
+    With ``proximal_mu > 0`` the FedProx term ``(mu / 2) * ||w - w_global||^2`` is added, with
+    ``w_global`` the weights received (Li et al. 2020). Batches are shuffled by a
+    ``torch.Generator`` seeded with ``seed``, so every strategy sees the same batches.
+
+    Returns
+    -------
+    float
+        Mean training loss over the local steps (without the proximal term).
+    """
+    x, y = _tensors(data.x_train, data.y_train)
+    if optimizer == "sgd":
+        opt: torch.optim.Optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
+    elif optimizer == "adam":
+        opt = torch.optim.Adam(model.parameters(), lr=lr)
+    else:
+        raise ValueError(f"optimizer: expected sgd or adam, got {optimizer!r}")
+    global_params = [p.detach().clone() for p in model.parameters()] if proximal_mu > 0 else []
+    generator = torch.Generator().manual_seed(seed)
+    loss_fn = nn.CrossEntropyLoss()
+    model.train()
+    total, steps = 0.0, 0
+    for _ in range(epochs):
+        order = torch.randperm(len(x), generator=generator)
+        for start in range(0, len(x), batch_size):
+            idx = order[start : start + batch_size]
+            opt.zero_grad()
+            loss = loss_fn(model(x[idx]), y[idx])
+            total, steps = total + float(loss), steps + 1
+            if proximal_mu > 0:
+                pairs = zip(model.parameters(), global_params, strict=True)
+                prox = sum(((p - g) ** 2).sum() for p, g in pairs)
+                loss = loss + 0.5 * proximal_mu * prox
+            loss.backward()
+            opt.step()
+    return total / max(steps, 1)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of ``model`` on ``(x, y)``."""
+    model.eval()
+    xt, yt = _tensors(x, y)
+    logits = model(xt)
+    loss = float(nn.functional.cross_entropy(logits, yt))
+    accuracy = float((logits.argmax(dim=1) == yt).float().mean())
+    return loss, accuracy
+
+
+@torch.no_grad()
+def log_probs(model: nn.Module, x: np.ndarray) -> np.ndarray:
+    """Log-softmax outputs, shape ``(N, C)``."""
+    model.eval()
+    return torch.log_softmax(model(_tensors(x, np.zeros(len(x)))[0]), dim=1).numpy()
+
+
+def per_sample_gradients(
+    model: nn.Module, x: np.ndarray, y: np.ndarray, *, max_samples: int, seed: int
+) -> np.ndarray:
+    """Per-sample gradients of the cross-entropy, flattened: shape ``(N, P)`` (torch.func)."""
+    rng = np.random.default_rng(seed)
+    if len(x) > max_samples:
+        keep = np.sort(rng.choice(len(x), max_samples, replace=False))
+        x, y = x[keep], y[keep]
+    xt, yt = _tensors(x, y)
+    params = {name: p.detach() for name, p in model.named_parameters()}
+
+    def sample_loss(p: dict[str, torch.Tensor], xi: torch.Tensor, yi: torch.Tensor):
+        logits = functional_call(model, p, (xi.unsqueeze(0),))
+        return nn.functional.cross_entropy(logits, yi.unsqueeze(0))
+
+    grads = vmap(grad(sample_loss), in_dims=(None, 0, 0))(params, xt, yt)
+    return torch.cat([g.reshape(len(xt), -1) for g in grads.values()], dim=1).numpy()
+
+
+def estimate_noise(model: nn.Module, data: ClientData, estimator: str, *, seed: int = 0) -> float:
+    """The client's noise estimate from the received global model, before local training.
+
+    ``loss``: noisy fraction from a 2-component mixture on cross-entropy losses (FedCorr).
+    ``loss-margin``: the same on margin losses ``log p_max - log p_label`` (see
+    :func:`fedlr.rates.noise.margin_losses`). ``gradient``: per-sample gradient noise ratio
+    ``tr(Sigma) / |G|^2``. ``oracle``: the injected label-noise rate (simulation only).
+    """
+    if estimator == "oracle":
+        return float(data.noise_rate)
+    if estimator in ("loss", "loss-margin"):
+        lp = log_probs(model, data.x_train)
+        labels = np.asarray(data.y_train, dtype=int)
+        if estimator == "loss":
+            losses = -lp[np.arange(len(labels)), labels]
+        else:
+            losses = margin_losses(lp, labels)
+        return loss_mixture_noise(losses, seed=seed)
+    if estimator == "gradient":
+        grads = per_sample_gradients(
+            model, data.x_train, data.y_train, max_samples=GRADIENT_SAMPLE, seed=seed
+        )
+        return gradient_noise_ratio(grads)
+    raise ValueError(
+        f"estimator: expected loss, loss-margin, gradient or oracle, got {estimator!r}"
+    )
