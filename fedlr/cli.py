@@ -15,8 +15,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from fedlr import config as fedlr_config
 
-cli = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Federated training in which every client learns at its own rate.")
+cli = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Federated training in which every client learns at its own rate.",
+)
 err = Console(stderr=True)
 
 
@@ -40,10 +44,18 @@ def _quiet_engine(verbose: bool) -> None:
 
 @cli.command()
 def simulate(
-    config: Annotated[Path | None, typer.Argument(
-        help="Scenario TOML (flat keys). Default: the built-in noisy_hospitals scenario.")] = None,
-    set_: Annotated[list[str] | None, typer.Option(
-        "--set", "-s", help="Override one key: --set num-server-rounds=5 (repeatable).")] = None,
+    config: Annotated[
+        Path | None,
+        typer.Argument(
+            help="Scenario TOML (flat keys). Default: the built-in noisy_hospitals scenario."
+        ),
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set", "-s", help="Override one key: --set num-server-rounds=5 (repeatable)."
+        ),
+    ] = None,
     out: Annotated[Path | None, typer.Option(help="Parent folder of the run directory.")] = None,
     verbose: Annotated[bool, typer.Option(help="Show Flower's and Ray's logs.")] = False,
 ) -> None:
@@ -70,19 +82,30 @@ def simulate(
     strategies = fedlr_config.split_list(cfg["strategies"])
     rounds = cfg["num-server-rounds"]
     console = Console()
-    console.print(f"fedlr: {cfg['name']}, {len(strategies)} strategies x {rounds} rounds x "
-                  f"{cfg['num-clients']} clients -> {run_dir}")
+    console.print(
+        f"fedlr: {cfg['name']}, {len(strategies)} strategies x {rounds} rounds x "
+        f"{cfg['num-clients']} clients -> {run_dir}"
+    )
     failure: list[BaseException] = []
-    progress = Progress(TextColumn("{task.description:<24}"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("{task.fields[acc]}"), TimeElapsedColumn(), console=console)
+    progress = Progress(
+        TextColumn("{task.description:<24}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[acc]}"),
+        TimeElapsedColumn(),
+        console=console,
+    )
     tasks = {name: progress.add_task(name, total=rounds, acc="") for name in strategies}
     lock = threading.Lock()
 
     def on_round(name: str, server_round: int, line: dict[str, Any]) -> None:
         acc = line.get("accuracy_mean")
         with lock:
-            progress.update(tasks[name], completed=server_round,
-                            acc=f"acc {100 * acc:5.1f}%" if acc is not None else "")
+            progress.update(
+                tasks[name],
+                completed=server_round,
+                acc=f"acc {100 * acc:5.1f}%" if acc is not None else "",
+            )
 
     server_app = make_server_app(cfg, run_dir, on_round, failures=failure)
     with progress:

@@ -84,38 +84,89 @@ SCHEMA: dict[str, Key] = {
     # -- run ---------------------------------------------------------------------------------
     "name": Key(str, "noisy_hospitals", "a string", lambda v: bool(v.strip()), "run name"),
     "seed": Key(int, 0, "an integer >= 0", _range(0), "seed of every random choice"),
-    "strategies": Key(str, ",".join(STRATEGIES), "a comma list of " + ", ".join(STRATEGIES),
-                      _subset(STRATEGIES), "strategies run side by side"),
+    "strategies": Key(
+        str,
+        ",".join(STRATEGIES),
+        "a comma list of " + ", ".join(STRATEGIES),
+        _subset(STRATEGIES),
+        "strategies run side by side",
+    ),
     "num-server-rounds": Key(int, 30, "an integer >= 1", _range(1), "federated rounds"),
-    "fraction-train": Key(float, 1.0, "a number in (0, 1]", _range(0, 1, lo_open=True),
-                          "fraction of clients sampled per round"),
+    "fraction-train": Key(
+        float,
+        1.0,
+        "a number in (0, 1]",
+        _range(0, 1, lo_open=True),
+        "fraction of clients sampled per round",
+    ),
     # -- data --------------------------------------------------------------------------------
     "dataset": Key(str, "digits", " or ".join(DATASETS), _choice(DATASETS), "data source"),
     "num-clients": Key(int, 10, "an integer >= 2", _range(2), "number of clients"),
-    "partitioner": Key(str, "dirichlet", " or ".join(PARTITIONERS), _choice(PARTITIONERS),
-                       "how digits are split across clients"),
+    "partitioner": Key(
+        str,
+        "dirichlet",
+        " or ".join(PARTITIONERS),
+        _choice(PARTITIONERS),
+        "how digits are split across clients",
+    ),
     "dirichlet-alpha": Key(float, 1.0, "a number > 0", _POS, "Dirichlet label-skew alpha"),
-    "size-skew-sigma": Key(float, 1.0, "a number > 0", _POS,
-                           "log-normal sigma of client sizes (partitioner = size-skew)"),
-    "test-fraction": Key(float, 0.25, "a number in (0, 1)", lambda v: 0 < v < 1,
-                         "fraction of each client's data held out as its clean test split"),
+    "size-skew-sigma": Key(
+        float,
+        1.0,
+        "a number > 0",
+        _POS,
+        "log-normal sigma of client sizes (partitioner = size-skew)",
+    ),
+    "test-fraction": Key(
+        float,
+        0.25,
+        "a number in (0, 1)",
+        lambda v: 0 < v < 1,
+        "fraction of each client's data held out as its clean test split",
+    ),
     "synthetic-alpha": Key(float, 1.0, "a number >= 0", _range(0), "LEAF Synthetic alpha"),
     "synthetic-beta": Key(float, 1.0, "a number >= 0", _range(0), "LEAF Synthetic beta"),
     # -- noise -------------------------------------------------------------------------------
-    "label-noise": Key(str, "symmetric", " or ".join(LABEL_NOISE), _choice(LABEL_NOISE),
-                       "label noise model on noisy clients' train splits"),
-    "noisy-clients": Key(int, 8, "an integer >= 0 and <= num-clients", _range(0),
-                         "clients with label noise (partition ids 0..n-1)"),
+    "label-noise": Key(
+        str,
+        "symmetric",
+        " or ".join(LABEL_NOISE),
+        _choice(LABEL_NOISE),
+        "label noise model on noisy clients' train splits",
+    ),
+    "noisy-clients": Key(
+        int,
+        8,
+        "an integer >= 0 and <= num-clients",
+        _range(0),
+        "clients with label noise (partition ids 0..n-1)",
+    ),
     "noise-rate-min": Key(float, 0.6, "a number in [0, 1]", _UNIT, "lowest label-noise rate"),
     "noise-rate-max": Key(float, 0.95, "a number in [0, 1]", _UNIT, "highest label-noise rate"),
-    "hard-clean-clients": Key(int, 1, "an integer >= 0", _range(0),
-                              "clean clients holding only the hardest classes"),
-    "hard-classes": Key(str, "1,3,8,9", "a comma list of class indices", _int_list,
-                        "classes a hard-but-clean client holds"),
-    "feature-noise-clients": Key(int, 0, "an integer >= 0", _range(0),
-                                 "clients with Gaussian input noise (the last partition ids)"),
-    "feature-noise-sigma": Key(float, 0.0, "a number >= 0", _range(0),
-                               "std of the Gaussian input noise ('older equipment')"),
+    "hard-clean-clients": Key(
+        int, 1, "an integer >= 0", _range(0), "clean clients holding only the hardest classes"
+    ),
+    "hard-classes": Key(
+        str,
+        "1,3,8,9",
+        "a comma list of class indices",
+        _int_list,
+        "classes a hard-but-clean client holds",
+    ),
+    "feature-noise-clients": Key(
+        int,
+        0,
+        "an integer >= 0",
+        _range(0),
+        "clients with Gaussian input noise (the last partition ids)",
+    ),
+    "feature-noise-sigma": Key(
+        float,
+        0.0,
+        "a number >= 0",
+        _range(0),
+        "std of the Gaussian input noise ('older equipment')",
+    ),
     # -- local training ----------------------------------------------------------------------
     "hidden": Key(int, 64, "an integer >= 1", _range(1), "MLP hidden width"),
     "local-epochs": Key(int, 2, "an integer >= 1", _range(1), "local epochs per round"),
@@ -124,27 +175,46 @@ SCHEMA: dict[str, Key] = {
     "lr": Key(float, 0.1, "a number > 0", _POS, "base learning rate lr_0"),
     "momentum": Key(float, 0.0, "a number in [0, 1)", lambda v: 0 <= v < 1, "SGD momentum"),
     # -- the rate rule -----------------------------------------------------------------------
-    "estimator": Key(str, "loss-margin", " or ".join(ESTIMATORS), _choice(ESTIMATORS),
-                     "client noise estimator"),
+    "estimator": Key(
+        str, "loss-margin", " or ".join(ESTIMATORS), _choice(ESTIMATORS), "client noise estimator"
+    ),
     "rate-power": Key(float, 1.0, "a number > 0", _POS, "exponent of ref / noise"),
-    "rate-low": Key(float, 0.25, "a number in (0, 1]", _range(0, 1, lo_open=True),
-                    "lowest rate factor"),
-    "rate-high": Key(float, 2.0, "a number >= 1", _range(1), "highest rate factor"),
-    "noise-floor": Key(float, 0.05, "a number > 0", _POS,
-                       "noise estimates are floored here before the rule"),
-    "warmup-rounds": Key(int, 2, "an integer >= 0", _range(0),
-                         "rounds of uniform rates before estimates are used"),
-    "ema-decay": Key(float, 0.5, "a number in [0, 1)", lambda v: 0 <= v < 1,
-                     "weight of the previous smoothed estimate"),
-    "noise-weighted-aggregation": Key(bool, False, "true or false", lambda v: True,
-                                      "noise-adaptive also weights aggregation by 1/noise"),
+    "rate-low": Key(
+        float, 0.25, "a number in (0, 1]", _range(0, 1, lo_open=True), "lowest rate factor"
+    ),
+    "rate-high": Key(float, 4.0, "a number >= 1", _range(1), "highest rate factor"),
+    "noise-floor": Key(
+        float, 0.05, "a number > 0", _POS, "noise estimates are floored here before the rule"
+    ),
+    "warmup-rounds": Key(
+        int, 2, "an integer >= 0", _range(0), "rounds of uniform rates before estimates are used"
+    ),
+    "ema-decay": Key(
+        float,
+        0.5,
+        "a number in [0, 1)",
+        lambda v: 0 <= v < 1,
+        "weight of the previous smoothed estimate",
+    ),
+    "noise-weighted-aggregation": Key(
+        bool,
+        False,
+        "true or false",
+        lambda v: True,
+        "noise-adaptive also weights aggregation by 1/noise",
+    ),
     # -- baselines ---------------------------------------------------------------------------
     "fedprox-mu": Key(float, 0.01, "a number >= 0", _range(0), "FedProx proximal mu"),
     "qfedavg-q": Key(float, 1.0, "a number >= 0", _range(0), "q-FedAvg fairness q"),
     # -- engine ------------------------------------------------------------------------------
     "client-cpus": Key(int, 1, "an integer >= 1", _range(1), "CPUs per simulated client"),
-    "out-dir": Key(str, "runs", "a directory path", lambda v: bool(v.strip()),
-                   "where run directories are created (relative to the working directory)"),
+    "out-dir": Key(
+        str,
+        "runs",
+        "a directory path",
+        lambda v: bool(v.strip()),
+        "where run directories are created (relative to the working directory)",
+    ),
 }
 
 DEFAULTS: dict[str, Any] = {key: spec.default for key, spec in SCHEMA.items()}
@@ -175,9 +245,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, value
 
 
-def resolve(
-    file: Path | None = None, overrides: Mapping[str, Any] | None = None
-) -> dict[str, Any]:
+def resolve(file: Path | None = None, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Resolve defaults < TOML file < overrides and validate the result.
 
     Raises
@@ -208,17 +276,24 @@ def validate(values: dict[str, Any]) -> dict[str, Any]:
     n = values["num-clients"]
     special = values["noisy-clients"] + values["hard-clean-clients"]
     if values["noisy-clients"] > n:
-        raise ConfigError(f"noisy-clients: expected at most num-clients ({n}), "
-                          f"got {values['noisy-clients']}")
+        raise ConfigError(
+            f"noisy-clients: expected at most num-clients ({n}), got {values['noisy-clients']}"
+        )
     if special > n:
-        raise ConfigError(f"hard-clean-clients: noisy-clients + hard-clean-clients must be at "
-                          f"most num-clients ({n}), got {special}")
+        raise ConfigError(
+            f"hard-clean-clients: noisy-clients + hard-clean-clients must be at "
+            f"most num-clients ({n}), got {special}"
+        )
     if values["feature-noise-clients"] > n:
-        raise ConfigError(f"feature-noise-clients: expected at most num-clients ({n}), "
-                          f"got {values['feature-noise-clients']}")
+        raise ConfigError(
+            f"feature-noise-clients: expected at most num-clients ({n}), "
+            f"got {values['feature-noise-clients']}"
+        )
     if values["noise-rate-min"] > values["noise-rate-max"]:
-        raise ConfigError("noise-rate-min: expected at most noise-rate-max, got "
-                          f"{values['noise-rate-min']} > {values['noise-rate-max']}")
+        raise ConfigError(
+            "noise-rate-min: expected at most noise-rate-max, got "
+            f"{values['noise-rate-min']} > {values['noise-rate-max']}"
+        )
     if values["dataset"] == "digits":
         bad = [c for c in split_list(values["hard-classes"]) if int(c) > 9]
         if bad:

@@ -29,8 +29,10 @@ def run_config(record: ConfigRecord) -> dict[str, Any]:
 def partition_id(context: Context) -> int:
     """Return the partition id of this node, from ``node_config``."""
     if keys.NODE_PARTITION_ID not in context.node_config:
-        raise ValueError("node_config: expected 'partition-id' (start the SuperNode with "
-                         "--node-config 'partition-id=I num-partitions=N')")
+        raise ValueError(
+            "node_config: expected 'partition-id' (start the SuperNode with "
+            "--node-config 'partition-id=I num-partitions=N')"
+        )
     return int(context.node_config[keys.NODE_PARTITION_ID])
 
 
@@ -50,11 +52,13 @@ def _setup(msg: Message, context: Context):
 def query(msg: Message, context: Context) -> Message:
     """Describe this client: partition id, size, role and (simulation only) true noise."""
     _, cfg, pid, data, _ = _setup(msg, context)
-    metrics = MetricRecord({
-        keys.PARTITION_ID: pid,
-        keys.NUM_EXAMPLES: len(data.y_train),
-        "noise-true": float(data.noise_rate),
-    })
+    metrics = MetricRecord(
+        {
+            keys.PARTITION_ID: pid,
+            keys.NUM_EXAMPLES: len(data.y_train),
+            "noise-true": float(data.flip_fraction),
+        }
+    )
     info = ConfigRecord({"role": data.role})
     return Message(RecordDict({keys.METRICS: metrics, "info": info}), reply_to=msg)
 
@@ -82,12 +86,14 @@ def train(msg: Message, context: Context) -> Message:
         proximal_mu=float(config.get(keys.PROXIMAL_MU, 0.0)),
         seed=seed,
     )
-    metrics = MetricRecord({
-        keys.NUM_EXAMPLES: len(data.y_train),
-        keys.PARTITION_ID: pid,
-        keys.TRAIN_LOSS: received_loss,
-        keys.NOISE_ESTIMATE: float(estimate),
-    })
+    metrics = MetricRecord(
+        {
+            keys.NUM_EXAMPLES: len(data.y_train),
+            keys.PARTITION_ID: pid,
+            keys.TRAIN_LOSS: received_loss,
+            keys.NOISE_ESTIMATE: float(estimate),
+        }
+    )
     content = RecordDict({keys.ARRAYS: ArrayRecord(model.state_dict()), keys.METRICS: metrics})
     return Message(content, reply_to=msg)
 
@@ -97,10 +103,12 @@ def evaluate(msg: Message, context: Context) -> Message:
     """Accuracy of the received global model on this client's clean test split."""
     _, _, pid, data, model = _setup(msg, context)
     loss, accuracy = tabular.evaluate(model, data.x_test, data.y_test)
-    metrics = MetricRecord({
-        keys.NUM_EXAMPLES: len(data.y_test),
-        keys.PARTITION_ID: pid,
-        keys.ACCURACY: accuracy,
-        keys.EVAL_LOSS: loss,
-    })
+    metrics = MetricRecord(
+        {
+            keys.NUM_EXAMPLES: len(data.y_test),
+            keys.PARTITION_ID: pid,
+            keys.ACCURACY: accuracy,
+            keys.EVAL_LOSS: loss,
+        }
+    )
     return Message(RecordDict({keys.METRICS: metrics}), reply_to=msg)

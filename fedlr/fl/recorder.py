@@ -86,14 +86,16 @@ class RunRecorder:
         rows = []
         for c in self.clients:
             pid = c.partition_id
-            rows.append({
-                "partition_id": pid,
-                "lr": log_.lr.get(pid),
-                "noise_estimate": _finite_or_none(log_.noise_estimate.get(pid)),
-                "noise_smoothed": _finite_or_none(log_.noise_smoothed.get(pid)),
-                "accuracy": log_.accuracy.get(pid),
-                "train_loss": _finite_or_none(log_.train_loss.get(pid)),
-            })
+            rows.append(
+                {
+                    "partition_id": pid,
+                    "lr": log_.lr.get(pid),
+                    "noise_estimate": _finite_or_none(log_.noise_estimate.get(pid)),
+                    "noise_smoothed": _finite_or_none(log_.noise_smoothed.get(pid)),
+                    "accuracy": log_.accuracy.get(pid),
+                    "train_loss": _finite_or_none(log_.train_loss.get(pid)),
+                }
+            )
         accuracies = [r["accuracy"] for r in rows if r["accuracy"] is not None]
         summary = fairness_summary(accuracies) if accuracies else None
         line = {
@@ -128,15 +130,17 @@ class RunRecorder:
             estimate = smoothed.get(c.partition_id)
             if strategy.rate_source == "oracle":
                 estimate = c.noise_true
-            rows.append({
-                "partition_id": c.partition_id,
-                "role": c.role,
-                "noise_true": c.noise_true,
-                "noise_estimate": _finite_or_none(estimate),
-                "lr": last_lr.get(c.partition_id),
-                "accuracy": last_acc.get(c.partition_id),
-                "num_examples": c.num_examples,
-            })
+            rows.append(
+                {
+                    "partition_id": c.partition_id,
+                    "role": c.role,
+                    "noise_true": c.noise_true,
+                    "noise_estimate": _finite_or_none(estimate),
+                    "lr": last_lr.get(c.partition_id),
+                    "accuracy": last_acc.get(c.partition_id),
+                    "num_examples": c.num_examples,
+                }
+            )
         scored = [r for r in rows if r["accuracy"] is not None]
         acc = [r["accuracy"] for r in scored]
         est = [r for r in rows if r["noise_estimate"] is not None]
@@ -147,14 +151,17 @@ class RunRecorder:
         )
         per_round = [
             float(np.mean(list(strategy.rounds[r].accuracy.values())))
-            if strategy.rounds[r].accuracy else None
+            if strategy.rounds[r].accuracy
+            else None
             for r in rounds
         ]
         self.results["strategies"][name] = {
             "fairness": fairness_summary(acc) if acc else None,
             "gap_clean_noisy": _finite_or_none(
                 clean_noisy_gap(acc, [r["noise_true"] for r in scored])
-            ) if acc else None,
+            )
+            if acc
+            else None,
             "estimator": {
                 "name": self.cfg["estimator"] if strategy.uses_estimates else None,
                 "spearman": _finite_or_none(rho),

@@ -31,28 +31,35 @@ def query_clients(grid: Grid, cfg: Mapping[str, Any], timeout: float = 300.0) ->
     deadline = time.monotonic() + timeout
     while len(node_ids := list(grid.get_node_ids())) < expected:
         if time.monotonic() > deadline:
-            raise RuntimeError(f"only {len(node_ids)} of num-clients={expected} nodes connected "
-                               f"after {timeout:.0f} s")
+            raise RuntimeError(
+                f"only {len(node_ids)} of num-clients={expected} nodes connected "
+                f"after {timeout:.0f} s"
+            )
         time.sleep(0.5)
     content = RecordDict({keys.CONFIG: ConfigRecord(dict(cfg))})
     messages = [Message(content, dst_node_id=n, message_type=MessageType.QUERY) for n in node_ids]
     clients = []
     for reply in grid.send_and_receive(messages, timeout=timeout):
         if reply.has_error():
-            raise RuntimeError(f"node {reply.metadata.src_node_id} failed the query round: "
-                               f"{reply.error.reason}")
+            raise RuntimeError(
+                f"node {reply.metadata.src_node_id} failed the query round: {reply.error.reason}"
+            )
         metrics, info = reply.content[keys.METRICS], reply.content["info"]
-        clients.append(ClientInfo(
-            node_id=reply.metadata.src_node_id,
-            partition_id=int(metrics[keys.PARTITION_ID]),
-            num_examples=int(metrics[keys.NUM_EXAMPLES]),
-            noise_true=float(metrics["noise-true"]),
-            role=str(info["role"]),
-        ))
+        clients.append(
+            ClientInfo(
+                node_id=reply.metadata.src_node_id,
+                partition_id=int(metrics[keys.PARTITION_ID]),
+                num_examples=int(metrics[keys.NUM_EXAMPLES]),
+                noise_true=float(metrics["noise-true"]),
+                role=str(info["role"]),
+            )
+        )
     pids = sorted(c.partition_id for c in clients)
     if pids != list(range(expected)):
-        raise RuntimeError(f"partition ids {pids} do not cover 0..{expected - 1}: start one "
-                           f"SuperNode per partition (num-supernodes = num-clients = {expected})")
+        raise RuntimeError(
+            f"partition ids {pids} do not cover 0..{expected - 1}: start one "
+            f"SuperNode per partition (num-supernodes = num-clients = {expected})"
+        )
     return clients
 
 
@@ -91,7 +98,9 @@ def run_federation(
 
 
 def make_server_app(
-    cfg: Mapping[str, Any], run_dir: Path, on_round: RoundCallback | None = None,
+    cfg: Mapping[str, Any],
+    run_dir: Path,
+    on_round: RoundCallback | None = None,
     failures: list[BaseException] | None = None,
 ) -> ServerApp:
     """A ServerApp bound to a resolved config (for ``fedlr simulate``).

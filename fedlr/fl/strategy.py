@@ -119,7 +119,9 @@ class PerClientRates:
         )
         self.base_lr = float(cfg["lr"])
         self.rule = inverse_noise_rule(
-            power=cfg["rate-power"], low=cfg["rate-low"], high=cfg["rate-high"],
+            power=cfg["rate-power"],
+            low=cfg["rate-low"],
+            high=cfg["rate-high"],
             floor=cfg["noise-floor"],
         )
         self.ema = NoiseEMA(decay=cfg["ema-decay"])
@@ -208,8 +210,9 @@ class PerClientRates:
             if node is None or keys.ARRAYS not in reply.content:
                 log_.errors.append({"partition_id": pid, "reason": "unknown node or no arrays"})
                 continue
-            if not all(np.all(np.isfinite(a)) for a in reply.content[keys.ARRAYS]
-                       .to_numpy_ndarrays()):
+            if not all(
+                np.all(np.isfinite(a)) for a in reply.content[keys.ARRAYS].to_numpy_ndarrays()
+            ):
                 log_.errors.append({"partition_id": pid, "reason": "non-finite weights"})
                 continue
             log_.train_loss[pid] = float(metrics.get(keys.TRAIN_LOSS, float("nan")))
@@ -232,11 +235,13 @@ class PerClientRates:
         for reply in accepted:
             node = self.clients[reply.metadata.src_node_id]
             weight = node.num_examples * factors.get(node.partition_id, 1.0)
-            reply.content[keys.METRICS] = MetricRecord({
-                keys.NUM_EXAMPLES: node.num_examples,
-                keys.AGGREGATION_WEIGHT: float(weight),
-                keys.TRAIN_LOSS: log_.train_loss[node.partition_id],
-            })
+            reply.content[keys.METRICS] = MetricRecord(
+                {
+                    keys.NUM_EXAMPLES: node.num_examples,
+                    keys.AGGREGATION_WEIGHT: float(weight),
+                    keys.TRAIN_LOSS: log_.train_loss[node.partition_id],
+                }
+            )
         if not accepted:
             return None, None
         return super().aggregate_train(server_round, accepted)  # type: ignore[misc]
@@ -260,8 +265,9 @@ class PerClientRates:
 
     def summary(self) -> None:
         """Flower's summary, plus the rate source."""
-        log.info("fedlr rates: source=%s weight_by_noise=%s", self.rate_source,
-                 self.weight_by_noise)
+        log.info(
+            "fedlr rates: source=%s weight_by_noise=%s", self.rate_source, self.weight_by_noise
+        )
         super().summary()  # type: ignore[misc]
 
 
@@ -293,6 +299,10 @@ def build_strategy(name: str, cfg: Mapping[str, Any], clients: list[ClientInfo])
     if name == "fedprox":
         return PerClientFedProx(**common, proximal_mu=cfg["fedprox-mu"])
     if name == "qfedavg":
-        return PerClientQFedAvg(**common, client_learning_rate=cfg["lr"], q=cfg["qfedavg-q"],
-                                train_loss_key=keys.TRAIN_LOSS)
+        return PerClientQFedAvg(
+            **common,
+            client_learning_rate=cfg["lr"],
+            q=cfg["qfedavg-q"],
+            train_loss_key=keys.TRAIN_LOSS,
+        )
     raise ValueError(f"strategies: unknown strategy {name!r}")

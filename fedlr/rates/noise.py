@@ -29,11 +29,13 @@ The estimators
 * :func:`loss_mixture_noise` — FedCorr/DivideMix: fit a 2-component Gaussian mixture to the
   per-sample losses of the received global model; the weight of the high-loss component is the
   estimated noisy fraction.
-* :func:`margin_losses` — the same losses minus the loss the model's own top class would have,
-  :math:`\ell_i - \min_c \ell_{i,c} = \log p_{\max} - \log p_{y_i} \ge 0`. A hard but clean sample
-  has a flat prediction and so a small margin even when its loss is high; a wrongly labelled
-  sample has a confident prediction for another class and a large margin. This is fedlr's answer
-  to the hard-but-clean trap of loss-based estimates.
+* :func:`mean_margin_noise` — the mean *margin loss*, the loss minus the loss the model's own
+  top class would have, :math:`\ell_i - \min_c \ell_{i,c} = \log p_{\max} - \log p_{y_i} \ge 0`.
+  A correctly labelled sample the model gets right has margin 0; a hard but clean sample has a
+  flat prediction and so a small margin even when its loss is high; a wrongly labelled sample
+  has a confident prediction for another class and a large margin. This is fedlr's answer to the
+  hard-but-clean trap of loss-based estimates. It is a noise *level*, not a fraction: the rule is
+  scale-free (``ref`` absorbs the scale), and only ranks and ratios matter.
 * :func:`gradient_noise_ratio` — :math:`\operatorname{tr}\Sigma / \lVert G \rVert^2` of the
   per-sample gradients (McCandlish et al. 2018, "An Empirical Model of Large-Batch Training",
   :math:`B_{\mathrm{simple}}`): noisy labels add gradient variance that does not add up.
@@ -181,8 +183,10 @@ class NoiseEMA:
         if not is_valid_estimate(estimate):
             raise ValueError(f"estimate: expected a finite number >= 0, got {estimate!r}")
         previous = self.values.get(partition_id)
-        value = float(estimate) if previous is None else (
-            self.decay * previous + (1 - self.decay) * float(estimate)
+        value = (
+            float(estimate)
+            if previous is None
+            else (self.decay * previous + (1 - self.decay) * float(estimate))
         )
         self.values[partition_id] = value
         return value
@@ -196,8 +200,10 @@ class NoiseEMA:
         """Restore from :meth:`to_dict`."""
         values = state.get("values", {})
         assert isinstance(values, Mapping)
-        return cls(decay=float(state["decay"]),  # type: ignore[arg-type]
-                   values={int(k): float(v) for k, v in values.items()})
+        return cls(
+            decay=float(state["decay"]),  # type: ignore[arg-type]
+            values={int(k): float(v) for k, v in values.items()},
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -225,6 +231,22 @@ def margin_losses(log_probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     labels = np.asarray(labels, dtype=int)
     picked = log_probs[np.arange(len(labels)), labels]
     return log_probs.max(axis=1) - picked
+
+
+def mean_margin_noise(log_probs: np.ndarray, labels: np.ndarray) -> float:
+    """Mean margin loss of a client's samples (see :func:`margin_losses`): 0 when the model
+    agrees with every label, large when it confidently disagrees with many.
+
+    Examples
+    --------
+    >>> lp = np.log(np.array([[0.7, 0.2, 0.1], [0.4, 0.35, 0.25]]))
+    >>> round(mean_margin_noise(lp, np.array([0, 1])), 4)  # (0 + log(0.4/0.35)) / 2
+    0.0668
+    """
+    margins = margin_losses(log_probs, labels)
+    if margins.size == 0 or not np.all(np.isfinite(margins)):
+        return float("nan")
+    return float(margins.mean())
 
 
 def loss_mixture_noise(losses: np.ndarray, *, seed: int = 0, min_separation: float = 1.0) -> float:

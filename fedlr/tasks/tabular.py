@@ -17,14 +17,27 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from fedlr.data.federated import ClientData, Federation, build_federation
-from fedlr.rates.noise import gradient_noise_ratio, loss_mixture_noise, margin_losses
+from fedlr.rates.noise import gradient_noise_ratio, loss_mixture_noise, mean_margin_noise
 
 # Keys that change the data; everything else (rates, strategies, rounds) does not.
 DATA_KEYS = (
-    "dataset", "num-clients", "partitioner", "dirichlet-alpha", "size-skew-sigma",
-    "test-fraction", "synthetic-alpha", "synthetic-beta", "label-noise", "noisy-clients",
-    "noise-rate-min", "noise-rate-max", "hard-clean-clients", "hard-classes",
-    "feature-noise-clients", "feature-noise-sigma", "seed",
+    "dataset",
+    "num-clients",
+    "partitioner",
+    "dirichlet-alpha",
+    "size-skew-sigma",
+    "test-fraction",
+    "synthetic-alpha",
+    "synthetic-beta",
+    "label-noise",
+    "noisy-clients",
+    "noise-rate-min",
+    "noise-rate-max",
+    "hard-clean-clients",
+    "hard-classes",
+    "feature-noise-clients",
+    "feature-noise-sigma",
+    "seed",
 )
 # Per-sample gradients of at most this many examples feed the gradient estimator.
 GRADIENT_SAMPLE = 256
@@ -119,7 +132,7 @@ def train_local(
             idx = order[start : start + batch_size]
             opt.zero_grad()
             loss = loss_fn(model(x[idx]), y[idx])
-            total, steps = total + float(loss), steps + 1
+            total, steps = total + float(loss.detach()), steps + 1
             if proximal_mu > 0:
                 pairs = zip(model.parameters(), global_params, strict=True)
                 prox = sum(((p - g) ** 2).sum() for p, g in pairs)
@@ -170,20 +183,19 @@ def estimate_noise(model: nn.Module, data: ClientData, estimator: str, *, seed: 
     """The client's noise estimate from the received global model, before local training.
 
     ``loss``: noisy fraction from a 2-component mixture on cross-entropy losses (FedCorr).
-    ``loss-margin``: the same on margin losses ``log p_max - log p_label`` (see
-    :func:`fedlr.rates.noise.margin_losses`). ``gradient``: per-sample gradient noise ratio
-    ``tr(Sigma) / |G|^2``. ``oracle``: the injected label-noise rate (simulation only).
+    ``loss-margin``: mean margin loss ``log p_max - log p_label`` (see
+    :func:`fedlr.rates.noise.mean_margin_noise`). ``gradient``: per-sample gradient noise ratio
+    ``tr(Sigma) / |G|^2``. ``oracle``: the fraction of train labels actually changed
+    (simulation only).
     """
     if estimator == "oracle":
-        return float(data.noise_rate)
+        return float(data.flip_fraction)
     if estimator in ("loss", "loss-margin"):
         lp = log_probs(model, data.x_train)
         labels = np.asarray(data.y_train, dtype=int)
-        if estimator == "loss":
-            losses = -lp[np.arange(len(labels)), labels]
-        else:
-            losses = margin_losses(lp, labels)
-        return loss_mixture_noise(losses, seed=seed)
+        if estimator == "loss-margin":
+            return mean_margin_noise(lp, labels)
+        return loss_mixture_noise(-lp[np.arange(len(labels)), labels], seed=seed)
     if estimator == "gradient":
         grads = per_sample_gradients(
             model, data.x_train, data.y_train, max_samples=GRADIENT_SAMPLE, seed=seed
