@@ -234,8 +234,9 @@ def margin_losses(log_probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 def mean_margin_noise(log_probs: np.ndarray, labels: np.ndarray) -> float:
-    """Mean margin loss of a client's samples (see :func:`margin_losses`): 0 when the model
-    agrees with every label, large when it confidently disagrees with many.
+    """Mean margin loss of a client's samples (see :func:`margin_losses`).
+
+    0 when the model agrees with every label; large when it confidently disagrees with many.
 
     Examples
     --------
