@@ -51,7 +51,7 @@ def _range(lo: float | None = None, hi: float | None = None, *, lo_open: bool = 
     def check(v: Any) -> bool:
         if lo is not None and (v <= lo if lo_open else v < lo):
             return False
-        return hi is None or v <= hi
+        return v <= hi if hi is not None else v < float("inf")  # rejects nan and inf
 
     return check
 
@@ -224,6 +224,8 @@ def _coerce(key: str, value: Any) -> Any:
     spec = SCHEMA[key]
     if spec.kind is str and isinstance(value, list | tuple):
         value = ",".join(str(item) for item in value)
+    if spec.kind is str and isinstance(value, int | float) and not isinstance(value, bool):
+        value = str(value)  # --set hard-classes=3 or name=2024 read as TOML numbers
     if spec.kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not isinstance(value, spec.kind) or (spec.kind is not bool and isinstance(value, bool)):

@@ -26,10 +26,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+
+from fedlr.metrics.fairness import clean_noisy_gap, fairness_summary, spearman_rho
 
 __all__ = ["load_config", "load_results", "load_rounds", "render_report", "write_csv"]
 
@@ -156,27 +157,11 @@ def _num(value: Any) -> float | None:
 
 
 def _fairness(accuracies: Sequence[float]) -> dict[str, float | None]:
-    """Fairness summary of per-client accuracies, as results.json writes it.
-
-    ``worst10``/``best10`` are the means of the lowest/highest ``ceil(n / 10)`` accuracies;
-    Jain's index is ``(sum a)^2 / (n sum a^2)``; Gini is ``sum_ij |a_i - a_j| / (2 n^2 mean)``.
-    """
-    values = np.sort(np.asarray([a for a in accuracies if a is not None], dtype=float))
-    n = values.size
-    if n == 0:
+    """Fairness summary of per-client accuracies, as results.json writes it (None if empty)."""
+    values = [a for a in accuracies if a is not None]
+    if not values:
         return dict.fromkeys(("mean", "variance", "worst10", "best10", "jain", "gini"))
-    k = max(1, math.ceil(n / 10))
-    mean = float(values.mean())
-    squares = float(np.sum(values**2))
-    pair_diffs = float(np.abs(values[:, None] - values[None, :]).sum())
-    return {
-        "mean": mean,
-        "variance": float(values.var()),
-        "worst10": float(values[:k].mean()),
-        "best10": float(values[-k:].mean()),
-        "jain": float(values.sum() ** 2 / (n * squares)) if squares > 0 else None,
-        "gini": pair_diffs / (2 * n * n * mean) if mean > 0 else None,
-    }
+    return dict(fairness_summary(values))
 
 
 def _strategy_order(
@@ -243,8 +228,8 @@ def _summaries_from_rounds(rounds: list[dict[str, Any]]) -> dict[str, dict[str, 
             clients.append(
                 {
                     "partition_id": client.get("partition_id"),
-                    "role": None,
-                    "noise_true": None,
+                    "role": client.get("role"),
+                    "noise_true": _num(client.get("noise_true")),
                     "noise_estimate": estimate,
                     "lr": _num(client.get("lr")),
                     "accuracy": _num(client.get("accuracy")),
@@ -256,10 +241,24 @@ def _summaries_from_rounds(rounds: list[dict[str, Any]]) -> dict[str, dict[str, 
         for key, logged in (("mean", "accuracy_mean"), ("worst10", "accuracy_worst10")):
             if _num(record.get(logged)) is not None:
                 fairness[key] = _num(record.get(logged))
+        scored = [c for c in clients if c["accuracy"] is not None and c["noise_true"] is not None]
+        rated = [
+            c for c in clients if c["noise_estimate"] is not None and c["noise_true"] is not None
+        ]
+        gap = (
+            clean_noisy_gap([c["accuracy"] for c in scored], [c["noise_true"] for c in scored])
+            if scored
+            else None
+        )
+        rho = (
+            spearman_rho([c["noise_estimate"] for c in rated], [c["noise_true"] for c in rated])
+            if len(rated) >= 2
+            else None
+        )
         summaries[strategy] = {
             "fairness": fairness,
-            "gap_clean_noisy": None,
-            "spearman": None,
+            "gap_clean_noisy": _num(gap),
+            "spearman": _num(rho),
             "estimator": None,
             "clients": clients,
             "round": record.get("round"),

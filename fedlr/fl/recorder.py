@@ -89,6 +89,8 @@ class RunRecorder:
             rows.append(
                 {
                     "partition_id": pid,
+                    "role": c.role,
+                    "noise_true": c.noise_true,
                     "lr": log_.lr.get(pid),
                     "noise_estimate": _finite_or_none(log_.noise_estimate.get(pid)),
                     "noise_smoothed": _finite_or_none(log_.noise_smoothed.get(pid)),

@@ -80,13 +80,13 @@ def inverse_noise_rule(
     >>> rule(np.array([0.1, 0.2, 0.4]), np.array([1, 1, 1])).round(4).tolist()
     [1.7143, 0.8571, 0.4286]
     """
-    if not power > 0:
+    if not 0 < power < np.inf:
         raise ValueError(f"power: expected a number > 0, got {power}")
     if not 0 < low <= 1:
         raise ValueError(f"low: expected a number in (0, 1], got {low}")
-    if not high >= 1:
+    if not 1 <= high < np.inf:
         raise ValueError(f"high: expected a number >= 1, got {high}")
-    if not floor > 0:
+    if not 0 < floor < np.inf:
         raise ValueError(f"floor: expected a number > 0, got {floor}")
 
     def rule(noise: np.ndarray, num_examples: np.ndarray) -> np.ndarray:
@@ -140,7 +140,7 @@ def inverse_noise_rates(
     ...                     low=0.25, high=2.0).round(4).tolist()
     [0.175, 0.025]
     """
-    if not base_lr > 0:
+    if not 0 < base_lr < np.inf:
         raise ValueError(f"base_lr: expected a number > 0, got {base_lr}")
     rule = inverse_noise_rule(power=power, low=low, high=high, floor=floor)
     return base_lr * rule(np.asarray(noise, float), np.asarray(num_examples, float))
@@ -254,8 +254,9 @@ def loss_mixture_noise(losses: np.ndarray, *, seed: int = 0, min_separation: flo
     """Noisy fraction from a 2-component Gaussian mixture on per-sample losses (FedCorr).
 
     Fits ``sklearn.mixture.GaussianMixture(2)`` to the losses and returns the share of samples
-    whose posterior favours the component with the larger mean. If the two means are closer than
-    ``min_separation`` pooled standard deviations (one population, no noisy mode), returns 0.
+    whose posterior favours the component with the larger mean. Returns 0 when the data show one
+    population, not two: when a 1-component fit has the lower (better) BIC, or when the two means
+    are closer than ``min_separation`` pooled standard deviations.
 
     Parameters
     ----------
@@ -282,6 +283,9 @@ def loss_mixture_noise(losses: np.ndarray, *, seed: int = 0, min_separation: flo
         return 0.0
     gmm = GaussianMixture(n_components=2, random_state=seed, reg_covar=1e-4, max_iter=200)
     gmm.fit(losses)
+    single = GaussianMixture(n_components=1, reg_covar=1e-4).fit(losses)
+    if single.bic(losses) <= gmm.bic(losses):
+        return 0.0
     means = gmm.means_.ravel()
     stds = np.sqrt(gmm.covariances_.ravel())
     high = int(np.argmax(means))

@@ -1,0 +1,368 @@
+"""fedlr.fl.strategy without a simulation engine: a fake Grid and hand-made train replies.
+
+Hand-worked numbers used below (lr = 0.1, rate-power 1, rate-low 0.25, rate-high 4,
+noise-floor 0.05):
+
+* noise (0.4, 0.1), examples (100, 300): factors ``ref / noise`` with
+  ``0.25 * ref / 0.4 + 0.75 * ref / 0.1 = 1`` -> ref = 8/65 -> factors (4/13, 16/13).
+* noise (0.0, 0.5), examples (100, 900): 0.0 is floored to 0.05, so ``ref / 0.05`` would be
+  20 ref; unclipped ``0.1 * 20 ref + 0.9 * 2 ref = 1`` gives 20 ref = 5.26 > 4, so the first
+  factor is clipped to 4 and ``0.1 * 4 + 0.9 * 2 ref = 1`` -> factors (4, 2/3).
+* FedAvg of w0 = [1, 2] (100 examples) and w1 = [3, -2] (300 examples):
+  (100 * w0 + 300 * w1) / 400 = [2.5, -1.0].
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fedlr import config as fedlr_config
+from fedlr.fl import keys
+from fedlr.fl.strategy import build_strategy
+
+LR = 0.1
+W0, W1 = [[1.0, 2.0]], [[3.0, -2.0]]
+FEDAVG_W0_W1 = [2.5, -1.0]  # (100 * W0 + 300 * W1) / 400
+
+
+def make_cfg(**overrides: object) -> dict:
+    """The run config with the rule's numbers fixed (keys in snake_case -> kebab-case)."""
+    values = {
+        "lr": LR,
+        "rate-power": 1.0,
+        "rate-low": 0.25,
+        "rate-high": 4.0,
+        "noise-floor": 0.05,
+        "ema-decay": 0.5,
+    }
+    values.update({key.replace("_", "-"): value for key, value in overrides.items()})
+    return fedlr_config.resolve(overrides=values)
+
+
+def aggregate_of(result) -> list[np.ndarray]:
+    arrays, _ = result
+    assert arrays is not None
+    return arrays.to_numpy_ndarrays()
+
+
+# -- configure_train -----------------------------------------------------------------------------
+
+
+def test_each_node_gets_its_own_config_and_warmup_rates_are_uniform(make_clients, run_round):
+    cfg = make_cfg(warmup_rounds=2, seed=7)
+    clients = make_clients([100, 300])
+    strategy = build_strategy("noise-adaptive", cfg, clients)
+
+    # Round 1 estimates (reversed) are ignored; those of round 2, the last warm-up round, count.
+    for server_round, estimates in ((1, (0.1, 0.4)), (2, (0.4, 0.1))):
+        messages, _, _ = run_round(
+            strategy,
+            server_round,
+            {pid: {"weights": W0, "noise_estimate": estimates[pid]} for pid in (0, 1)},
+        )
+        assert {pid: m.metadata.dst_node_id for pid, m in messages.items()} == {
+            0: clients[0].node_id,
+            1: clients[1].node_id,
+        }
+        configs = [m.content[keys.CONFIG] for m in messages.values()]
+        assert configs[0] is not configs[1]
+        for config in configs:
+            assert config[keys.LR] == LR
+            assert config["seed"] == 7
+            assert config[keys.SERVER_ROUND] == server_round
+            assert config[keys.ESTIMATE_NOISE] is True
+        assert strategy.rounds[server_round].lr == {0: LR, 1: LR}
+
+    messages, _, _ = run_round(strategy, 3, {})
+    assert messages[0].content[keys.CONFIG][keys.LR] == pytest.approx(LR * 4 / 13, rel=1e-9)
+    assert messages[1].content[keys.CONFIG][keys.LR] == pytest.approx(LR * 16 / 13, rel=1e-9)
+
+
+def test_fedprox_config_carries_proximal_mu(make_clients, run_round):
+    cfg = make_cfg(fedprox_mu=0.3, seed=5)
+    strategy = build_strategy("fedprox", cfg, make_clients([100, 300]))
+
+    messages, _, result = run_round(strategy, 1, {0: {"weights": W0}, 1: {"weights": W1}})
+
+    for message in messages.values():
+        config = message.content[keys.CONFIG]
+        assert config[keys.PROXIMAL_MU] == 0.3
+        assert config["seed"] == 5
+        assert config[keys.LR] == LR
+    np.testing.assert_allclose(aggregate_of(result)[0], FEDAVG_W0_W1, rtol=1e-12)
+
+
+# -- rates from estimates ------------------------------------------------------------------------
+
+
+def test_noisier_client_gets_smaller_rate_and_mean_rate_is_lr(make_clients, run_round):
+    cfg = make_cfg(warmup_rounds=1)
+    clients = make_clients([100, 300])
+    strategy = build_strategy("noise-adaptive", cfg, clients)
+
+    run_round(
+        strategy,
+        1,
+        {0: {"weights": W0, "noise_estimate": 0.4}, 1: {"weights": W1, "noise_estimate": 0.1}},
+    )
+    messages, _, _ = run_round(strategy, 2, {})
+
+    rates = {pid: m.content[keys.CONFIG][keys.LR] for pid, m in messages.items()}
+    assert rates[0] == pytest.approx(LR * 4 / 13, rel=1e-9)
+    assert rates[1] == pytest.approx(LR * 16 / 13, rel=1e-9)
+    assert rates[0] < rates[1]
+    assert all(0.25 * LR <= rate <= 4.0 * LR for rate in rates.values())
+    mean_rate = (100 * rates[0] + 300 * rates[1]) / 400
+    assert mean_rate == pytest.approx(LR, rel=1e-9)
+    assert strategy.rounds[2].lr == rates
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    estimates=st.lists(
+        st.one_of(st.just(0.0), st.floats(0.0, 100.0, allow_nan=False)), min_size=3, max_size=3
+    ),
+    num_examples=st.lists(st.integers(1, 10_000), min_size=3, max_size=3),
+)
+def test_rates_stay_in_bounds_and_average_to_lr(make_clients, run_round, estimates, num_examples):
+    strategy = build_strategy(
+        "noise-adaptive", make_cfg(warmup_rounds=1), make_clients(num_examples)
+    )
+    run_round(
+        strategy,
+        1,
+        {pid: {"weights": W0, "noise_estimate": estimates[pid]} for pid in range(3)},
+    )
+    messages, _, _ = run_round(strategy, 2, {})
+
+    rates = [messages[pid].content[keys.CONFIG][keys.LR] for pid in range(3)]
+    assert all(0.25 * LR * (1 - 1e-12) <= rate <= 4.0 * LR * (1 + 1e-12) for rate in rates)
+    mean_rate = np.dot(num_examples, rates) / sum(num_examples)
+    assert mean_rate == pytest.approx(LR, rel=1e-9)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -1.0, None], ids=repr)
+def test_invalid_estimate_is_logged_and_gets_the_uniform_rate(make_clients, run_round, bad):
+    cfg = make_cfg(warmup_rounds=1, noise_weighted_aggregation=True)
+    strategy = build_strategy("noise-adaptive", cfg, make_clients([100, 300]))
+    run_round(
+        strategy,
+        1,
+        {0: {"weights": W0, "noise_estimate": 0.4}, 1: {"weights": W1, "noise_estimate": 0.1}},
+    )
+
+    # Partition 1 now reports garbage: its estimate is dropped, its model is not. With one
+    # usable estimate the rule gives partition 0 factor 1, partition 1 gets 1: plain FedAvg.
+    _, _, result = run_round(
+        strategy,
+        2,
+        {0: {"weights": W0, "noise_estimate": 0.4}, 1: {"weights": W1, "noise_estimate": bad}},
+    )
+
+    assert strategy.rounds[2].invalid_estimates == [{"partition_id": 1, "value": repr(bad)}]
+    assert strategy.rounds[2].noise_estimate == {0: 0.4, 1: None}
+    (aggregate,) = aggregate_of(result)
+    assert np.all(np.isfinite(aggregate))
+    np.testing.assert_allclose(aggregate, FEDAVG_W0_W1, rtol=1e-9)
+
+    messages, _, _ = run_round(strategy, 3, {})
+    assert messages[1].content[keys.CONFIG][keys.LR] == LR  # exactly, not the stale 16/13
+    assert messages[0].content[keys.CONFIG][keys.LR] == pytest.approx(LR, rel=1e-9)
+
+
+def test_zero_noise_client_rate_is_capped_at_rate_high(make_clients, run_round):
+    cfg = make_cfg(warmup_rounds=1)
+    strategy = build_strategy("noise-adaptive", cfg, make_clients([100, 900]))
+    run_round(
+        strategy,
+        1,
+        {0: {"weights": W0, "noise_estimate": 0.0}, 1: {"weights": W1, "noise_estimate": 0.5}},
+    )
+
+    messages, _, _ = run_round(strategy, 2, {})
+
+    rates = {pid: m.content[keys.CONFIG][keys.LR] for pid, m in messages.items()}
+    assert rates[0] <= 4.0 * LR
+    assert rates[0] == pytest.approx(4.0 * LR, rel=1e-12)
+    assert rates[1] == pytest.approx(LR * 2 / 3, rel=1e-9)
+
+
+def test_zero_noise_client_weight_is_capped_under_inverse_noise_weights(make_clients, run_round):
+    cfg = make_cfg(warmup_rounds=1)
+    strategy = build_strategy("inverse-noise-weights", cfg, make_clients([100, 900]))
+
+    messages, _, result = run_round(
+        strategy,
+        1,
+        {0: {"weights": W0, "noise_estimate": 0.0}, 1: {"weights": W1, "noise_estimate": 0.5}},
+    )
+
+    # Weights 100 * 4 = 400 (the cap: rate-high * examples) and 900 * 2/3 = 600.
+    expected = (400 * np.array(W0[0]) + 600 * np.array(W1[0])) / 1000  # [2.2, -0.4]
+    np.testing.assert_allclose(aggregate_of(result)[0], expected, rtol=1e-9)
+    np.testing.assert_allclose(expected, [2.2, -0.4])
+    assert all(m.content[keys.CONFIG][keys.LR] == LR for m in messages.values())
+    messages, _, _ = run_round(strategy, 2, {})
+    assert all(m.content[keys.CONFIG][keys.LR] == LR for m in messages.values())
+
+
+# -- replies that must not poison the aggregate --------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_reply_with_non_finite_weights_is_dropped(make_clients, run_round, bad):
+    strategy = build_strategy("fedavg", make_cfg(), make_clients([100, 300, 50]))
+
+    _, _, result = run_round(
+        strategy,
+        1,
+        {0: {"weights": W0}, 1: {"weights": W1}, 2: {"weights": [[bad, 1.0]]}},
+    )
+
+    assert strategy.rounds[1].errors == [{"partition_id": 2, "reason": "non-finite weights"}]
+    np.testing.assert_allclose(aggregate_of(result)[0], FEDAVG_W0_W1, rtol=1e-12)
+
+
+def test_no_usable_reply_aggregates_to_nothing(make_clients, run_round):
+    strategy = build_strategy("fedavg", make_cfg(), make_clients([100, 300]))
+
+    _, _, result = run_round(
+        strategy, 1, {0: {"weights": [[math.nan, 0.0]]}, 1: {"weights": [[0.0, math.inf]]}}
+    )
+
+    assert result == (None, None)
+    assert len(strategy.rounds[1].errors) == 2
+
+
+# -- oracle, constant rules, order ---------------------------------------------------------------
+
+
+def test_oracle_uses_true_noise_from_round_one(make_clients, run_round):
+    cfg = make_cfg(warmup_rounds=2)
+    strategy = build_strategy("oracle-noise-rates", cfg, make_clients([100, 300], [0.4, 0.1]))
+
+    messages, _, _ = run_round(strategy, 1, {})
+
+    assert messages[0].content[keys.CONFIG][keys.LR] == pytest.approx(LR * 4 / 13, rel=1e-9)
+    assert messages[1].content[keys.CONFIG][keys.LR] == pytest.approx(LR * 16 / 13, rel=1e-9)
+    assert all(m.content[keys.CONFIG][keys.ESTIMATE_NOISE] is False for m in messages.values())
+
+
+def test_fedavg_rates_are_uniform_whatever_is_reported(make_clients, run_round):
+    strategy = build_strategy("fedavg", make_cfg(warmup_rounds=0), make_clients([100, 300]))
+    answers = {0: {"weights": W0, "noise_estimate": 0.9}, 1: {"weights": W1}}
+
+    for server_round in (1, 2, 3):
+        messages, _, result = run_round(strategy, server_round, answers)
+        assert all(m.content[keys.CONFIG][keys.LR] == LR for m in messages.values())
+        assert all(m.content[keys.CONFIG][keys.ESTIMATE_NOISE] is False for m in messages.values())
+        np.testing.assert_allclose(aggregate_of(result)[0], FEDAVG_W0_W1, rtol=1e-12)
+
+
+def test_equal_noise_is_no_rule(make_clients, run_round):
+    """A constant rule equals no rule: equal estimates give lr everywhere and FedAvg's mean."""
+    cfg = make_cfg(warmup_rounds=1, noise_weighted_aggregation=True)
+    clients = make_clients([100, 300, 50])
+    answers = {
+        0: {"weights": W0, "noise_estimate": 0.3},
+        1: {"weights": W1, "noise_estimate": 0.3},
+        2: {"weights": [[-4.0, 8.0]], "noise_estimate": 0.3},
+    }
+    adaptive = build_strategy("noise-adaptive", cfg, clients)
+    fedavg = build_strategy("fedavg", cfg, clients)
+
+    _, _, adaptive_result = run_round(adaptive, 1, answers)
+    _, _, fedavg_result = run_round(fedavg, 1, answers)
+
+    # (100 * [1, 2] + 300 * [3, -2] + 50 * [-4, 8]) / 450 = [800, -0] / 450
+    np.testing.assert_allclose(aggregate_of(fedavg_result)[0], [800 / 450, 0.0], atol=1e-12)
+    np.testing.assert_allclose(
+        aggregate_of(adaptive_result)[0], aggregate_of(fedavg_result)[0], rtol=1e-9, atol=1e-12
+    )
+    messages, _, _ = run_round(adaptive, 2, {})
+    for message in messages.values():
+        assert message.content[keys.CONFIG][keys.LR] == pytest.approx(LR, rel=1e-9)
+
+
+@pytest.mark.parametrize("name", ["fedavg", "inverse-noise-weights", "noise-adaptive"])
+@settings(max_examples=20, deadline=None)
+@given(order=st.permutations(range(4)))
+def test_reply_order_does_not_change_the_aggregate(make_clients, run_round, name, order):
+    cfg = make_cfg(warmup_rounds=1, noise_weighted_aggregation=True)
+    clients = make_clients([100, 300, 50, 250])
+    answers = {
+        0: {"weights": W0, "noise_estimate": 0.4},
+        1: {"weights": W1, "noise_estimate": 0.1},
+        2: {"weights": [[-4.0, 8.0]], "noise_estimate": 0.0},
+        3: {"weights": [[0.5, 0.25]], "noise_estimate": 2.0},
+    }
+    shuffled_answers = {pid: answers[pid] for pid in order}  # replies follow dict order
+
+    _, _, expected = run_round(build_strategy(name, cfg, clients), 1, answers)
+    _, shuffled_replies, result = run_round(build_strategy(name, cfg, clients), 1, shuffled_answers)
+
+    assert [r.metadata.src_node_id for r in shuffled_replies] == [
+        clients[pid].node_id for pid in order
+    ]
+    np.testing.assert_allclose(
+        aggregate_of(result)[0], aggregate_of(expected)[0], rtol=1e-12, atol=1e-12
+    )
+
+
+# -- sampling ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("k", "count"), [(4, 2), (10, 5)])
+def test_seeded_sampling_by_partition_id(make_clients, run_round, k, count):
+    cfg = make_cfg(fraction_train=0.5, seed=3, num_clients=k, noisy_clients=0, hard_clean_clients=0)
+    clients_a = make_clients([100] * k)
+    clients_b = make_clients([100] * k, node_ids=[9000 - 13 * pid for pid in range(k)])
+    strategy_a = build_strategy("fedavg", cfg, clients_a)
+    strategy_b = build_strategy("fedavg", cfg, clients_b)
+    strategy_other_seed = build_strategy("fedavg", {**cfg, "seed": 4}, clients_a)
+
+    differs = False
+    for server_round in range(1, 11):
+        messages_a, _, _ = run_round(strategy_a, server_round, {})
+        messages_b, _, _ = run_round(strategy_b, server_round, {})
+        messages_other, _, _ = run_round(strategy_other_seed, server_round, {})
+        assert len(messages_a) == count == round(k * 0.5)
+        assert sorted(messages_a) == sorted(messages_b) == strategy_a.rounds[server_round].sampled
+        assert {m.metadata.dst_node_id for m in messages_a.values()} == {
+            clients_a[pid].node_id for pid in messages_a
+        }
+        differs |= sorted(messages_a) != sorted(messages_other)
+    assert differs
+
+
+# -- baselines -----------------------------------------------------------------------------------
+
+
+def test_qfedavg_aggregates_two_replies(make_clients, run_round):
+    """q = 1, L = 1/lr = 10, global w = [0, 0].
+
+    Client 0: w = [-0.1, 0], F = 1: g = L(w_glob - w) = [1, 0], delta = F g = [1, 0],
+    h = q F^0 |g|^2 + L F = 1 + 10 = 11. Client 1: w = [0, -0.2], F = 2: g = [0, 2],
+    delta = [0, 4], h = 4 + 20 = 24. New w = -(sum delta) / (sum h) = [-1/35, -4/35].
+    """
+    cfg = make_cfg(qfedavg_q=1.0)
+    strategy = build_strategy("qfedavg", cfg, make_clients([100, 300]))
+
+    messages, _, result = run_round(
+        strategy,
+        1,
+        {
+            0: {"weights": [[-0.1, 0.0]], "train_loss": 1.0},
+            1: {"weights": [[0.0, -0.2]], "train_loss": 2.0},
+        },
+    )
+
+    assert all(m.content[keys.CONFIG][keys.LR] == LR for m in messages.values())
+    np.testing.assert_allclose(aggregate_of(result)[0], [-1 / 35, -4 / 35], rtol=1e-8)
+    _, metrics = result
+    assert metrics[keys.TRAIN_LOSS] == pytest.approx(1.5)

@@ -1,0 +1,63 @@
+"""Tests for fedlr/cli.py: bad input fails in a real process, before any simulation starts."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def run_fedlr(*args: str, cwd) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "80", "NO_COLOR": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "fedlr.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "mention"),
+    [
+        (("simulate", "--set", "no-such-key=1"), "no-such-key"),
+        (("simulate", "--set", "lr=0"), "lr"),
+        (("simulate", "--set", "noise-rate-max=1.5"), "noise-rate-max"),
+        (("simulate", "--set", "noisy-clients=11"), "noisy-clients"),
+        (("simulate", "--set", "seed"), "seed"),
+        (("simulate", "missing.toml"), "missing.toml"),
+        (("simulate", "missing.toml", "--set", "lr=0"), "missing.toml"),
+        (("report", "no-such-run"), "no-such-run"),
+    ],
+    ids=[
+        "unknown-key",
+        "lr-zero",
+        "noise-rate-max",
+        "noisy-clients",
+        "set-without-value",
+        "missing-config",
+        "missing-config-first",
+        "report-missing-dir",
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(tmp_path, args, mention):
+    result = run_fedlr(*args, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].strip(), result.stderr
+    assert mention in lines[0]
+    assert "Traceback" not in result.stdout + result.stderr
+    assert not (tmp_path / "runs").exists()  # no run directory: no simulation started
+
+
+def test_report_on_a_dir_without_rounds(tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = run_fedlr("report", "empty", cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "rounds.jsonl" in lines[0]
+    assert "Traceback" not in result.stdout + result.stderr

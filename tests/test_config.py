@@ -1,0 +1,176 @@
+"""Tests for fedlr/config.py: defaults < file < overrides, typing, and one-line errors."""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from fedlr import config
+from fedlr.config import DEFAULTS, ConfigError, parse_override, resolve, to_toml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "scenario.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_resolve():
+    assert resolve() == DEFAULTS
+
+
+def test_pyproject_app_config_equals_defaults():
+    app_config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["flwr"]["app"][
+        "config"
+    ]
+    assert list(app_config) == list(DEFAULTS)
+    # types too: 1 == 1.0 == True in Python, but not for Flower's run config
+    assert {k: (type(v), v) for k, v in app_config.items()} == {
+        k: (type(v), v) for k, v in DEFAULTS.items()
+    }
+
+
+SIMULATIONS = sorted((ROOT / "simulations").glob("*.toml"))
+
+
+def test_there_are_simulations():
+    assert SIMULATIONS
+
+
+@pytest.mark.parametrize("path", SIMULATIONS, ids=lambda p: p.name)
+def test_simulations_resolve(path):
+    values = resolve(path)
+    assert set(values) == set(DEFAULTS)
+
+
+def test_file_then_overrides(tmp_path):
+    path = write(tmp_path, 'seed = 3\nlr = 0.2\nname = "from-file"\n')
+    values = resolve(path, {"seed": 7})
+    assert values["seed"] == 7  # override beats file
+    assert values["lr"] == 0.2  # file beats default
+    assert values["name"] == "from-file"
+    assert values["num-clients"] == DEFAULTS["num-clients"]  # default kept
+    assert values == {**DEFAULTS, "seed": 7, "lr": 0.2, "name": "from-file"}
+
+
+def test_int_for_float_key_becomes_float(tmp_path):
+    values = resolve(write(tmp_path, "lr = 1\n"))
+    assert values["lr"] == 1.0 and type(values["lr"]) is float
+
+
+def test_toml_arrays_are_joined(tmp_path):
+    path = write(tmp_path, 'strategies = ["fedavg", "qfedavg"]\nhard-classes = [1, 3]\n')
+    values = resolve(path)
+    assert values["strategies"] == "fedavg,qfedavg"
+    assert values["hard-classes"] == "1,3"
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "value"),
+    [
+        ("num-server-rounds=5", "num-server-rounds", 5),
+        ("lr=0.5", "lr", 0.5),
+        ("noise-weighted-aggregation=true", "noise-weighted-aggregation", True),
+        ("strategies=fedavg,qfedavg", "strategies", "fedavg,qfedavg"),
+        ("name = my run", "name", "my run"),
+        ('name="quoted"', "name", "quoted"),
+        ("out-dir=a=b", "out-dir", "a=b"),
+    ],
+)
+def test_parse_override(text, key, value):
+    parsed_key, parsed_value = parse_override(text)
+    assert parsed_key == key
+    assert parsed_value == value and type(parsed_value) is type(value)
+
+
+def test_parse_override_without_equals():
+    with pytest.raises(ConfigError, match="seed"):
+        parse_override("seed")
+
+
+def one_line_error(match: str, file: Path | None = None, **overrides) -> str:
+    with pytest.raises(ConfigError) as info:
+        resolve(file, overrides)
+    message = str(info.value)
+    assert message and "\n" not in message
+    assert match in message
+    return message
+
+
+@pytest.mark.parametrize(
+    ("key", "overrides"),
+    [
+        ("no-such-key", {"no-such-key": 1}),
+        ("num-clients", {"num-clients": "5"}),  # a string for an int
+        ("num-clients", {"num-clients": 5.0}),  # a float for an int
+        ("seed", {"seed": True}),  # a bool is not an int
+        ("noise-weighted-aggregation", {"noise-weighted-aggregation": 1}),
+        ("lr", {"lr": "0.1"}),
+        ("noise-rate-max", {"noise-rate-max": 1.5}),
+        ("noise-rate-min", {"noise-rate-min": -0.1}),
+        ("noise-rate-min", {"noise-rate-min": 0.9, "noise-rate-max": 0.8}),
+        ("lr", {"lr": 0.0}),
+        ("lr", {"lr": -0.1}),
+        ("lr", {"lr": math.nan}),
+        ("lr", {"lr": math.inf}),
+        ("dirichlet-alpha", {"dirichlet-alpha": 0.0}),
+        ("dirichlet-alpha", {"dirichlet-alpha": math.nan}),
+        ("rate-high", {"rate-high": math.inf}),
+        ("noisy-clients", {"noisy-clients": 11}),
+        ("hard-clean-clients", {"noisy-clients": 10}),  # 10 + 1 > 10
+        ("feature-noise-clients", {"feature-noise-clients": 11}),
+        ("strategies", {"strategies": "fedavg,fedmagic"}),
+        ("strategies", {"strategies": ""}),
+        ("dataset", {"dataset": "mnist"}),
+        ("hard-classes", {"hard-classes": "1,x"}),
+        ("hard-classes", {"hard-classes": "1,12"}),  # digits has classes 0..9
+    ],
+)
+def test_errors_name_the_key(key, overrides):
+    one_line_error(key, **overrides)
+
+
+def test_error_says_what_is_allowed():
+    message = one_line_error("noise-rate-max", **{"noise-rate-max": 1.5})
+    assert message == "noise-rate-max: expected a number in [0, 1], got 1.5"
+
+
+def test_missing_file(tmp_path):
+    missing = tmp_path / "missing.toml"
+    one_line_error(str(missing), missing)
+
+
+def test_invalid_toml(tmp_path):
+    path = write(tmp_path, "seed = = 3\n")
+    one_line_error(str(path), path)
+
+
+def test_errors_from_a_file_name_the_key(tmp_path):
+    one_line_error("noise-rate-max", write(tmp_path, "noise-rate-max = 1.5\n"))
+    one_line_error("bogus", write(tmp_path, "bogus = 1\n"))
+
+
+def test_config_error_is_a_value_error():
+    assert issubclass(ConfigError, ValueError)
+
+
+def test_from_run_config():
+    assert config.from_run_config({"seed": 4}) == {**DEFAULTS, "seed": 4}
+
+
+def test_to_toml_round_trip(tmp_path):
+    values = resolve(overrides={"seed": 4, "strategies": "fedavg,fedprox", "lr": 0.05})
+    path = write(tmp_path, to_toml(values))
+    assert resolve(path) == values
+    assert resolve(write(tmp_path, to_toml(DEFAULTS))) == DEFAULTS
+
+
+def test_numeric_override_of_a_text_key_is_kept_as_text():
+    # `--set hard-classes=3` and `--set name=2024` are read as TOML numbers first.
+    assert resolve(overrides={"hard-classes": 3})["hard-classes"] == "3"
+    assert resolve(overrides=dict([parse_override("name=2024")]))["name"] == "2024"

@@ -1,0 +1,89 @@
+"""`fedlr simulate` as a user runs it: Flower's simulation engine, 4 clients, 2 rounds."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+SETTINGS = [
+    "num-clients=4",
+    "noisy-clients=2",
+    "hard-clean-clients=1",
+    "noise-rate-min=0.3",
+    "noise-rate-max=0.8",
+    "num-server-rounds=2",
+    "warmup-rounds=1",
+    "estimator=oracle",  # the client reports its true noise: rates are then known by hand
+    "strategies=fedavg,noise-adaptive",
+]
+
+
+def simulate(tmp_path: Path, *settings: str) -> subprocess.CompletedProcess[str]:
+    args = [sys.executable, "-m", "fedlr.cli", "simulate", "--out", str(tmp_path / "runs")]
+    for setting in settings:
+        args += ["--set", setting]
+    env = dict(os.environ, FLWR_TELEMETRY_ENABLED="0", FLWR_DISABLE_UPDATE_CHECK="1")
+    return subprocess.run(
+        args, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env, check=False
+    )
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp_path = tmp_path_factory.mktemp("e2e")
+    done = simulate(tmp_path, *SETTINGS)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (path,) = (tmp_path / "runs").iterdir()
+    return path
+
+
+def test_run_directory_is_complete(run_dir: Path) -> None:
+    for name in ("config.toml", "rounds.jsonl", "results.json", "report.md", "results.csv",
+                 "accuracy_per_round.png", "client_accuracy_vs_noise.png", "rate_vs_noise.png"):
+        assert (run_dir / name).stat().st_size > 0, name
+    lines = [json.loads(line) for line in (run_dir / "rounds.jsonl").read_text().splitlines()]
+    assert [(line["strategy"], line["round"]) for line in lines] == [
+        ("fedavg", 1), ("fedavg", 2), ("noise-adaptive", 1), ("noise-adaptive", 2)
+    ]
+    results = json.loads((run_dir / "results.json").read_text())
+    assert list(results["strategies"]) == ["fedavg", "noise-adaptive"]
+    for entry in results["strategies"].values():
+        assert set(entry["fairness"]) == {"mean", "variance", "worst10", "best10", "jain", "gini"}
+        assert [c["partition_id"] for c in entry["clients"]] == [0, 1, 2, 3]
+        assert all(0.0 <= c["accuracy"] <= 1.0 for c in entry["clients"])
+    report = (run_dir / "report.md").read_text()
+    assert "noise-adaptive" in report and "fedavg" in report
+
+
+def test_noisier_client_gets_smaller_rate(run_dir: Path) -> None:
+    lines = [json.loads(line) for line in (run_dir / "rounds.jsonl").read_text().splitlines()]
+    by_key = {(line["strategy"], line["round"]): line for line in lines}
+    # Warm-up round: everyone at lr_0 = 0.1; fedavg always uniform.
+    assert {c["lr"] for c in by_key["noise-adaptive", 1]["clients"]} == {0.1}
+    assert {c["lr"] for c in by_key["fedavg", 2]["clients"]} == {0.1}
+    clients = {c["partition_id"]: c for c in by_key["noise-adaptive", 2]["clients"]}
+    # Partition 0 (rate 0.3) is less noisy than partition 1 (rate 0.8); 2 and 3 are clean.
+    assert clients[0]["noise_true"] < clients[1]["noise_true"]
+    assert clients[1]["lr"] < clients[0]["lr"] < clients[3]["lr"]
+    # Both clean clients sit at the noise floor, so they get the same (largest) rate.
+    assert clients[2]["lr"] == pytest.approx(clients[3]["lr"])
+    assert 0.1 < clients[3]["lr"] <= 0.1 * 4.0  # rate-high bounds it
+    results = json.loads((run_dir / "results.json").read_text())
+    rows = results["strategies"]["noise-adaptive"]["clients"]
+    weighted = sum(r["lr"] * r["num_examples"] for r in rows) / sum(r["num_examples"] for r in rows)
+    assert weighted == pytest.approx(0.1, rel=1e-6)
+
+
+def test_same_seed_replays_exactly(run_dir: Path, tmp_path: Path) -> None:
+    done = simulate(tmp_path, *SETTINGS[:-1], "strategies=noise-adaptive")
+    assert done.returncode == 0, done.stderr[-3000:]
+    (again,) = (tmp_path / "runs").iterdir()
+    first = json.loads((run_dir / "results.json").read_text())["strategies"]["noise-adaptive"]
+    second = json.loads((again / "results.json").read_text())["strategies"]["noise-adaptive"]
+    assert first["clients"] == second["clients"]
+    assert first["fairness"] == second["fairness"]
