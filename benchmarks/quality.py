@@ -36,9 +36,19 @@ def simulate(seed: int, out: Path) -> Path:
     env = dict(os.environ, FLWR_TELEMETRY_ENABLED="0", FLWR_DISABLE_UPDATE_CHECK="1")
     start = time.perf_counter()
     subprocess.run(
-        [sys.executable, "-m", "fedlr.cli", "simulate", str(SCENARIO), "--set", f"seed={seed}",
-         "--out", str(out)],
-        check=True, env=env,
+        [
+            sys.executable,
+            "-m",
+            "fedlr.cli",
+            "simulate",
+            str(SCENARIO),
+            "--set",
+            f"seed={seed}",
+            "--out",
+            str(out),
+        ],
+        check=True,
+        env=env,
     )
     (run_dir,) = set(out.glob("*")) - before
     print(f"seed {seed}: {time.perf_counter() - start:.0f} s -> {run_dir}", flush=True)
@@ -60,8 +70,9 @@ def summarise(run_dirs: list[Path]) -> dict[str, dict[str, list[float]]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "quality")
     parser.add_argument("--runs", type=Path, nargs="+", help="existing run directories")
@@ -75,12 +86,16 @@ def main() -> None:
         return f"{np.nanmean(values):6.1f} ± {np.nanstd(values):4.1f}"
 
     print(f"\n{len(run_dirs)} seeds; accuracy in %, variance in %^2, mean ± std over seeds")
-    print(f"{'strategy':24s} {'mean':>13s} {'worst-10%':>13s} {'variance':>13s} "
-          f"{'Jain':>13s} {'rho':>13s} {'seconds':>9s}")
+    print(
+        f"{'strategy':24s} {'mean':>13s} {'worst-10%':>13s} {'variance':>13s} "
+        f"{'Jain':>13s} {'rho':>13s} {'seconds':>9s}"
+    )
     for name in stats:
-        print(f"{name:24s} {ms(name, 'mean')} {ms(name, 'worst10')} "
-              f"{ms(name, 'variance', 1e4)} {ms(name, 'jain', 1.0)} "
-              f"{ms(name, 'spearman', 1.0)} {np.median(stats[name]['seconds']):9.1f}")
+        print(
+            f"{name:24s} {ms(name, 'mean')} {ms(name, 'worst10')} "
+            f"{ms(name, 'variance', 1e4)} {ms(name, 'jain', 1.0)} "
+            f"{ms(name, 'spearman', 1.0)} {np.median(stats[name]['seconds']):9.1f}"
+        )
 
     def avg(name: str, key: str) -> float:
         return float(np.nanmean(stats[name][key]))
@@ -103,8 +118,14 @@ def main() -> None:
             if other in stats:
                 d_mean = 100 * (avg("noise-adaptive", "mean") - avg(other, "mean"))
                 d_worst = 100 * (avg("noise-adaptive", "worst10") - avg(other, "worst10"))
-                checks.append((f"ahead of {other} (mean / worst-10%)", d_mean,
-                               f"> 0 / > 0 (worst {d_worst:+.1f})", d_mean > 0 and d_worst > 0))
+                checks.append(
+                    (
+                        f"ahead of {other} (mean / worst-10%)",
+                        d_mean,
+                        f"> 0 / > 0 (worst {d_worst:+.1f})",
+                        d_mean > 0 and d_worst > 0,
+                    )
+                )
         rho = avg("noise-adaptive", "spearman")
         checks.append(("Spearman rho of the estimate", rho, ">= 0.9", rho >= 0.9))
     print("\ntarget                                      measured    wanted")
@@ -112,11 +133,19 @@ def main() -> None:
         print(f"{label:42s} {value:+9.2f}    {wanted:28s} {'met' if ok else 'NOT met'}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({
-            "runs": [str(p) for p in run_dirs], "stats": stats,
-            "checks": [{"target": c[0], "measured": c[1], "wanted": c[2], "met": c[3]}
-                       for c in checks],
-        }, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "runs": [str(p) for p in run_dirs],
+                    "stats": stats,
+                    "checks": [
+                        {"target": c[0], "measured": c[1], "wanted": c[2], "met": c[3]}
+                        for c in checks
+                    ],
+                },
+                indent=2,
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import threading
 from pathlib import Path
 from typing import Annotated, Any
@@ -120,8 +119,8 @@ def simulate(
             verbose_logging=verbose,
         )
     if failure:
-        error = failure[0]
-        fail(f"{type(error).__name__}: {error} (partial results kept in {run_dir})", code=1)
+        first = failure[0]
+        fail(f"{type(first).__name__}: {first} (partial results kept in {run_dir})", code=1)
     if not (run_dir / "results.json").exists():
         fail(f"the simulation stopped before any strategy finished (see {run_dir})", code=1)
     console.print(f"report: {run_dir / 'report.md'}")
@@ -173,4 +172,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

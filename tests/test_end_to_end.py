@@ -43,12 +43,23 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_run_directory_is_complete(run_dir: Path) -> None:
-    for name in ("config.toml", "rounds.jsonl", "results.json", "report.md", "results.csv",
-                 "accuracy_per_round.png", "client_accuracy_vs_noise.png", "rate_vs_noise.png"):
+    for name in (
+        "config.toml",
+        "rounds.jsonl",
+        "results.json",
+        "report.md",
+        "results.csv",
+        "accuracy_per_round.png",
+        "client_accuracy_vs_noise.png",
+        "rate_vs_noise.png",
+    ):
         assert (run_dir / name).stat().st_size > 0, name
     lines = [json.loads(line) for line in (run_dir / "rounds.jsonl").read_text().splitlines()]
     assert [(line["strategy"], line["round"]) for line in lines] == [
-        ("fedavg", 1), ("fedavg", 2), ("noise-adaptive", 1), ("noise-adaptive", 2)
+        ("fedavg", 1),
+        ("fedavg", 2),
+        ("noise-adaptive", 1),
+        ("noise-adaptive", 2),
     ]
     results = json.loads((run_dir / "results.json").read_text())
     assert list(results["strategies"]) == ["fedavg", "noise-adaptive"]

@@ -38,13 +38,13 @@ def partition_id(context: Context) -> int:
 
 def _setup(msg: Message, context: Context):
     torch.set_num_threads(1)  # simulated clients run side by side, one core each
-    config = msg.content[keys.CONFIG]
+    config = msg.content.config_records[keys.CONFIG]
     cfg = run_config(config)
     pid = partition_id(context)
     data = tabular.client_data(cfg, pid)
     model = tabular.build_model(cfg)
-    if keys.ARRAYS in msg.content:
-        model.load_state_dict(msg.content[keys.ARRAYS].to_torch_state_dict())
+    if keys.ARRAYS in msg.content.array_records:
+        model.load_state_dict(msg.content.array_records[keys.ARRAYS].to_torch_state_dict())
     return config, cfg, pid, data, model
 
 

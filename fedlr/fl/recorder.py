@@ -83,7 +83,7 @@ class RunRecorder:
         log_ = strategy.rounds.get(server_round)
         if log_ is None:
             return {}
-        rows = []
+        rows: list[dict[str, Any]] = []
         for c in self.clients:
             pid = c.partition_id
             rows.append(
@@ -127,7 +127,7 @@ class RunRecorder:
             last_acc.update(strategy.rounds[r].accuracy)
             last_lr.update(strategy.rounds[r].lr)
         smoothed = strategy.ema.values if strategy.uses_estimates else {}
-        rows = []
+        rows: list[dict[str, Any]] = []
         for c in self.clients:
             estimate = smoothed.get(c.partition_id)
             if strategy.rate_source == "oracle":

@@ -59,18 +59,29 @@ class RoundLog:
     errors: list[dict[str, Any]] = field(default_factory=list)
 
 
+def _scalar(value: object) -> float:
+    """A record value as float (NaN when it is not a single number)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | np.number):
+        return float("nan")
+    return float(value)
+
+
 def _mean_metrics(records: list[RecordDict], weighted_by_key: str) -> MetricRecord:
     """Unweighted mean over clients of the loss and accuracy keys present (each client once)."""
     del weighted_by_key
-    out: dict[str, float] = {}
+    out: dict[str, int | float | list[int] | list[float]] = {}
     for key in (keys.TRAIN_LOSS, keys.ACCURACY, keys.EVAL_LOSS):
-        values = [float(r[keys.METRICS][key]) for r in records if key in r[keys.METRICS]]
+        values = [
+            _scalar(r.metric_records[keys.METRICS][key])
+            for r in records
+            if key in r.metric_records[keys.METRICS]
+        ]
         if values:
             out[key] = float(np.mean(values))
     return MetricRecord(out)
 
 
-class PerClientRates:
+class PerClientRates(FedAvg):
     """Mixin: per-client learning rates and aggregation weights from noise estimates.
 
     Parameters
@@ -84,6 +95,8 @@ class PerClientRates:
     weight_by_noise : bool
         Weight aggregation by ``num-examples * factor`` instead of ``num-examples``.
     """
+
+    needs_train_loss = False  # aggregation reads train_loss: drop replies without a finite one
 
     def __init__(
         self,
@@ -99,7 +112,7 @@ class PerClientRates:
                 f"rate_source: expected uniform, estimate or oracle, got {rate_source}"
             )
         n = len(clients)
-        super().__init__(  # type: ignore[call-arg]
+        super().__init__(
             fraction_train=1.0,  # sampling is ours: seeded and keyed by partition id
             min_train_nodes=n,
             min_evaluate_nodes=n,
@@ -159,7 +172,7 @@ class PerClientRates:
     def sample(self, server_round: int) -> list[int]:
         """Partition ids trained this round: seeded by (seed, round), independent of node ids."""
         pids = sorted(self.by_partition)
-        count = max(1, int(round(len(pids) * self.cfg["fraction-train"])))
+        count = max(1, int(len(pids) * self.cfg["fraction-train"]))  # Flower floors too
         if count >= len(pids):
             return pids
         rng = np.random.default_rng([self.cfg["seed"], server_round])
@@ -171,7 +184,7 @@ class PerClientRates:
     ) -> Iterable[Message]:
         """Send each sampled client the shared content plus its own learning rate."""
         config[keys.ESTIMATE_NOISE] = self.uses_estimates
-        template = list(super().configure_train(server_round, arrays, config, grid))  # type: ignore[misc]
+        template = list(super().configure_train(server_round, arrays, config, grid))
         if not template:
             return []
         content = template[0].content
@@ -181,12 +194,17 @@ class PerClientRates:
         messages = []
         for pid in log_.sampled:
             node = self.by_partition[pid]
-            client_config = ConfigRecord(dict(content[keys.CONFIG]))
+            client_config = ConfigRecord(dict(content.config_records[keys.CONFIG]))
             client_config[keys.LR] = rates[pid]
             log_.lr[pid] = rates[pid]
             messages.append(
                 Message(
-                    RecordDict({keys.ARRAYS: content[keys.ARRAYS], keys.CONFIG: client_config}),
+                    RecordDict(
+                        {
+                            keys.ARRAYS: content.array_records[keys.ARRAYS],
+                            keys.CONFIG: client_config,
+                        }
+                    ),
                     dst_node_id=node.node_id,
                     message_type=MessageType.TRAIN,
                 )
@@ -206,20 +224,26 @@ class PerClientRates:
             if reply.has_error():
                 log_.errors.append({"partition_id": pid, "reason": str(reply.error.reason)})
                 continue
-            metrics = reply.content[keys.METRICS] if keys.METRICS in reply.content else {}
-            if node is None or keys.ARRAYS not in reply.content:
+            metrics = reply.content.metric_records.get(keys.METRICS, MetricRecord())
+            if node is None or keys.ARRAYS not in reply.content.array_records:
                 log_.errors.append({"partition_id": pid, "reason": "unknown node or no arrays"})
                 continue
             if not all(
-                np.all(np.isfinite(a)) for a in reply.content[keys.ARRAYS].to_numpy_ndarrays()
+                np.all(np.isfinite(a))
+                for a in reply.content.array_records[keys.ARRAYS].to_numpy_ndarrays()
             ):
                 log_.errors.append({"partition_id": pid, "reason": "non-finite weights"})
                 continue
-            log_.train_loss[pid] = float(metrics.get(keys.TRAIN_LOSS, float("nan")))
+            train_loss = _scalar(metrics.get(keys.TRAIN_LOSS))
+            if self.needs_train_loss and not np.isfinite(train_loss):
+                # QFedAvg scales the update by the loss: one NaN would make every weight NaN.
+                log_.errors.append({"partition_id": pid, "reason": "missing or non-finite loss"})
+                continue
+            log_.train_loss[pid] = train_loss
             if self.uses_estimates:
                 value = metrics.get(keys.NOISE_ESTIMATE)
                 if is_valid_estimate(value):
-                    raw[pid] = float(value)  # type: ignore[arg-type]
+                    raw[pid] = _scalar(value)
                     self.invalid_last.discard(pid)
                 else:
                     log_.invalid_estimates.append({"partition_id": pid, "value": repr(value)})
@@ -244,7 +268,7 @@ class PerClientRates:
             )
         if not accepted:
             return None, None
-        return super().aggregate_train(server_round, accepted)  # type: ignore[misc]
+        return super().aggregate_train(server_round, accepted)
 
     def aggregate_evaluate(
         self, server_round: int, replies: Iterable[Message]
@@ -256,19 +280,19 @@ class PerClientRates:
             if reply.has_error():
                 continue
             node = self.clients.get(reply.metadata.src_node_id)
-            metrics = reply.content[keys.METRICS]
+            metrics = reply.content.metric_records[keys.METRICS]
             if node is not None:
-                log_.accuracy[node.partition_id] = float(metrics[keys.ACCURACY])
+                log_.accuracy[node.partition_id] = _scalar(metrics.get(keys.ACCURACY))
             # The weighting key is shared with training; evaluation weights are example counts.
-            metrics[keys.AGGREGATION_WEIGHT] = float(metrics[keys.NUM_EXAMPLES])
-        return super().aggregate_evaluate(server_round, replies)  # type: ignore[misc]
+            metrics[keys.AGGREGATION_WEIGHT] = _scalar(metrics.get(keys.NUM_EXAMPLES))
+        return super().aggregate_evaluate(server_round, replies)
 
     def summary(self) -> None:
         """Flower's summary, plus the rate source."""
         log.info(
             "fedlr rates: source=%s weight_by_noise=%s", self.rate_source, self.weight_by_noise
         )
-        super().summary()  # type: ignore[misc]
+        super().summary()
 
 
 class NoiseAdaptiveFedAvg(PerClientRates, FedAvg):
@@ -281,6 +305,8 @@ class PerClientFedProx(PerClientRates, FedProx):
 
 class PerClientQFedAvg(PerClientRates, QFedAvg):
     """Flower's q-FedAvg, uniform rates, fedlr's logging."""
+
+    needs_train_loss = True
 
 
 def build_strategy(name: str, cfg: Mapping[str, Any], clients: list[ClientInfo]) -> PerClientRates:

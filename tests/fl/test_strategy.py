@@ -366,3 +366,38 @@ def test_qfedavg_aggregates_two_replies(make_clients, run_round):
     np.testing.assert_allclose(aggregate_of(result)[0], [-1 / 35, -4 / 35], rtol=1e-8)
     _, metrics = result
     assert metrics[keys.TRAIN_LOSS] == pytest.approx(1.5)
+
+
+@pytest.mark.parametrize("bad_loss", [None, math.nan, math.inf], ids=repr)
+def test_qfedavg_drops_a_reply_without_a_finite_loss(make_clients, run_round, bad_loss):
+    """q-FedAvg scales each update by its loss: a NaN loss must not reach the aggregate.
+
+    Client 0 alone (as in the test above): new w = -[1, 0] / 11.
+    """
+    strategy = build_strategy("qfedavg", make_cfg(qfedavg_q=1.0), make_clients([100, 300]))
+
+    _, _, result = run_round(
+        strategy,
+        1,
+        {
+            0: {"weights": [[-0.1, 0.0]], "train_loss": 1.0},
+            1: {"weights": [[0.0, -0.2]], "train_loss": bad_loss},
+        },
+    )
+
+    assert strategy.rounds[1].errors == [
+        {"partition_id": 1, "reason": "missing or non-finite loss"}
+    ]
+    np.testing.assert_allclose(aggregate_of(result)[0], [-1 / 11, 0.0], rtol=1e-8, atol=1e-15)
+
+
+def test_fedavg_keeps_a_reply_without_a_loss(make_clients, run_round):
+    """FedAvg's weights do not depend on the loss, so a missing loss costs only the metric."""
+    strategy = build_strategy("fedavg", make_cfg(), make_clients([100, 300]))
+
+    _, _, result = run_round(
+        strategy, 1, {0: {"weights": W0}, 1: {"weights": W1, "train_loss": None}}
+    )
+
+    assert strategy.rounds[1].errors == []
+    np.testing.assert_allclose(aggregate_of(result)[0], FEDAVG_W0_W1, rtol=1e-12)
