@@ -81,9 +81,12 @@ def main() -> None:
     run_dirs = args.runs or [simulate(seed, args.out) for seed in args.seeds]
     stats = summarise(run_dirs)
 
-    def ms(name: str, key: str, scale: float = 100.0) -> str:
+    def ms(name: str, key: str, scale: float = 100.0, digits: int = 1) -> str:
         values = scale * np.asarray(stats[name][key], dtype=float)
-        return f"{np.nanmean(values):6.1f} ± {np.nanstd(values):4.1f}"
+        values = values[np.isfinite(values)]
+        if values.size == 0:
+            return f"{'-':>13s}"
+        return f"{values.mean():6.{digits}f} ± {values.std():4.{digits}f}"
 
     print(f"\n{len(run_dirs)} seeds; accuracy in %, variance in %^2, mean ± std over seeds")
     print(
@@ -93,8 +96,8 @@ def main() -> None:
     for name in stats:
         print(
             f"{name:24s} {ms(name, 'mean')} {ms(name, 'worst10')} "
-            f"{ms(name, 'variance', 1e4)} {ms(name, 'jain', 1.0)} "
-            f"{ms(name, 'spearman', 1.0)} {np.median(stats[name]['seconds']):9.1f}"
+            f"{ms(name, 'variance', 1e4)} {ms(name, 'jain', 1.0, 3)} "
+            f"{ms(name, 'spearman', 1.0, 2)} {np.median(stats[name]['seconds']):9.1f}"
         )
 
     def avg(name: str, key: str) -> float:

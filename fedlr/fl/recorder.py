@@ -47,6 +47,11 @@ def _finite_or_none(value: float | None) -> float | None:
     return float(value)
 
 
+def _finite_values(values: Mapping[int, float]) -> dict[int, float]:
+    # A client can report a NaN (or non-numeric) accuracy, which the strategy logs as NaN.
+    return {k: v for k, v in values.items() if _finite_or_none(v) is not None}
+
+
 class RunRecorder:
     """Writes a run directory while the strategies run."""
 
@@ -94,7 +99,7 @@ class RunRecorder:
                     "lr": log_.lr.get(pid),
                     "noise_estimate": _finite_or_none(log_.noise_estimate.get(pid)),
                     "noise_smoothed": _finite_or_none(log_.noise_smoothed.get(pid)),
-                    "accuracy": log_.accuracy.get(pid),
+                    "accuracy": _finite_or_none(log_.accuracy.get(pid)),
                     "train_loss": _finite_or_none(log_.train_loss.get(pid)),
                 }
             )
@@ -124,7 +129,7 @@ class RunRecorder:
         last_acc: dict[int, float] = {}
         last_lr: dict[int, float] = {}
         for r in rounds:  # a client's latest value, even if it missed the last round
-            last_acc.update(strategy.rounds[r].accuracy)
+            last_acc.update(_finite_values(strategy.rounds[r].accuracy))
             last_lr.update(strategy.rounds[r].lr)
         smoothed = strategy.ema.values if strategy.uses_estimates else {}
         rows: list[dict[str, Any]] = []
@@ -152,10 +157,8 @@ class RunRecorder:
             else None
         )
         per_round = [
-            float(np.mean(list(strategy.rounds[r].accuracy.values())))
-            if strategy.rounds[r].accuracy
-            else None
-            for r in rounds
+            float(np.mean(list(finite.values()))) if finite else None
+            for finite in (_finite_values(strategy.rounds[r].accuracy) for r in rounds)
         ]
         self.results["strategies"][name] = {
             "fairness": fairness_summary(acc) if acc else None,

@@ -250,13 +250,21 @@ def mean_margin_noise(log_probs: np.ndarray, labels: np.ndarray) -> float:
     return float(margins.mean())
 
 
-def loss_mixture_noise(losses: np.ndarray, *, seed: int = 0, min_separation: float = 1.0) -> float:
+def loss_mixture_noise(
+    losses: np.ndarray, *, seed: int = 0, min_separation: float = 1.0, bic_check: bool = False
+) -> float:
     """Noisy fraction from a 2-component Gaussian mixture on per-sample losses (FedCorr).
 
     Fits ``sklearn.mixture.GaussianMixture(2)`` to the losses and returns the share of samples
-    whose posterior favours the component with the larger mean. Returns 0 when the data show one
-    population, not two: when a 1-component fit has the lower (better) BIC, or when the two means
-    are closer than ``min_separation`` pooled standard deviations.
+    whose posterior favours the component with the larger mean. Returns 0 when the two means are
+    closer than ``min_separation`` pooled standard deviations (one population, no noisy mode) or,
+    with ``bic_check``, when a 1-component fit has the lower (better) BIC.
+
+    The BIC check makes a Gaussian sample with one mode read 0 (without it, the mixture splits
+    one bell curve in two), but real loss distributions are skewed, and on ``noisy_hospitals`` it
+    zeroed noisy clients: Spearman's rho against the true flipped fraction fell from 0.27 / 0.52
+    / 0.72 to -0.25 / -0.27 / 0.08 after 5 / 15 / 30 FedAvg rounds. So it is off by default, as
+    in FedCorr.
 
     Parameters
     ----------
@@ -266,6 +274,8 @@ def loss_mixture_noise(losses: np.ndarray, *, seed: int = 0, min_separation: flo
         ``random_state`` of the mixture fit.
     min_separation : float
         Required distance between the component means, in pooled standard deviations.
+    bic_check : bool
+        Also return 0 when one component explains the losses better (BIC).
 
     Examples
     --------
@@ -283,9 +293,10 @@ def loss_mixture_noise(losses: np.ndarray, *, seed: int = 0, min_separation: flo
         return 0.0
     gmm = GaussianMixture(n_components=2, random_state=seed, reg_covar=1e-4, max_iter=200)
     gmm.fit(losses)
-    single = GaussianMixture(n_components=1, reg_covar=1e-4).fit(losses)
-    if single.bic(losses) <= gmm.bic(losses):
-        return 0.0
+    if bic_check:
+        single = GaussianMixture(n_components=1, reg_covar=1e-4).fit(losses)
+        if single.bic(losses) <= gmm.bic(losses):
+            return 0.0
     means = gmm.means_.ravel()
     stds = np.sqrt(gmm.covariances_.ravel())
     high = int(np.argmax(means))

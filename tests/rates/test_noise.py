@@ -318,9 +318,15 @@ def test_loss_mixture_noise_constant_is_zero():
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_loss_mixture_noise_unimodal_is_zero(seed):
+def test_loss_mixture_noise_unimodal_is_zero_with_bic_check(seed):
     rng = np.random.default_rng(seed)
-    assert loss_mixture_noise(rng.normal(1.0, 0.2, 200)) == 0.0
+    assert loss_mixture_noise(rng.normal(1.0, 0.2, 200), bic_check=True) == 0.0
+
+
+def test_loss_mixture_noise_bic_check_keeps_two_modes():
+    rng = np.random.default_rng(0)
+    losses = np.concatenate([rng.normal(0.2, 0.1, 160), rng.normal(2.5, 0.3, 40)])
+    assert abs(loss_mixture_noise(losses, bic_check=True) - 0.2) <= 0.05
 
 
 @pytest.mark.parametrize("losses", [[], [0.1], [0.1, 2.0, 0.2]])

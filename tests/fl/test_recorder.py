@@ -1,0 +1,271 @@
+"""fedlr.fl.recorder: the run directory, from hand-filled round logs.
+
+Four clients (partition ids 0..3; examples 100..400; true noise 0.5, 0.3, 0, 0). Hand-worked
+numbers for the noise-adaptive strategy below:
+
+* round 1: sampled 0..3; client 3 sends no train reply (missing); client 1's estimate is NaN
+  (invalid); accuracies 0.5, 0.6, 0.9, 0.8 -> mean 0.7, worst10 = min = 0.5 (ceil(0.1 * 4) = 1).
+* round 2: client 3 misses evaluation too, so its latest accuracy stays 0.8 (round 1): final
+  accuracies 0.7, 0.6, 0.9, 0.8 -> mean 0.75, variance (0.05² + 0.15² + 0.15² + 0.05²) / 4 =
+  0.0125, worst10 0.6, best10 0.9, clean - noisy gap (0.9 + 0.8) / 2 - (0.7 + 0.6) / 2 = 0.2.
+* smoothed estimates 0.4, 0.3, 0.1 and none for client 3: same order as the true noise of
+  clients 0..2 -> Spearman 1.0 over the three clients with an estimate.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from fedlr import config as fedlr_config
+from fedlr.fl.recorder import RunRecorder, new_run_dir
+from fedlr.fl.strategy import RoundLog, build_strategy
+
+NAN = float("nan")
+ROUND_KEYS = {
+    "strategy",
+    "round",
+    "elapsed_s",
+    "accuracy_mean",
+    "accuracy_worst10",
+    "clients",
+    "missing",
+    "invalid_estimates",
+    "errors",
+}
+ROUND_CLIENT_KEYS = {
+    "partition_id",
+    "role",
+    "noise_true",
+    "lr",
+    "noise_estimate",
+    "noise_smoothed",
+    "accuracy",
+    "train_loss",
+}
+RESULT_CLIENT_KEYS = {
+    "partition_id",
+    "role",
+    "noise_true",
+    "noise_estimate",
+    "lr",
+    "accuracy",
+    "num_examples",
+}
+
+
+def strict_loads(text: str):
+    """``json.loads`` that refuses NaN and Infinity (not JSON)."""
+
+    def refuse(constant: str):
+        raise ValueError(f"not JSON: {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+@pytest.fixture
+def cfg():
+    return fedlr_config.resolve(
+        overrides={"name": "unit", "num-clients": 4, "noisy-clients": 2, "seed": 3}
+    )
+
+
+@pytest.fixture
+def clients(make_clients):
+    return make_clients([100, 200, 300, 400], noise_true=[0.5, 0.3, 0.0, 0.0])
+
+
+@pytest.fixture
+def adaptive(cfg, clients):
+    """A noise-adaptive strategy whose two rounds are filled by hand (see the module docstring)."""
+    strategy = build_strategy("noise-adaptive", cfg, clients)
+    strategy.rounds[1] = RoundLog(
+        lr={0: 0.1, 1: 0.1, 2: 0.1, 3: 0.1},
+        noise_estimate={0: 0.4, 1: NAN, 2: 0.1},
+        noise_smoothed={0: 0.4, 2: 0.1},
+        train_loss={0: 2.0, 1: 1.5, 2: NAN},
+        accuracy={0: 0.5, 1: 0.6, 2: 0.9, 3: 0.8},
+        sampled=[0, 1, 2, 3],
+        invalid_estimates=[{"partition_id": 1, "value": "nan"}],
+    )
+    strategy.rounds[2] = RoundLog(
+        lr={0: 0.05, 1: 0.08, 2: 0.2, 3: 0.1},
+        noise_estimate={0: 0.4, 1: 0.3, 2: 0.1, 3: 0.02},
+        noise_smoothed={0: 0.4, 1: 0.3, 2: 0.1},
+        train_loss={0: 1.0, 1: 1.2, 2: 0.4, 3: 0.6},
+        accuracy={0: 0.7, 1: 0.6, 2: 0.9},
+        sampled=[0, 1, 2, 3],
+        errors=[{"partition_id": 3, "reason": "boom"}],
+    )
+    strategy.ema.values = {0: 0.4, 1: 0.3, 2: 0.1}
+    return strategy
+
+
+@pytest.fixture
+def recorder(tmp_path, cfg, clients):
+    rec = RunRecorder(tmp_path / "run", cfg, list(reversed(clients)))
+    yield rec
+    rec.close()
+
+
+def round_lines(run_dir) -> list[dict]:
+    return [strict_loads(line) for line in (run_dir / "rounds.jsonl").read_text().splitlines()]
+
+
+# -- rounds.jsonl ----------------------------------------------------------------------------------
+
+
+def test_round_done_appends_one_json_line_per_call(recorder, adaptive):
+    seen = []
+    recorder.on_round = lambda name, r, line: seen.append((name, r, line))
+    recorder.start_strategy("noise-adaptive")
+
+    first = recorder.round_done("noise-adaptive", adaptive, 1)
+    assert len(round_lines(recorder.run_dir)) == 1
+    recorder.round_done("noise-adaptive", adaptive, 2)
+
+    lines = round_lines(recorder.run_dir)
+    assert len(lines) == 2
+    assert lines[0] == first  # what is returned is what is written
+    assert [(name, r) for name, r, _ in seen] == [("noise-adaptive", 1), ("noise-adaptive", 2)]
+    line = lines[0]
+    assert set(line) == ROUND_KEYS
+    assert line["strategy"] == "noise-adaptive" and line["round"] == 1
+    assert 0.0 <= line["elapsed_s"] < 60.0
+    assert line["accuracy_mean"] == pytest.approx(0.7)
+    assert line["accuracy_worst10"] == pytest.approx(0.5)
+    assert line["missing"] == [3]
+    assert line["invalid_estimates"] == [{"partition_id": 1, "value": "nan"}]
+    assert line["errors"] == []
+    assert lines[1]["missing"] == []
+    assert lines[1]["errors"] == [{"partition_id": 3, "reason": "boom"}]
+
+
+def test_round_line_has_one_row_per_client_and_nan_as_null(recorder, adaptive):
+    recorder.start_strategy("noise-adaptive")
+    line = recorder.round_done("noise-adaptive", adaptive, 1)
+
+    rows = line["clients"]
+    assert [row["partition_id"] for row in rows] == [0, 1, 2, 3]  # sorted by partition id
+    assert all(set(row) == ROUND_CLIENT_KEYS for row in rows)
+    assert rows[0] == {
+        "partition_id": 0,
+        "role": "noisy",
+        "noise_true": 0.5,
+        "lr": 0.1,
+        "noise_estimate": 0.4,
+        "noise_smoothed": 0.4,
+        "accuracy": 0.5,
+        "train_loss": 2.0,
+    }
+    assert rows[1]["noise_estimate"] is None  # NaN estimate
+    assert rows[1]["noise_smoothed"] is None  # none this round
+    assert rows[2]["train_loss"] is None  # NaN loss
+    assert rows[3]["role"] == "clean"
+    assert rows[3]["train_loss"] is None and rows[3]["noise_estimate"] is None  # missing
+    assert rows[3]["accuracy"] == 0.8
+
+
+def test_round_without_a_log_writes_nothing(recorder, adaptive):
+    assert recorder.round_done("noise-adaptive", adaptive, 7) == {}
+    assert (recorder.run_dir / "rounds.jsonl").read_text() == ""
+
+
+def test_a_nan_accuracy_is_written_as_null_and_left_out_of_the_summary(recorder, adaptive):
+    # aggregate_evaluate logs NaN for an evaluate reply without a numeric accuracy.
+    adaptive.rounds[1].accuracy[3] = NAN
+    recorder.start_strategy("noise-adaptive")
+    recorder.round_done("noise-adaptive", adaptive, 1)
+
+    line = round_lines(recorder.run_dir)[0]
+    assert line["clients"][3]["accuracy"] is None
+    assert line["accuracy_mean"] == pytest.approx((0.5 + 0.6 + 0.9) / 3)
+
+
+# -- results.json ----------------------------------------------------------------------------------
+
+
+def test_strategy_done_summarises_into_results_json(recorder, adaptive, cfg):
+    recorder.start_strategy("noise-adaptive")
+    returned = recorder.strategy_done("noise-adaptive", adaptive)
+
+    results = strict_loads((recorder.run_dir / "results.json").read_text())
+    assert results["name"] == "unit" and results["seed"] == 3
+    assert results["num_rounds"] == cfg["num-server-rounds"]
+    assert results["estimator"] == cfg["estimator"]
+    summary = results["strategies"]["noise-adaptive"]
+    assert summary == returned
+
+    fairness = summary["fairness"]
+    assert set(fairness) == {"mean", "variance", "worst10", "best10", "jain", "gini"}
+    assert fairness["mean"] == pytest.approx(0.75)
+    assert fairness["variance"] == pytest.approx(0.0125)
+    assert fairness["worst10"] == pytest.approx(0.6)
+    assert fairness["best10"] == pytest.approx(0.9)
+    assert summary["gap_clean_noisy"] == pytest.approx(0.2)
+    assert summary["estimator"] == {"name": cfg["estimator"], "spearman": pytest.approx(1.0)}
+    assert summary["accuracy_per_round"] == pytest.approx([0.7, (0.7 + 0.6 + 0.9) / 3])
+
+    rows = summary["clients"]
+    assert all(set(row) == RESULT_CLIENT_KEYS for row in rows)
+    assert rows[0] == {
+        "partition_id": 0,
+        "role": "noisy",
+        "noise_true": 0.5,
+        "noise_estimate": 0.4,
+        "lr": 0.05,
+        "accuracy": 0.7,
+        "num_examples": 100,
+    }
+    assert [row["partition_id"] for row in rows] == [0, 1, 2, 3]
+    assert [row["accuracy"] for row in rows] == [0.7, 0.6, 0.9, 0.8]  # 3: its round-1 value
+    assert [row["lr"] for row in rows] == [0.05, 0.08, 0.2, 0.1]
+    assert rows[3]["noise_estimate"] is None
+
+
+def test_results_json_is_rewritten_with_every_finished_strategy(recorder, adaptive, cfg, clients):
+    recorder.strategy_done("noise-adaptive", adaptive)
+    oracle = build_strategy("oracle-noise-rates", cfg, clients)
+    oracle.rounds[1] = RoundLog(
+        lr={0: 0.05, 1: 0.05, 2: 0.15, 3: 0.15}, accuracy={0: 0.4, 1: 0.5, 2: 1.0, 3: 0.9}
+    )
+    recorder.strategy_done("oracle-noise-rates", oracle)
+
+    results = strict_loads((recorder.run_dir / "results.json").read_text())
+    assert list(results["strategies"]) == ["noise-adaptive", "oracle-noise-rates"]
+    assert results["strategies"]["noise-adaptive"]["fairness"]["mean"] == pytest.approx(0.75)
+    summary = results["strategies"]["oracle-noise-rates"]
+    assert summary["fairness"]["mean"] == pytest.approx(0.7)
+    # the oracle's "estimate" is the truth; nothing is estimated, so no correlation
+    assert [row["noise_estimate"] for row in summary["clients"]] == [0.5, 0.3, 0.0, 0.0]
+    assert summary["estimator"] == {"name": None, "spearman": None}
+    assert not list(recorder.run_dir.glob("*.tmp"))
+
+
+def test_a_nan_accuracy_does_not_break_results_json(recorder, adaptive):
+    adaptive.rounds[2].accuracy[1] = NAN  # no numeric accuracy in round 2: keep round 1's 0.6
+    recorder.strategy_done("noise-adaptive", adaptive)
+
+    summary = strict_loads((recorder.run_dir / "results.json").read_text())["strategies"][
+        "noise-adaptive"
+    ]
+    assert [row["accuracy"] for row in summary["clients"]] == [0.7, 0.6, 0.9, 0.8]
+    assert summary["fairness"]["mean"] == pytest.approx(0.75)
+    assert all(math.isfinite(a) for a in summary["accuracy_per_round"])
+
+
+# -- config.toml and the run directory -------------------------------------------------------------
+
+
+def test_config_toml_resolves_to_the_same_config(recorder, cfg):
+    assert fedlr_config.resolve(recorder.run_dir / "config.toml") == cfg
+
+
+def test_new_run_dir_makes_unique_directories(tmp_path):
+    made = [new_run_dir(tmp_path / "runs", "demo") for _ in range(3)]
+    assert len(set(made)) == 3
+    for path in made:
+        assert path.is_dir() and path.parent == tmp_path / "runs"
+        assert "-demo" in path.name
