@@ -282,7 +282,12 @@ class PerClientRates(FedAvg):
             node = self.clients.get(reply.metadata.src_node_id)
             metrics = reply.content.metric_records[keys.METRICS]
             if node is not None:
-                log_.accuracy[node.partition_id] = _scalar(metrics.get(keys.ACCURACY))
+                accuracy = _scalar(metrics.get(keys.ACCURACY))
+                if 0.0 <= accuracy <= 1.0:
+                    log_.accuracy[node.partition_id] = accuracy
+                else:  # NaN, a list, or out of range: logged, never averaged into the fairness
+                    reason = f"invalid accuracy {metrics.get(keys.ACCURACY)!r}"
+                    log_.errors.append({"partition_id": node.partition_id, "reason": reason})
             # The weighting key is shared with training; evaluation weights are example counts.
             metrics[keys.AGGREGATION_WEIGHT] = _scalar(metrics.get(keys.NUM_EXAMPLES))
         return super().aggregate_evaluate(server_round, replies)

@@ -81,8 +81,9 @@ class MLP(nn.Module):
 def build_model(cfg: Mapping[str, Any], seed: int | None = None) -> MLP:
     """The run's model; initial weights are a function of ``seed`` (default: the run seed)."""
     fed = federation(cfg)
-    torch.manual_seed(cfg["seed"] if seed is None else seed)
-    return MLP(fed.num_features, fed.num_classes, cfg["hidden"])
+    with torch.random.fork_rng():  # seed locally; the caller's global RNG state is untouched
+        torch.manual_seed(cfg["seed"] if seed is None else seed)
+        return MLP(fed.num_features, fed.num_classes, cfg["hidden"])
 
 
 def _tensors(x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:

@@ -401,3 +401,22 @@ def test_fedavg_keeps_a_reply_without_a_loss(make_clients, run_round):
 
     assert strategy.rounds[1].errors == []
     np.testing.assert_allclose(aggregate_of(result)[0], FEDAVG_W0_W1, rtol=1e-12)
+
+
+@pytest.mark.parametrize("bad", [1.5, -0.1, float("nan")])
+def test_out_of_range_accuracy_is_logged_not_recorded(bad, make_clients):
+    from flwr.app import Message, MessageType, MetricRecord, RecordDict
+
+    cfg = fedlr_config.resolve(
+        overrides={"num-clients": 2, "noisy-clients": 1, "hard-clean-clients": 0}
+    )
+    clients = make_clients([100, 100], [0.5, 0.0], [10, 11])
+    strategy = build_strategy("fedavg", cfg, clients)
+    replies = []
+    for node, accuracy in ((10, 0.8), (11, bad)):
+        ask = Message(RecordDict(), dst_node_id=node, message_type=MessageType.EVALUATE)
+        values = {"num-examples": 10, "partition-id": node - 10, "accuracy": accuracy}
+        replies.append(Message(RecordDict({"metrics": MetricRecord(values)}), reply_to=ask))
+    strategy.aggregate_evaluate(1, replies)
+    assert strategy.rounds[1].accuracy == {0: 0.8}
+    assert strategy.rounds[1].errors[0]["partition_id"] == 1
