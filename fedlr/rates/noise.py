@@ -262,9 +262,9 @@ def loss_mixture_noise(
 
     The BIC check makes a Gaussian sample with one mode read 0 (without it, the mixture splits
     one bell curve in two), but real loss distributions are skewed, and on ``noisy_hospitals`` it
-    zeroed noisy clients: Spearman's rho against the true flipped fraction fell from 0.27 / 0.52
-    / 0.72 to -0.25 / -0.27 / 0.08 after 5 / 15 / 30 FedAvg rounds. So it is off by default, as
-    in FedCorr.
+    zeroed noisy clients: Spearman's rho against the true flipped fraction fell from 0.06 / 0.52
+    / 0.72 to -0.22 / -0.27 / 0.08 after 5 / 15 / 30 FedAvg rounds (``benchmarks/estimators.py``).
+    So it is off by default, as in FedCorr.
 
     Parameters
     ----------
