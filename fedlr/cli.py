@@ -161,8 +161,11 @@ def report(
         fail(f"run_dir: {run_dir} has no rounds.jsonl (expected a directory written by simulate)")
     from fedlr.report import render_report, write_csv
 
-    path = render_report(run_dir)
-    write_csv(run_dir)
+    try:
+        path = render_report(run_dir)
+        write_csv(run_dir)
+    except ValueError as error:  # unreadable results.json, nothing to report
+        fail(f"run_dir: {error}")
     Console().print(f"report: {path}")
 
 

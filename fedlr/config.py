@@ -262,6 +262,8 @@ def resolve(file: Path | None = None, overrides: Mapping[str, Any] | None = None
             layers.append(tomllib.loads(Path(file).read_text()))
         except FileNotFoundError:
             raise ConfigError(f"config file {file}: not found") from None
+        except (OSError, UnicodeDecodeError) as err:
+            raise ConfigError(f"config file {file}: cannot be read as TOML text ({err})") from None
         except tomllib.TOMLDecodeError as err:
             raise ConfigError(f"config file {file}: not valid TOML ({err})") from None
     layers.append(dict(overrides or {}))

@@ -61,3 +61,22 @@ def test_report_on_a_dir_without_rounds(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "rounds.jsonl" in lines[0]
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def assert_one_line_exit_2(result: subprocess.CompletedProcess[str], mention: str) -> None:
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and mention in lines[0], result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_config_that_is_a_directory_is_one_line(tmp_path):
+    assert_one_line_exit_2(run_fedlr("simulate", ".", cwd=tmp_path), "config file")
+
+
+def test_report_with_corrupt_results_is_one_line(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "rounds.jsonl").write_text("")
+    (run / "results.json").write_text("{")
+    assert_one_line_exit_2(run_fedlr("report", "run", cwd=tmp_path), "results.json")
