@@ -28,8 +28,8 @@ the table shows medians and the ratios of the median wall times. Per run:
     .venv/bin/python benchmarks/overhead.py --quick
     .venv/bin/python benchmarks/overhead.py --repeats 3 --json results/overhead.json
 
-The default workload (50 clients x 20 rounds, hidden 512, 40 noisy clients, 120 local epochs)
-takes the plain loop about a minute on an idle 2-core machine (``--calibrate`` re-measures).
+The default workload (50 clients x 20 rounds, hidden 512, 40 noisy clients, 90 local epochs)
+takes the plain loop about a minute on an idle 2-core machine (``--calibrate 60`` re-measures).
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ WORKLOAD = [
     "num-server-rounds=20",
     "hidden=512",
     "noisy-clients=40",
-    "local-epochs=120",
+    "local-epochs=90",
     "strategies=noise-adaptive",
 ]
 QUICK = [
@@ -372,27 +372,25 @@ def print_table(summary: dict[str, Any], repeats: int) -> None:
 
 
 # -- calibration ---------------------------------------------------------------------------------
-def calibrate(sets: list[str], target: float) -> None:
-    """Time the plain loop in-process at two epoch counts; print epochs for ``target`` seconds."""
-    from plain_loop import run_plain
+def calibrate(sets: list[str], target: float, env: dict[str, str], interval: float) -> None:
+    """Run the plain loop once as measured; print the local-epochs for ``target`` wall seconds.
 
+    Wall = fixed (imports, data, exit) + rounds x epochs x (seconds per client-epoch sweep); short
+    in-process runs underestimate the sweep cost, so this times the workload itself.
+    """
     from fedlr import config as fedlr_config
-    from fedlr.tasks import tabular
 
-    times = {}
-    for epochs in (2, 10):
-        overrides = dict(fedlr_config.parse_override(s) for s in sets)
-        cfg = fedlr_config.resolve(overrides={**overrides, "local-epochs": epochs})
-        tabular.federation(cfg)
-        start = time.perf_counter()
-        run_plain(cfg, "estimate")
-        times[epochs] = time.perf_counter() - start
-        print(f"plain loop, local-epochs={epochs}: {times[epochs]:.1f} s", flush=True)
-    slope = (times[10] - times[2]) / 8
-    fixed = times[2] - 2 * slope
-    epochs = max(1, round((target - fixed) / slope))
+    cfg = fedlr_config.resolve(overrides=dict(fedlr_config.parse_override(s) for s in sets))
+    rounds, epochs = cfg["num-server-rounds"], cfg["local-epochs"]
+    run = run_system("plain-loop", sets, rounds, env, interval)
+    if run["per_round_s"] is None:
+        raise RuntimeError("calibrate: needs num-server-rounds >= 2")
+    per_epoch = run["per_round_s"] * rounds / epochs
+    fixed = run["wall_s"] - run["per_round_s"] * rounds
+    suggested = max(1, round((target - fixed) / per_epoch))
     print(
-        f"~{slope:.2f} s per local epoch + {fixed:.1f} s: local-epochs={epochs} for {target:.0f} s"
+        f"plain loop, local-epochs={epochs}: {run['wall_s']:.1f} s = {fixed:.1f} s fixed + "
+        f"{per_epoch:.2f} s per local epoch; local-epochs={suggested} for {target:.0f} s"
     )
 
 
@@ -417,8 +415,9 @@ def main() -> None:
     if args.child_plain_loop:
         _child_plain_loop(args.set, args.events)
         return
+    env = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1"}
     if args.calibrate:
-        calibrate(sets, args.calibrate)
+        calibrate(sets, args.calibrate, env, args.interval)
         return
 
     from fedlr import config as fedlr_config
@@ -428,7 +427,6 @@ def main() -> None:
     if unknown := [s for s in systems if s not in SYSTEMS]:
         parser.error(f"--systems: unknown {unknown}; allowed: {', '.join(SYSTEMS)}")
     repeats = args.repeats or (1 if args.quick else 3)
-    env = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1"}
     print(f"workload: {' '.join(sets)}; {repeats} run(s) of {', '.join(systems)}", flush=True)
     load_before = os.getloadavg()
     runs: list[dict[str, Any]] = []

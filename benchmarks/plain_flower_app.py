@@ -13,6 +13,9 @@ size and seed (``SeedSequence([seed, partition id, round])``); per evaluate mess
 accuracy on the client's test split. The only difference in work: every client gets the base
 ``lr`` (fedlr's rates change the step size, not the number of steps).
 
+Deliberately plain: no ``gc.freeze()`` (fedlr's ServerApp freezes the heap after start-up, which
+also spares it ~1 s of garbage collection at interpreter exit on this machine).
+
     python benchmarks/plain_flower_app.py --set num-clients=10 --set num-server-rounds=3
 """
 
@@ -150,17 +153,13 @@ def main() -> None:
         import warnings
 
         warnings.filterwarnings("ignore")
-    # Ray workers unpickle the ClientApp by module name: let them import this file's folder.
-    here = str(Path(__file__).resolve().parent)
-    os.environ["PYTHONPATH"] = os.pathsep.join(
-        p for p in (here, os.environ.get("PYTHONPATH", "")) if p
-    )
     from flwr.simulation import run_simulation
 
     if not args.verbose:
         logging.getLogger("flwr").setLevel(logging.ERROR)
 
-    # Import ourselves by module name (not __main__), so the ClientApp pickles by reference.
+    # Import ourselves by module name (not __main__), so the ClientApp pickles by reference; Ray
+    # workers find this folder because Flower's Ray backend exports the driver's sys.path.
     import plain_flower_app as this
 
     results: dict[str, Any] = {}

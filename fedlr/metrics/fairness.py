@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 import numbers
 import numpy as np
-import scipy.stats
 from numpy.typing import ArrayLike, NDArray
 
 __all__ = [
@@ -385,5 +384,7 @@ def spearman_rho(estimate: ArrayLike, truth: ArrayLike) -> float:
         return float("nan")
     if np.all(x == x[0]) or np.all(y == y[0]):
         return float("nan")
+    import scipy.stats  # 0.6 s to import: only when a correlation is asked for
+
     rho = float(scipy.stats.spearmanr(x, y).statistic)
     return min(max(rho, -1.0), 1.0)
