@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Make a CA, a SuperLink TLS certificate and SuperNode authentication key pairs.
+#
+#   launch/certs.sh CERT_DIR NUM_NODES [HOST ...]
+#
+# CERT_DIR/ca.crt, ca.key          the certificate authority (copy ca.crt to every machine)
+# CERT_DIR/server.pem, server.key  the SuperLink's certificate, SAN: localhost, 127.0.0.1, HOSTs
+# CERT_DIR/node-I, node-I.pub      SuperNode I's key pair (ECDSA P-384, OpenSSH format), I = 0..N-1
+#
+# Idempotent: existing files are kept (and said so), never overwritten. Delete a file to remake it.
+set -euo pipefail
+if [ $# -lt 2 ]; then
+  echo "usage: $0 CERT_DIR NUM_NODES [HOST ...]" >&2
+  exit 2
+fi
+dir=$1
+nodes=$2
+shift 2
+case $nodes in '' | *[!0-9]*) echo "NUM_NODES: expected a whole number, got '$nodes'" >&2; exit 2 ;; esac
+mkdir -p "$dir"
+umask 077
+
+keep() { echo "certs: keeping existing $1"; }
+
+if [ -f "$dir/ca.key" ] && [ -f "$dir/ca.crt" ]; then
+  keep "$dir/ca.crt"
+else
+  openssl req -x509 -newkey rsa:4096 -sha256 -days 365 -nodes -subj "/CN=fedlr-ca" \
+    -keyout "$dir/ca.key" -out "$dir/ca.crt" 2>/dev/null
+  echo "certs: wrote $dir/ca.crt"
+fi
+
+if [ -f "$dir/server.key" ] && [ -f "$dir/server.pem" ]; then
+  keep "$dir/server.pem"
+else
+  san="DNS:localhost,IP:127.0.0.1,IP:::1"
+  for host in "$@"; do
+    if [[ $host =~ ^[0-9.]+$ || $host == *:* ]]; then san="$san,IP:$host"; else san="$san,DNS:$host"; fi
+  done
+  openssl req -newkey rsa:4096 -nodes -subj "/CN=fedlr-superlink" \
+    -keyout "$dir/server.key" -out "$dir/server.csr" 2>/dev/null
+  printf 'subjectAltName=%s\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n' \
+    "$san" >"$dir/server.ext"
+  openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.crt" -CAkey "$dir/ca.key" \
+    -CAcreateserial -out "$dir/server.pem" -days 365 -sha256 -extfile "$dir/server.ext" 2>/dev/null
+  rm -f "$dir/server.csr" "$dir/server.ext"
+  echo "certs: wrote $dir/server.pem (SAN $san)"
+fi
+
+for ((i = 0; i < nodes; i++)); do
+  key="$dir/node-$i"
+  if [ -f "$key" ] && [ -f "$key.pub" ]; then
+    keep "$key"
+  else
+    ssh-keygen -q -t ecdsa -b 384 -N "" -C "fedlr-node-$i" -f "$key"
+    echo "certs: wrote $key and $key.pub"
+  fi
+done

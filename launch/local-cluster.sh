@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# A real deployment on one machine: a SuperLink and N SuperNodes on 127.0.0.1, TLS and SuperNode
+# authentication on, then `flwr run` of fedlr against them. Everything is stopped at the end.
+#
+#   launch/local-cluster.sh N [RUN_CONFIG]      e.g.  launch/local-cluster.sh 4 "num-server-rounds=2"
+#
+# RUN_CONFIG is Flower's --run-config string (fedlr's keys; num-clients is set to N). The run folder
+# launch-runs/<time>/ holds certificates, keys, logs, PIDs and FLWR_HOME; fedlr's run directory is
+# written under launch-runs/<time>/runs/. Env: FEDLR_LAUNCH_DIR (the folder), FEDLR_PORT (9091),
+# FEDLR_INSECURE=1 (no TLS, no auth; warns).
+set -euo pipefail
+[ $# -ge 1 ] || { echo "usage: $0 N [RUN_CONFIG]" >&2; exit 2; }
+nodes=$1
+extra=${2:-}
+case $nodes in '' | *[!0-9]* | 0 | 1) echo "N: expected a whole number >= 2, got '$nodes'" >&2; exit 2 ;; esac
+for tool in flwr flower-superlink flower-supernode openssl ssh-keygen; do
+  command -v "$tool" >/dev/null || { echo "local-cluster.sh: $tool not on PATH (activate fedlr's virtual environment)" >&2; exit 2; }
+done
+here=$(cd "$(dirname "$0")" && pwd)
+app=$(cd "$here/.." && pwd)
+run=${FEDLR_LAUNCH_DIR:-$app/launch-runs/$(date +%Y%m%d-%H%M%S)}
+port=${FEDLR_PORT:-9091}
+mkdir -p "$run"
+run=$(cd "$run" && pwd)
+export FLWR_HOME=$run/flwr-home FLWR_TELEMETRY_ENABLED=0 FLWR_DISABLE_UPDATE_CHECK=1
+export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1
+mkdir -p "$FLWR_HOME"
+trap '"$here/stop.sh" "$run"' EXIT
+
+secure=()
+if [ "${FEDLR_INSECURE:-0}" = 1 ]; then
+  secure=(--insecure)
+  printf '[superlink]\ndefault = "fedlr-local"\n\n[superlink.fedlr-local]\naddress = "127.0.0.1:%s"\ninsecure = true\n' \
+    "$port" >"$FLWR_HOME/config.toml"
+else
+  "$here/certs.sh" "$run/certs" "$nodes"
+  printf '[superlink]\ndefault = "fedlr-local"\n\n[superlink.fedlr-local]\naddress = "127.0.0.1:%s"\nroot-certificates = "%s"\n' \
+    "$port" "$run/certs/ca.crt" >"$FLWR_HOME/config.toml"
+fi
+
+"$here/superlink.sh" "$run" --certs "$run/certs" --port "$port" "${secure[@]}"
+superlink_pid=$(cat "$run/pids/superlink.pid")
+for _ in $(seq 150); do  # up to 30 s for the SuperLink to listen
+  kill -0 "$superlink_pid" 2>/dev/null || { echo "local-cluster.sh: the SuperLink exited; see $run/superlink.log" >&2; exit 1; }
+  (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+  sleep 0.2
+done
+if [ "${FEDLR_INSECURE:-0}" != 1 ]; then
+  for ((i = 0; i < nodes; i++)); do
+    flwr supernode register "$run/certs/node-$i.pub" fedlr-local >"$run/register-$i.log" 2>&1 ||
+      { cat "$run/register-$i.log" >&2; exit 1; }
+  done
+fi
+for ((i = 0; i < nodes; i++)); do
+  "$here/supernode.sh" "$run" "$i" "$nodes" --superlink "127.0.0.1:$port" --certs "$run/certs" \
+    --port $((port + 10 + i)) "${secure[@]}"
+done
+
+config="num-clients=$nodes out-dir='$run/runs'"
+[ -n "$extra" ] && config="$config $extra"
+cd "$app"
+flwr run . fedlr-local --stream --run-config "$config" 2>&1 | tee "$run/flwr-run.log"
+echo "local-cluster: done; fedlr run directory under $run/runs"

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Stop exactly the processes the launch scripts started for RUN_DIR (by PID, never by name).
+# Each was started with setsid, so its PID is also its process group: the group is stopped, which
+# takes the ClientApp/ServerApp processes it spawned along.
+#
+#   launch/stop.sh RUN_DIR
+set -uo pipefail
+[ $# -eq 1 ] || { echo "usage: $0 RUN_DIR" >&2; exit 2; }
+shopt -s nullglob
+for file in "$1"/pids/*.pid; do
+  pid=$(cat "$file")
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -- "-$pid" 2>/dev/null || kill "$pid" 2>/dev/null
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$pid" 2>/dev/null && { kill -9 -- "-$pid" 2>/dev/null || kill -9 "$pid" 2>/dev/null; }
+    echo "stopped $(basename "$file" .pid) (pid $pid)"
+  fi
+  rm -f "$file"
+done

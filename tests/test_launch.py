@@ -1,0 +1,216 @@
+"""launch/: a real Flower deployment on 127.0.0.1, TLS and SuperNode authentication on.
+
+Every process is started by the launch scripts, bounded in time, and stopped by its PID
+(``launch/stop.sh``) whatever the outcome.
+"""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+LAUNCH = ROOT / "launch"
+BIN = str(Path(sys.executable).parent)
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not (shutil.which("openssl") and shutil.which("ssh-keygen")),
+        reason="launch/certs.sh needs openssl and ssh-keygen",
+    ),
+]
+
+
+def free_port() -> int:
+    """A port free now, with the next 20 free too (SuperNodes use port + 10 + i)."""
+    for _ in range(50):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        if port < 60000 and all(_free(port + k) for k in range(1, 21)):
+            return port
+    raise RuntimeError("no free port range")
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def env(tmp_path: Path) -> dict[str, str]:
+    return dict(
+        os.environ,
+        PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        FLWR_HOME=str(tmp_path / "flwr-home"),
+        FLWR_TELEMETRY_ENABLED="0",
+        FLWR_DISABLE_UPDATE_CHECK="1",
+        FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION="1",
+    )
+
+
+def sh(*args: str, tmp_path: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", *args],
+        env=env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        cwd=ROOT,
+    )
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_certs_are_made_once_and_kept(tmp_path: Path) -> None:
+    certs = tmp_path / "certs"
+    first = sh(str(LAUNCH / "certs.sh"), str(certs), "2", "node.example", tmp_path=tmp_path)
+    assert first.returncode == 0, first.stderr
+    files = ["ca.crt", "ca.key", "server.pem", "server.key", "node-0", "node-0.pub", "node-1"]
+    before = {name: (certs / name).read_bytes() for name in files}
+    again = sh(str(LAUNCH / "certs.sh"), str(certs), "2", tmp_path=tmp_path)
+    assert again.returncode == 0 and "keeping existing" in again.stdout
+    assert {name: (certs / name).read_bytes() for name in files} == before  # never overwritten
+    text = subprocess.run(
+        ["openssl", "x509", "-in", str(certs / "server.pem"), "-noout", "-text"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "DNS:localhost" in text and "IP Address:127.0.0.1" in text and "node.example" in text
+    verify = subprocess.run(
+        ["openssl", "verify", "-CAfile", str(certs / "ca.crt"), str(certs / "server.pem")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert (certs / "node-1.pub").read_text().startswith("ecdsa-sha2-nistp384 ")
+
+
+def test_local_cluster_runs_fedlr_over_tls(tmp_path: Path) -> None:
+    run = tmp_path / "cluster"
+    port = free_port()
+    config = (
+        "num-server-rounds=2 noisy-clients=1 hard-clean-clients=0 "
+        "strategies='noise-adaptive' warmup-rounds=1"
+    )
+    environment = env(tmp_path) | {"FEDLR_LAUNCH_DIR": str(run), "FEDLR_PORT": str(port)}
+    try:
+        done = subprocess.run(
+            ["bash", str(LAUNCH / "local-cluster.sh"), "2", config],
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=420,
+            check=False,
+            cwd=ROOT,
+        )
+    finally:
+        sh(str(LAUNCH / "stop.sh"), str(run), tmp_path=tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "--insecure" not in (run / "superlink.log").read_text()
+    (run_dir,) = (run / "runs").iterdir()
+    for name in ("config.toml", "rounds.jsonl", "results.json", "report.md"):
+        assert (run_dir / name).stat().st_size > 0, name
+    results = json.loads((run_dir / "results.json").read_text())
+    clients = results["strategies"]["noise-adaptive"]["clients"]
+    assert [c["partition_id"] for c in clients] == [0, 1]
+    assert all(0 <= c["accuracy"] <= 1 for c in clients)
+    rounds = [json.loads(line) for line in (run_dir / "rounds.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in rounds] == [1, 2]
+    assert not list((run / "pids").glob("*.pid"))  # stop.sh removed every PID file it stopped
+
+
+def test_unregistered_supernode_is_refused(tmp_path: Path) -> None:
+    run, certs, port = tmp_path / "run", tmp_path / "certs", free_port()
+    home = tmp_path / "flwr-home"
+    home.mkdir()
+    (home / "config.toml").write_text(
+        f'[superlink]\ndefault = "t"\n\n[superlink.t]\naddress = "127.0.0.1:{port}"\n'
+        f'root-certificates = "{certs / "ca.crt"}"\n'
+    )
+    assert sh(str(LAUNCH / "certs.sh"), str(certs), "2", tmp_path=tmp_path).returncode == 0
+    try:
+        started = sh(
+            str(LAUNCH / "superlink.sh"),
+            str(run),
+            "--certs",
+            str(certs),
+            "--port",
+            str(port),
+            tmp_path=tmp_path,
+        )
+        assert started.returncode == 0, started.stderr
+        deadline = time.monotonic() + 30
+        while not _listening(port):
+            assert time.monotonic() < deadline, (run / "superlink.log").read_text()[-2000:]
+            time.sleep(0.2)
+        registered = subprocess.run(
+            [f"{BIN}/flwr", "supernode", "register", str(certs / "node-0.pub"), "t"],
+            env=env(tmp_path),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert registered.returncode == 0, registered.stdout + registered.stderr
+        for pid in ("0", "1"):  # node-1's key was never registered
+            node = sh(
+                str(LAUNCH / "supernode.sh"),
+                str(run),
+                pid,
+                "2",
+                "--superlink",
+                f"127.0.0.1:{port}",
+                "--certs",
+                str(certs),
+                "--port",
+                str(port + 10 + int(pid)),
+                tmp_path=tmp_path,
+            )
+            assert node.returncode == 0, node.stderr
+        stranger = int((run / "pids" / "supernode-1.pid").read_text())
+        member = int((run / "pids" / "supernode-0.pid").read_text())
+        deadline = time.monotonic() + 60
+        while alive(stranger) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not alive(stranger), "an unregistered SuperNode is still running"
+        assert "Failed to activate SuperNode" in (run / "supernode-1.log").read_text()
+        assert alive(member)
+        listed = subprocess.run(
+            [f"{BIN}/flwr", "supernode", "ls", "t", "--format", "json"],
+            env=env(tmp_path),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert listed.returncode == 0, listed.stdout + listed.stderr
+        assert listed.stdout.count('"online"') == 1, listed.stdout
+    finally:
+        sh(str(LAUNCH / "stop.sh"), str(run), tmp_path=tmp_path)
+    assert not alive(member)
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
