@@ -77,7 +77,22 @@ def simulate(
     from fedlr.fl.recorder import new_run_dir
     from fedlr.fl.server_app import make_server_app
 
-    run_dir = new_run_dir(cfg["out-dir"], cfg["name"])
+    cores = os.cpu_count() or 1
+    if cfg["client-cpus"] > cores:
+        fail(
+            f"client-cpus: expected at most the {cores} CPU cores of this machine, "
+            f"got {cfg['client-cpus']}"
+        )
+    try:  # data problems (too few samples for a split, say) surface now, not inside Ray
+        from fedlr.tasks import tabular
+
+        tabular.federation(cfg)
+    except ValueError as error:
+        fail(str(error))
+    try:
+        run_dir = new_run_dir(cfg["out-dir"], cfg["name"])
+    except OSError as error:
+        fail(f"out-dir: cannot create a run directory under {cfg['out-dir']!r} ({error.strerror})")
     strategies = fedlr_config.split_list(cfg["strategies"])
     rounds = cfg["num-server-rounds"]
     console = Console()
@@ -108,16 +123,19 @@ def simulate(
 
     server_app = make_server_app(cfg, run_dir, on_round, failures=failure)
     with progress:
-        run_simulation(
-            server_app=server_app,
-            client_app=client_app,
-            num_supernodes=cfg["num-clients"],
-            backend_config={
-                "client_resources": {"num_cpus": cfg["client-cpus"], "num_gpus": 0.0},
-                "init_args": {"logging_level": "ERROR", "log_to_driver": verbose},
-            },
-            verbose_logging=verbose,
-        )
+        try:
+            run_simulation(
+                server_app=server_app,
+                client_app=client_app,
+                num_supernodes=cfg["num-clients"],
+                backend_config={
+                    "client_resources": {"num_cpus": cfg["client-cpus"], "num_gpus": 0.0},
+                    "init_args": {"logging_level": "ERROR", "log_to_driver": verbose},
+                },
+                verbose_logging=verbose,
+            )
+        except Exception as error:  # the engine itself failed (e.g. Ray could not start)
+            failure.append(error)
     if failure:
         first = failure[0]
         fail(f"{type(first).__name__}: {first} (partial results kept in {run_dir})", code=1)

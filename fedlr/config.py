@@ -61,12 +61,17 @@ def _choice(options: tuple[str, ...]):
 
 
 def _subset(options: tuple[str, ...]):
-    return lambda v: bool(split_list(v)) and all(item in options for item in split_list(v))
+    def check(v: str) -> bool:
+        items = split_list(v)
+        return bool(items) and len(set(items)) == len(items) and all(i in options for i in items)
+
+    return check
 
 
 def _int_list(v: str) -> bool:
     try:
-        return all(0 <= int(item) for item in split_list(v))
+        items = split_list(v)
+        return bool(items) and all(0 <= int(item) for item in items)
     except ValueError:
         return False
 
@@ -87,7 +92,7 @@ SCHEMA: dict[str, Key] = {
     "strategies": Key(
         str,
         ",".join(STRATEGIES),
-        "a comma list of " + ", ".join(STRATEGIES),
+        "a comma list, without repeats, of " + ", ".join(STRATEGIES),
         _subset(STRATEGIES),
         "strategies run side by side",
     ),
@@ -213,7 +218,8 @@ SCHEMA: dict[str, Key] = {
         "runs",
         "a directory path",
         lambda v: bool(v.strip()),
-        "where run directories are created (relative to the working directory)",
+        "where run directories are created (relative to the working directory; "
+                   "under `flwr run`, give an absolute path)",
     ),
 }
 
@@ -298,10 +304,10 @@ def validate(values: dict[str, Any]) -> dict[str, Any]:
             "noise-rate-min: expected at most noise-rate-max, got "
             f"{values['noise-rate-min']} > {values['noise-rate-max']}"
         )
-    if values["dataset"] == "digits":
+    if values["hard-clean-clients"] > 0:  # digits and Synthetic both have classes 0..9
         bad = [c for c in split_list(values["hard-classes"]) if int(c) > 9]
         if bad:
-            raise ConfigError(f"hard-classes: digits has classes 0..9, got {','.join(bad)}")
+            raise ConfigError(f"hard-classes: expected classes in 0..9, got {','.join(bad)}")
     return values
 
 

@@ -1,12 +1,12 @@
 """Tables and plots from a run directory: ``report.md``, ``results.csv`` and three PNGs.
 
 A run directory (``runs/<time>-<name>/``) holds ``config.toml``, ``rounds.jsonl`` (one line per
-strategy per round, appended as rounds finish) and, once the run has ended, ``results.json``.
-Everything here reads those files and writes next to them; nothing is kept between calls.
+strategy per round, appended as rounds finish) and ``results.json`` (rewritten each time a
+strategy finishes). Everything here reads those files and writes next to them; nothing is kept
+between calls.
 
-When ``results.json`` is missing (a run killed mid-way) the report is built from the last
-recorded round of each strategy in ``rounds.jsonl`` and says so at the top. Client roles and
-true noise rates are only in ``results.json``, so that report shows them as ``n/a``.
+A strategy missing from ``results.json`` (a run killed mid-way) is summarised from its last
+recorded round in ``rounds.jsonl``, and the report says so at the top.
 
 Examples
 --------
@@ -283,10 +283,10 @@ def _load_run(run_dir: Path) -> dict[str, Any]:
         raise ValueError(
             f"{run_dir}: nothing to report (no results.json and no readable line in rounds.jsonl)"
         )
+    # Finished strategies from results.json; a strategy cut off mid-run from its last round.
+    summaries = _summaries_from_rounds(rounds)
     if results is not None:
-        summaries = _summaries_from_results(results)
-    else:
-        summaries = _summaries_from_rounds(rounds)
+        summaries.update(_summaries_from_results(results))
     for summary in summaries.values():
         summary["clients"].sort(key=_client_sort_key)
     order = [s for s in _strategy_order(results, rounds, config) if s in summaries]
@@ -296,7 +296,7 @@ def _load_run(run_dir: Path) -> dict[str, Any]:
         "seed": source.get("seed", config.get("seed")),
         "num_rounds": source.get("num_rounds", config.get("num-server-rounds")),
         "base_lr": _num(config.get("lr")),
-        "finished": results is not None,
+        "finished": results is not None and all(s in results["strategies"] for s in order),
         "strategies": order,
         "summaries": {s: summaries[s] for s in order},
         "rounds": rounds,
@@ -427,8 +427,6 @@ def _mean(values: list[float | None]) -> float | None:
 
 def _hard_clean_section(run: dict[str, Any]) -> list[str]:
     lines = ["## Hard-but-clean clients", ""]
-    if not run["finished"]:
-        return lines + ["Client roles are written to results.json at the end of a run: n/a."]
     bullets = []
     for strategy in run["strategies"]:
         clients = run["summaries"][strategy]["clients"]
@@ -480,13 +478,14 @@ def _markdown(run: dict[str, Any]) -> str:
     lines = [f"# fedlr run `{run['name']}` (seed {seed})", ""]
     if not run["finished"]:
         reached = ", ".join(
-            f"`{s}` round {run['summaries'][s]['round']}" for s in run["strategies"]
+            f"`{s}` round {run['summaries'][s]['round']}"
+            for s in run["strategies"]
+            if run["summaries"][s]["round"] is not None
         )
         total = "" if run["num_rounds"] is None else f" of {run['num_rounds']}"
         lines += [
-            f"> **Unfinished run**: results.json is missing. The summary is built from the last "
-            f"round of each strategy in rounds.jsonl ({reached}{total}); roles, true noise, the "
-            "clean-noisy gap and Spearman ρ are n/a.",
+            f"> **Unfinished run**: a strategy did not finish. Its summary is built from its last "
+            f"round in rounds.jsonl ({reached}{total}); estimates there are the smoothed ones.",
             "",
         ]
     estimators = sorted({s["estimator"] for s in run["summaries"].values() if s["estimator"]})

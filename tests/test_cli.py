@@ -80,3 +80,27 @@ def test_report_with_corrupt_results_is_one_line(tmp_path):
     (run / "rounds.jsonl").write_text("")
     (run / "results.json").write_text("{")
     assert_one_line_exit_2(run_fedlr("report", "run", cwd=tmp_path), "results.json")
+
+
+@pytest.mark.parametrize(
+    ("args", "mention"),
+    [
+        (("simulate", "--set", "client-cpus=64"), "client-cpus"),
+        (("simulate", "--set", "hard-classes="), "hard-classes"),
+        (("simulate", "--set", "strategies=fedavg,fedavg"), "strategies"),
+        (("simulate", "--set", "dataset=synthetic", "--set", "hard-classes=12"), "hard-classes"),
+        (("simulate", "--out", "/dev/null/runs"), "out-dir"),
+        (("simulate", "--set", "num-clients=1000"), "num-clients"),
+    ],
+    ids=[
+        "too-many-cpus",
+        "empty-hard-classes",
+        "repeated-strategy",
+        "synthetic-hard-classes",
+        "unwritable-out",
+        "too-many-clients",
+    ],
+)
+def test_checks_before_the_engine_starts(tmp_path, args, mention):
+    assert_one_line_exit_2(run_fedlr(*args, cwd=tmp_path), mention)
+    assert not (tmp_path / "runs").exists()

@@ -151,6 +151,11 @@ def _digits_client_indices(
     seed = int(cfg["seed"])
     indices: list[np.ndarray] = [np.empty(0, dtype=np.int64)] * num_clients
     taken = np.empty(0, dtype=np.int64)
+    if labels.size // num_clients < 10:
+        raise ValueError(
+            f"num-clients: digits has {labels.size} samples, too few for {num_clients} clients "
+            f"(at most {labels.size // 10}, so that each client gets 10 or more)"
+        )
     if hard_ids:
         pool = np.flatnonzero(np.isin(labels, hard_classes))
         per_client = min(labels.size // num_clients, pool.size // len(hard_ids))

@@ -100,6 +100,7 @@ class RunRecorder:
                     "noise_estimate": _finite_or_none(log_.noise_estimate.get(pid)),
                     "noise_smoothed": _finite_or_none(log_.noise_smoothed.get(pid)),
                     "accuracy": _finite_or_none(log_.accuracy.get(pid)),
+                    "aggregation_weight": log_.aggregation_weight.get(pid),
                     "train_loss": _finite_or_none(log_.train_loss.get(pid)),
                 }
             )

@@ -56,6 +56,9 @@ def query_clients(grid: Grid, cfg: Mapping[str, Any], timeout: float = 300.0) ->
                 role=str(info["role"]),
             )
         )
+    empty = [c.partition_id for c in clients if c.num_examples <= 0]
+    if empty:
+        raise RuntimeError(f"partitions {empty} report no training examples (num-examples <= 0)")
     pids = sorted(c.partition_id for c in clients)
     if pids != list(range(expected)):
         raise RuntimeError(
@@ -101,7 +104,10 @@ def run_federation(
             recorder.strategy_done(name, strategy)
     finally:
         recorder.close()
-    render_report(run_dir)
+        try:  # also after a failure: report what was computed
+            render_report(run_dir)
+        except Exception as error:  # noqa: BLE001  (never mask the run's own error)
+            log.warning("fedlr: no report for %s: %s", run_dir, error)
     return run_dir
 
 

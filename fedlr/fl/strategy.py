@@ -54,6 +54,7 @@ class RoundLog:
     noise_smoothed: dict[int, float | None] = field(default_factory=dict)
     train_loss: dict[int, float] = field(default_factory=dict)
     accuracy: dict[int, float] = field(default_factory=dict)
+    aggregation_weight: dict[int, float] = field(default_factory=dict)
     sampled: list[int] = field(default_factory=list)
     invalid_estimates: list[dict[str, Any]] = field(default_factory=list)
     errors: list[dict[str, Any]] = field(default_factory=list)
@@ -255,10 +256,18 @@ class PerClientRates(FedAvg):
         if server_round >= self.cfg["warmup-rounds"]:
             for pid, value in raw.items():
                 log_.noise_smoothed[pid] = self.ema.update(pid, value)
-        factors = self.factors() if self.weight_by_noise else {}
+        # Uniform weights during warm-up, as for rates.
+        use_noise = self.weight_by_noise and (
+            self.rate_source == "oracle" or server_round > self.cfg["warmup-rounds"]
+        )
+        factors = self.factors() if use_noise else {}
+        # Replies come in arrival order; Flower sums float32 arrays in place, so fix the order
+        # (by partition id) to make a run replay bit for bit.
+        accepted.sort(key=lambda r: self.clients[r.metadata.src_node_id].partition_id)
         for reply in accepted:
             node = self.clients[reply.metadata.src_node_id]
             weight = node.num_examples * factors.get(node.partition_id, 1.0)
+            log_.aggregation_weight[node.partition_id] = float(weight)
             reply.content[keys.METRICS] = MetricRecord(
                 {
                     keys.NUM_EXAMPLES: node.num_examples,
@@ -274,13 +283,18 @@ class PerClientRates(FedAvg):
         self, server_round: int, replies: Iterable[Message]
     ) -> MetricRecord | None:
         """Keep each client's accuracy, then aggregate (unweighted mean) with ``super()``."""
-        replies = list(replies)
         log_ = self.rounds.setdefault(server_round, RoundLog())
+        accepted = []
         for reply in replies:
             if reply.has_error():
                 continue
             node = self.clients.get(reply.metadata.src_node_id)
-            metrics = reply.content.metric_records[keys.METRICS]
+            metrics = reply.content.metric_records.get(keys.METRICS)
+            if node is None or metrics is None:
+                pid = node.partition_id if node else -1
+                log_.errors.append({"partition_id": pid, "reason": "unknown node or no metrics"})
+                continue
+            accepted.append(reply)
             if node is not None:
                 accuracy = _scalar(metrics.get(keys.ACCURACY))
                 if 0.0 <= accuracy <= 1.0:
@@ -290,7 +304,8 @@ class PerClientRates(FedAvg):
                     log_.errors.append({"partition_id": node.partition_id, "reason": reason})
             # The weighting key is shared with training; evaluation weights are example counts.
             metrics[keys.AGGREGATION_WEIGHT] = _scalar(metrics.get(keys.NUM_EXAMPLES))
-        return super().aggregate_evaluate(server_round, replies)
+        accepted.sort(key=lambda r: self.clients[r.metadata.src_node_id].partition_id)
+        return super().aggregate_evaluate(server_round, accepted)
 
     def summary(self) -> None:
         """Flower's summary, plus the rate source."""

@@ -52,7 +52,7 @@ RateRule = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
 def inverse_noise_rule(
-    *, power: float = 1.0, low: float = 0.25, high: float = 2.0, floor: float = 0.05
+    *, power: float = 1.0, low: float = 0.25, high: float = 4.0, floor: float = 0.05
 ) -> RateRule:
     """Make the inverse-noise rule: ``(noise, num_examples) -> rate factors``.
 
@@ -129,7 +129,7 @@ def inverse_noise_rates(
     *,
     power: float = 1.0,
     low: float = 0.25,
-    high: float = 2.0,
+    high: float = 4.0,
     floor: float = 0.05,
 ) -> np.ndarray:
     """Per-client learning rates ``base_lr * inverse_noise_rule(...)(noise, num_examples)``.

@@ -175,14 +175,14 @@ def test_too_many_hard_clean_clients_raise():
     cfg = resolve(overrides={"noisy-clients": 0, "hard-clean-clients": 9})
     federation = build_federation(cfg)
     assert all(c.y_train.size + c.y_test.size == 79 for c in federation.clients[:9])
-    # class 0 holds 178 digits: 399 clients cannot each get 2
+    # class 0 holds 178 digits: 169 clients cannot each get 2 (170 clients pass the size check)
     with pytest.raises(ValueError, match="hard-clean-clients"):
         build_federation(
             resolve(
                 overrides={
-                    "num-clients": 400,
+                    "num-clients": 170,
                     "noisy-clients": 0,
-                    "hard-clean-clients": 399,
+                    "hard-clean-clients": 169,
                     "hard-classes": "0",
                 }
             )
@@ -193,3 +193,9 @@ def test_digits_build_is_fast(default_federation):
     start = time.perf_counter()
     build_federation(resolve())
     assert time.perf_counter() - start < 1.0
+
+
+def test_too_many_clients_for_digits_raise():
+    # 1797 digits, 10 or more per client: at most 179 clients
+    with pytest.raises(ValueError, match="num-clients: digits has 1797 samples"):
+        build_federation(resolve(overrides={"num-clients": 180, "noisy-clients": 0}))

@@ -44,6 +44,7 @@ ROUND_CLIENT_KEYS = {
     "noise_smoothed",
     "accuracy",
     "train_loss",
+    "aggregation_weight",
 }
 RESULT_CLIENT_KEYS = {
     "partition_id",
@@ -159,6 +160,7 @@ def test_round_line_has_one_row_per_client_and_nan_as_null(recorder, adaptive):
         "noise_smoothed": 0.4,
         "accuracy": 0.5,
         "train_loss": 2.0,
+        "aggregation_weight": None,  # the hand-filled log has no aggregation
     }
     assert rows[1]["noise_estimate"] is None  # NaN estimate
     assert rows[1]["noise_smoothed"] is None  # none this round

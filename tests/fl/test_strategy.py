@@ -193,7 +193,7 @@ def test_zero_noise_client_rate_is_capped_at_rate_high(make_clients, run_round):
 
 
 def test_zero_noise_client_weight_is_capped_under_inverse_noise_weights(make_clients, run_round):
-    cfg = make_cfg(warmup_rounds=1)
+    cfg = make_cfg(warmup_rounds=0)  # no warm-up: round 1's estimates weight round 1
     strategy = build_strategy("inverse-noise-weights", cfg, make_clients([100, 900]))
 
     messages, _, result = run_round(
@@ -209,6 +209,23 @@ def test_zero_noise_client_weight_is_capped_under_inverse_noise_weights(make_cli
     assert all(m.content[keys.CONFIG][keys.LR] == LR for m in messages.values())
     messages, _, _ = run_round(strategy, 2, {})
     assert all(m.content[keys.CONFIG][keys.LR] == LR for m in messages.values())
+
+
+def test_inverse_noise_weights_are_uniform_during_warmup(make_clients, run_round):
+    strategy = build_strategy(
+        "inverse-noise-weights", make_cfg(warmup_rounds=1), make_clients([100, 900])
+    )
+
+    _, _, result = run_round(
+        strategy,
+        1,
+        {0: {"weights": W0, "noise_estimate": 0.0}, 1: {"weights": W1, "noise_estimate": 0.5}},
+    )
+
+    # Warm-up round: plain example counts 100 and 900, whatever the estimates say.
+    expected = (100 * np.array(W0[0]) + 900 * np.array(W1[0])) / 1000
+    np.testing.assert_allclose(aggregate_of(result)[0], expected, rtol=1e-9)
+    assert strategy.rounds[1].aggregation_weight == {0: 100.0, 1: 900.0}
 
 
 # -- replies that must not poison the aggregate --------------------------------------------------
