@@ -97,6 +97,20 @@ SCHEMA: dict[str, Key] = {
         "strategies run side by side",
     ),
     "num-server-rounds": Key(int, 30, "an integer >= 1", _range(1), "federated rounds"),
+    "min-clients": Key(
+        int,
+        0,
+        "an integer >= 0 and <= num-clients (0: all)",
+        _range(0),
+        "fewest connected clients a round goes ahead with; 0 means all",
+    ),
+    "round-timeout": Key(
+        float,
+        600.0,
+        "a number > 0",
+        _POS,
+        "seconds a round waits for replies before going on with those it has",
+    ),
     "fraction-train": Key(
         float,
         1.0,
@@ -219,7 +233,7 @@ SCHEMA: dict[str, Key] = {
         "a directory path",
         lambda v: bool(v.strip()),
         "where run directories are created (relative to the working directory; "
-                   "under `flwr run`, give an absolute path)",
+        "under `flwr run`, give an absolute path)",
     ),
 }
 
@@ -293,6 +307,10 @@ def validate(values: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(
             f"hard-clean-clients: noisy-clients + hard-clean-clients must be at "
             f"most num-clients ({n}), got {special}"
+        )
+    if values["min-clients"] > n:
+        raise ConfigError(
+            f"min-clients: expected at most num-clients ({n}), got {values['min-clients']}"
         )
     if values["feature-noise-clients"] > n:
         raise ConfigError(

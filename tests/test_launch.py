@@ -214,3 +214,84 @@ def _listening(port: int) -> bool:
     with socket.socket() as probe:
         probe.settimeout(0.5)
         return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_killed_supernode_is_recorded_missing_and_the_run_finishes(tmp_path: Path) -> None:
+    run, certs, port = tmp_path / "run", tmp_path / "certs", free_port()
+    out = tmp_path / "runs"
+    home = tmp_path / "flwr-home"
+    home.mkdir()
+    (home / "config.toml").write_text(
+        f'[superlink]\ndefault = "t"\n\n[superlink.t]\naddress = "127.0.0.1:{port}"\n'
+        f'root-certificates = "{certs / "ca.crt"}"\n'
+    )
+    assert sh(str(LAUNCH / "certs.sh"), str(certs), "3", tmp_path=tmp_path).returncode == 0
+    flwr_run = None
+    try:
+        sh(
+            str(LAUNCH / "superlink.sh"),
+            str(run),
+            "--certs",
+            str(certs),
+            "--port",
+            str(port),
+            tmp_path=tmp_path,
+        )
+        deadline = time.monotonic() + 30
+        while not _listening(port):
+            assert time.monotonic() < deadline, (run / "superlink.log").read_text()[-2000:]
+            time.sleep(0.2)
+        for pid in range(3):
+            registered = subprocess.run(
+                [f"{BIN}/flwr", "supernode", "register", str(certs / f"node-{pid}.pub"), "t"],
+                env=env(tmp_path),
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            assert registered.returncode == 0, registered.stdout + registered.stderr
+            sh(
+                str(LAUNCH / "supernode.sh"),
+                str(run),
+                str(pid),
+                "3",
+                "--superlink",
+                f"127.0.0.1:{port}",
+                "--certs",
+                str(certs),
+                "--port",
+                str(port + 10 + pid),
+                tmp_path=tmp_path,
+            )
+        config = (
+            f"num-clients=3 noisy-clients=1 hard-clean-clients=0 num-server-rounds=3 "
+            f"strategies='fedavg' min-clients=2 round-timeout=20 out-dir='{out}'"
+        )
+        flwr_run = subprocess.Popen(
+            [f"{BIN}/flwr", "run", str(ROOT), "t", "--stream", "--run-config", config],
+            env=env(tmp_path),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        deadline = time.monotonic() + 240
+        while not list(out.glob("*/rounds.jsonl")) or not (
+            next(out.glob("*/rounds.jsonl")).read_text().strip()
+        ):
+            assert time.monotonic() < deadline and flwr_run.poll() is None, "round 1 never ended"
+            time.sleep(0.2)  # kill well before round 2's ClientApp (a new process) can reply
+        victim = int((run / "pids" / "supernode-2.pid").read_text())
+        os.killpg(victim, 9)  # the SuperNode dies mid-run, ClientApps and all
+        output, _ = flwr_run.communicate(timeout=420)
+    finally:
+        if flwr_run is not None and flwr_run.poll() is None:
+            flwr_run.kill()
+        sh(str(LAUNCH / "stop.sh"), str(run), tmp_path=tmp_path)
+    (run_dir,) = out.iterdir()
+    rounds = [json.loads(line) for line in (run_dir / "rounds.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in rounds] == [1, 2, 3], output[-3000:]
+    assert rounds[0]["missing"] == []
+    assert all(r["missing"] == [2] for r in rounds[1:]), [r["missing"] for r in rounds]
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["strategies"]["fedavg"]["fairness"]["mean"] > 0

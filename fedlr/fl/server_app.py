@@ -97,6 +97,7 @@ def run_federation(
                 grid,
                 initial,
                 num_rounds=cfg["num-server-rounds"],
+                timeout=cfg["round-timeout"],
                 train_config=ConfigRecord(dict(cfg)),
                 evaluate_config=ConfigRecord(dict(cfg)),
                 evaluate_fn=after_round,

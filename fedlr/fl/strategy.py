@@ -112,12 +112,14 @@ class PerClientRates(FedAvg):
             raise ValueError(
                 f"rate_source: expected uniform, estimate or oracle, got {rate_source}"
             )
-        n = len(clients)
+        # A round goes ahead once `min-clients` nodes are connected (0: all), with the replies that
+        # arrive within `round-timeout`; those that do not are logged as missing.
+        need = int(cfg.get("min-clients", 0)) or len(clients)
         super().__init__(
             fraction_train=1.0,  # sampling is ours: seeded and keyed by partition id
-            min_train_nodes=n,
-            min_evaluate_nodes=n,
-            min_available_nodes=n,
+            min_train_nodes=need,
+            min_evaluate_nodes=need,
+            min_available_nodes=need,
             weighted_by_key=keys.AGGREGATION_WEIGHT,
             train_metrics_aggr_fn=_mean_metrics,
             evaluate_metrics_aggr_fn=_mean_metrics,
@@ -192,9 +194,12 @@ class PerClientRates(FedAvg):
         rates = self.client_lr(server_round)
         log_ = self.rounds.setdefault(server_round, RoundLog())
         log_.sampled = self.sample(server_round)
+        connected = {m.metadata.dst_node_id for m in template}
         messages = []
         for pid in log_.sampled:
             node = self.by_partition[pid]
+            if node.node_id not in connected:  # gone: recorded as missing, not waited for
+                continue
             client_config = ConfigRecord(dict(content.config_records[keys.CONFIG]))
             client_config[keys.LR] = rates[pid]
             log_.lr[pid] = rates[pid]
