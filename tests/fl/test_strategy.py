@@ -23,6 +23,8 @@ from hypothesis import strategies as st
 
 from fedlr import config as fedlr_config
 from fedlr.fl import keys
+from flwr.app import ArrayRecord, ConfigRecord
+
 from fedlr.fl.strategy import build_strategy
 
 LR = 0.1
@@ -437,3 +439,26 @@ def test_out_of_range_accuracy_is_logged_not_recorded(bad, make_clients):
     strategy.aggregate_evaluate(1, replies)
     assert strategy.rounds[1].accuracy == {0: 0.8}
     assert strategy.rounds[1].errors[0]["partition_id"] == 1
+
+
+def test_a_node_gone_from_the_grid_gets_no_message_and_is_missing(
+    make_clients, fake_grid, train_reply
+):
+    cfg = make_cfg(min_clients=2)
+    clients = make_clients([100, 300, 50])
+    strategy = build_strategy("fedavg", cfg, clients)
+    grid = fake_grid(c for c in clients if c.partition_id != 2)  # node 2 died
+    sent = strategy.configure_train(1, ArrayRecord([np.zeros(2)]), ConfigRecord(dict(cfg)), grid)
+    by_pid = {strategy.clients[m.metadata.dst_node_id].partition_id: m for m in sent}
+    assert sorted(by_pid) == [0, 1]
+    replies = [
+        train_reply(by_pid[pid], weights, num_examples=clients[pid].num_examples, partition_id=pid)
+        for pid, weights in ((0, W0), (1, W1))
+    ]
+    arrays, _ = strategy.aggregate_train(1, replies)
+    expected = (100 * np.array(W0[0]) + 300 * np.array(W1[0])) / 400  # FedAvg of the two left
+    np.testing.assert_allclose(arrays.to_numpy_ndarrays()[0], expected, rtol=1e-6)
+    assert strategy.min_train_nodes == 2
+    log_ = strategy.rounds[1]
+    assert log_.sampled == [0, 1, 2]
+    assert [p for p in log_.sampled if p not in log_.train_loss] == [2]  # recorded missing
