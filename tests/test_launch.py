@@ -139,74 +139,95 @@ def test_local_cluster_runs_fedlr_over_tls(tmp_path: Path) -> None:
     assert not list((run / "pids").glob("*.pid"))  # stop.sh removed every PID file it stopped
 
 
-def test_unregistered_supernode_is_refused(tmp_path: Path) -> None:
-    run, certs, port = tmp_path / "run", tmp_path / "certs", free_port()
-    home = tmp_path / "flwr-home"
-    home.mkdir()
-    (home / "config.toml").write_text(
-        f'[superlink]\ndefault = "t"\n\n[superlink.t]\naddress = "127.0.0.1:{port}"\n'
-        f'root-certificates = "{certs / "ca.crt"}"\n'
-    )
-    assert sh(str(LAUNCH / "certs.sh"), str(certs), "2", tmp_path=tmp_path).returncode == 0
-    try:
+class Cluster:
+    """A SuperLink with TLS and node auth on a free port, started by the launch scripts.
+
+    ``flwr`` commands reach it as the connection ``t`` (FLWR_HOME under ``tmp_path``); nodes
+    are added with :meth:`add_node`; :meth:`stop` stops every PID the scripts recorded.
+    """
+
+    def __init__(self, tmp_path: Path, nodes: int) -> None:
+        self.tmp_path, self.nodes = tmp_path, nodes
+        self.run, self.certs, self.port = tmp_path / "run", tmp_path / "certs", free_port()
+        home = tmp_path / "flwr-home"
+        home.mkdir()
+        (home / "config.toml").write_text(
+            f'[superlink]\ndefault = "t"\n\n[superlink.t]\naddress = "127.0.0.1:{self.port}"\n'
+            f'root-certificates = "{self.certs / "ca.crt"}"\n'
+        )
+        made = sh(str(LAUNCH / "certs.sh"), str(self.certs), str(nodes), tmp_path=tmp_path)
+        assert made.returncode == 0, made.stderr
+
+    def start(self) -> None:
         started = sh(
             str(LAUNCH / "superlink.sh"),
-            str(run),
+            str(self.run),
             "--certs",
-            str(certs),
+            str(self.certs),
             "--port",
-            str(port),
-            tmp_path=tmp_path,
+            str(self.port),
+            tmp_path=self.tmp_path,
         )
         assert started.returncode == 0, started.stderr
         deadline = time.monotonic() + 30
-        while not _listening(port):
-            assert time.monotonic() < deadline, (run / "superlink.log").read_text()[-2000:]
+        while not _listening(self.port):
+            assert time.monotonic() < deadline, (self.run / "superlink.log").read_text()[-2000:]
             time.sleep(0.2)
-        registered = subprocess.run(
-            [f"{BIN}/flwr", "supernode", "register", str(certs / "node-0.pub"), "t"],
-            env=env(tmp_path),
+
+    def flwr(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [f"{BIN}/flwr", *args],
+            env=env(self.tmp_path),
             capture_output=True,
             text=True,
             timeout=60,
             check=False,
         )
-        assert registered.returncode == 0, registered.stdout + registered.stderr
-        for pid in ("0", "1"):  # node-1's key was never registered
-            node = sh(
-                str(LAUNCH / "supernode.sh"),
-                str(run),
-                pid,
-                "2",
-                "--superlink",
-                f"127.0.0.1:{port}",
-                "--certs",
-                str(certs),
-                "--port",
-                str(port + 10 + int(pid)),
-                tmp_path=tmp_path,
+
+    def add_node(self, partition_id: int, *, register: bool = True) -> int:
+        """Register node ``partition_id``'s key (unless told not to), start it, return its PID."""
+        if register:
+            done = self.flwr(
+                "supernode", "register", str(self.certs / f"node-{partition_id}.pub"), "t"
             )
-            assert node.returncode == 0, node.stderr
-        stranger = int((run / "pids" / "supernode-1.pid").read_text())
-        member = int((run / "pids" / "supernode-0.pid").read_text())
+            assert done.returncode == 0, done.stdout + done.stderr
+        node = sh(
+            str(LAUNCH / "supernode.sh"),
+            str(self.run),
+            str(partition_id),
+            str(self.nodes),
+            "--superlink",
+            f"127.0.0.1:{self.port}",
+            "--certs",
+            str(self.certs),
+            "--port",
+            str(self.port + 10 + partition_id),
+            tmp_path=self.tmp_path,
+        )
+        assert node.returncode == 0, node.stderr
+        return int((self.run / "pids" / f"supernode-{partition_id}.pid").read_text())
+
+    def stop(self) -> None:
+        sh(str(LAUNCH / "stop.sh"), str(self.run), tmp_path=self.tmp_path)
+
+
+def test_unregistered_supernode_is_refused(tmp_path: Path) -> None:
+    cluster = Cluster(tmp_path, nodes=2)
+    try:
+        cluster.start()
+        member = cluster.add_node(0)
+        stranger = cluster.add_node(1, register=False)  # node-1's key was never registered
         deadline = time.monotonic() + 60
         while alive(stranger) and time.monotonic() < deadline:
             time.sleep(0.5)
         assert not alive(stranger), "an unregistered SuperNode is still running"
-        assert "Failed to activate SuperNode" in (run / "supernode-1.log").read_text()
+        assert "Failed to activate SuperNode" in (cluster.run / "supernode-1.log").read_text()
         assert alive(member)
-        listed = subprocess.run(
-            [f"{BIN}/flwr", "supernode", "ls", "t", "--format", "json"],
-            env=env(tmp_path),
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        listed = cluster.flwr("supernode", "ls", "t", "--format", "json")
         assert listed.returncode == 0, listed.stdout + listed.stderr
         assert listed.stdout.count('"online"') == 1, listed.stdout
     finally:
-        sh(str(LAUNCH / "stop.sh"), str(run), tmp_path=tmp_path)
+        cluster.stop()
     assert not alive(member)
 
 
@@ -217,53 +238,12 @@ def _listening(port: int) -> bool:
 
 
 def test_killed_supernode_is_recorded_missing_and_the_run_finishes(tmp_path: Path) -> None:
-    run, certs, port = tmp_path / "run", tmp_path / "certs", free_port()
+    cluster = Cluster(tmp_path, nodes=3)
     out = tmp_path / "runs"
-    home = tmp_path / "flwr-home"
-    home.mkdir()
-    (home / "config.toml").write_text(
-        f'[superlink]\ndefault = "t"\n\n[superlink.t]\naddress = "127.0.0.1:{port}"\n'
-        f'root-certificates = "{certs / "ca.crt"}"\n'
-    )
-    assert sh(str(LAUNCH / "certs.sh"), str(certs), "3", tmp_path=tmp_path).returncode == 0
     flwr_run = None
     try:
-        sh(
-            str(LAUNCH / "superlink.sh"),
-            str(run),
-            "--certs",
-            str(certs),
-            "--port",
-            str(port),
-            tmp_path=tmp_path,
-        )
-        deadline = time.monotonic() + 30
-        while not _listening(port):
-            assert time.monotonic() < deadline, (run / "superlink.log").read_text()[-2000:]
-            time.sleep(0.2)
-        for pid in range(3):
-            registered = subprocess.run(
-                [f"{BIN}/flwr", "supernode", "register", str(certs / f"node-{pid}.pub"), "t"],
-                env=env(tmp_path),
-                capture_output=True,
-                text=True,
-                timeout=60,
-                check=False,
-            )
-            assert registered.returncode == 0, registered.stdout + registered.stderr
-            sh(
-                str(LAUNCH / "supernode.sh"),
-                str(run),
-                str(pid),
-                "3",
-                "--superlink",
-                f"127.0.0.1:{port}",
-                "--certs",
-                str(certs),
-                "--port",
-                str(port + 10 + pid),
-                tmp_path=tmp_path,
-            )
+        cluster.start()
+        victim = [cluster.add_node(pid) for pid in range(3)][2]
         config = (
             f"num-clients=3 noisy-clients=1 hard-clean-clients=0 num-server-rounds=3 "
             f"strategies='fedavg' min-clients=2 round-timeout=20 out-dir='{out}'"
@@ -281,13 +261,12 @@ def test_killed_supernode_is_recorded_missing_and_the_run_finishes(tmp_path: Pat
         ):
             assert time.monotonic() < deadline and flwr_run.poll() is None, "round 1 never ended"
             time.sleep(0.2)  # kill well before round 2's ClientApp (a new process) can reply
-        victim = int((run / "pids" / "supernode-2.pid").read_text())
         os.killpg(victim, 9)  # the SuperNode dies mid-run, ClientApps and all
         output, _ = flwr_run.communicate(timeout=420)
     finally:
         if flwr_run is not None and flwr_run.poll() is None:
             flwr_run.kill()
-        sh(str(LAUNCH / "stop.sh"), str(run), tmp_path=tmp_path)
+        cluster.stop()
     (run_dir,) = out.iterdir()
     rounds = [json.loads(line) for line in (run_dir / "rounds.jsonl").read_text().splitlines()]
     assert [r["round"] for r in rounds] == [1, 2, 3], output[-3000:]
