@@ -41,6 +41,13 @@ def _quiet_engine(verbose: bool) -> None:
         warnings.filterwarnings("ignore")
 
 
+def _visible_gpus() -> int:
+    """GPUs torch can use in this process (CUDA_VISIBLE_DEVICES applied)."""
+    import torch
+
+    return torch.cuda.device_count()
+
+
 @cli.command()
 def simulate(
     config: Annotated[
@@ -57,13 +64,24 @@ def simulate(
     ] = None,
     out: Annotated[Path | None, typer.Option(help="Parent folder of the run directory.")] = None,
     verbose: Annotated[bool, typer.Option(help="Show Flower's and Ray's logs.")] = False,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            help="Continue a stopped run from its checkpoint, in its own directory and config."
+        ),
+    ] = None,
 ) -> None:
     """Run every strategy of a scenario side by side on Flower's simulation engine."""
+    saved = None
     try:
-        overrides: dict[str, Any] = dict(fedlr_config.parse_override(s) for s in set_ or [])
-        if out is not None:
-            overrides["out-dir"] = str(out)
-        cfg = fedlr_config.resolve(config, overrides)
+        if resume is not None:
+            saved = _resume_state(resume, config, set_, out)
+            cfg = saved[0]
+        else:
+            overrides: dict[str, Any] = dict(fedlr_config.parse_override(s) for s in set_ or [])
+            if out is not None:
+                overrides["out-dir"] = str(out)
+            cfg = fedlr_config.resolve(config, overrides)
     except fedlr_config.ConfigError as error:
         fail(str(error))
 
@@ -83,23 +101,52 @@ def simulate(
             f"client-cpus: expected at most the {cores} CPU cores of this machine, "
             f"got {cfg['client-cpus']}"
         )
+    gpus = _visible_gpus() if cfg["client-gpus"] > 0 else 0
+    if cfg["client-gpus"] > 0 and gpus == 0:  # Ray could never place a client
+        fail(
+            f"client-gpus: expected 0 here, where torch sees no GPU "
+            f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}), "
+            f"got {cfg['client-gpus']}"
+        )
+    if cfg["client-gpus"] > gpus > 0:
+        fail(f"client-gpus: expected at most the {gpus} GPUs torch sees, got {cfg['client-gpus']}")
     try:  # data problems (too few samples for a split, say) surface now, not inside Ray
         from fedlr.tasks import tabular
 
         tabular.federation(cfg)
     except ValueError as error:
         fail(str(error))
-    try:
-        run_dir = new_run_dir(cfg["out-dir"], cfg["name"])
-    except OSError as error:
-        fail(f"out-dir: cannot create a run directory under {cfg['out-dir']!r} ({error.strerror})")
     strategies = fedlr_config.split_list(cfg["strategies"])
     rounds = cfg["num-server-rounds"]
     console = Console()
-    console.print(
-        f"fedlr: {cfg['name']}, {len(strategies)} strategies x {rounds} rounds x "
-        f"{cfg['num-clients']} clients -> {run_dir}"
-    )
+    done_rounds: dict[str, int] = {}
+    if saved is not None:
+        run_dir, checkpoint = saved[1], saved[2]
+        if checkpoint is not None:
+            done_rounds = dict.fromkeys(checkpoint.done, rounds)
+            done_rounds.setdefault(checkpoint.strategy, checkpoint.round)
+        if checkpoint is not None and set(strategies) <= set(checkpoint.done):
+            console.print(f"fedlr: {run_dir} is already complete")
+            _print_summary(console, run_dir)
+            return
+        where = (
+            f"after round {checkpoint.round} of {checkpoint.strategy}"
+            if checkpoint is not None
+            else "from the start (no checkpoint yet)"
+        )
+        console.print(f"fedlr: resuming {run_dir} {where}")
+    else:
+        try:
+            run_dir = new_run_dir(cfg["out-dir"], cfg["name"])
+        except OSError as error:
+            fail(
+                f"out-dir: cannot create a run directory under {cfg['out-dir']!r} "
+                f"({error.strerror})"
+            )
+        console.print(
+            f"fedlr: {cfg['name']}, {len(strategies)} strategies x {rounds} rounds x "
+            f"{cfg['num-clients']} clients -> {run_dir}"
+        )
     failure: list[BaseException] = []
     progress = Progress(
         TextColumn("{task.description:<24}"),
@@ -109,7 +156,10 @@ def simulate(
         TimeElapsedColumn(),
         console=console,
     )
-    tasks = {name: progress.add_task(name, total=rounds, acc="") for name in strategies}
+    tasks = {
+        name: progress.add_task(name, total=rounds, completed=done_rounds.get(name, 0), acc="")
+        for name in strategies
+    }
     lock = threading.Lock()
 
     def on_round(name: str, server_round: int, line: dict[str, Any]) -> None:
@@ -121,7 +171,7 @@ def simulate(
                 acc=f"acc {100 * acc:5.1f}%" if acc is not None else "",
             )
 
-    server_app = make_server_app(cfg, run_dir, on_round, failures=failure)
+    server_app = make_server_app(cfg, run_dir, on_round, failures=failure, resume=saved is not None)
     with progress:
         try:
             run_simulation(
@@ -129,8 +179,17 @@ def simulate(
                 client_app=client_app,
                 num_supernodes=cfg["num-clients"],
                 backend_config={
-                    "client_resources": {"num_cpus": cfg["client-cpus"], "num_gpus": 0.0},
-                    "init_args": {"logging_level": "ERROR", "log_to_driver": verbose},
+                    "client_resources": {
+                        "num_cpus": cfg["client-cpus"],
+                        "num_gpus": cfg["client-gpus"],
+                    },
+                    "init_args": {
+                        "logging_level": "ERROR",
+                        "log_to_driver": verbose,
+                        # Ray counts GPUs through NVML; torch's count (which honours
+                        # CUDA_VISIBLE_DEVICES) also covers hosts where NVML cannot load
+                        **({"num_gpus": gpus} if gpus else {}),
+                    },
                 },
                 verbose_logging=verbose,
             )
@@ -143,6 +202,27 @@ def simulate(
         fail(f"the simulation stopped before any strategy finished (see {run_dir})", code=1)
     console.print(f"report: {run_dir / 'report.md'}")
     _print_summary(console, run_dir)
+
+
+def _resume_state(
+    run_dir: Path, config: Path | None, set_: list[str] | None, out: Path | None
+) -> tuple[dict[str, Any], Path, Any]:
+    """Config, directory and checkpoint of the run to resume (ConfigError if it cannot be)."""
+    if config is not None or set_ or out is not None:
+        raise fedlr_config.ConfigError(
+            "--resume: the run goes on with its own config.toml and directory; "
+            "drop CONFIG, --set and --out"
+        )
+    from fedlr.fl import checkpoint
+    from fedlr.fl.server_app import resume_config
+
+    if not run_dir.is_dir():
+        raise fedlr_config.ConfigError(f"--resume: {run_dir} is not a directory")
+    cfg = resume_config(run_dir)
+    try:
+        return cfg, run_dir, checkpoint.load(run_dir)
+    except ValueError as error:
+        raise fedlr_config.ConfigError(f"--resume: {error}") from None
 
 
 def _print_summary(console: Console, run_dir: Path) -> None:

@@ -30,6 +30,7 @@ PARTITIONERS = ("iid", "dirichlet", "size-skew")
 LABEL_NOISE = ("symmetric", "pair-flip")
 ESTIMATORS = ("loss", "loss-margin", "gradient", "oracle")
 OPTIMIZERS = ("sgd", "adam")
+DEVICES = ("auto", "cpu", "cuda")
 
 
 class ConfigError(ValueError):
@@ -227,6 +228,42 @@ SCHEMA: dict[str, Key] = {
     "qfedavg-q": Key(float, 1.0, "a number >= 0", _range(0), "q-FedAvg fairness q"),
     # -- engine ------------------------------------------------------------------------------
     "client-cpus": Key(int, 1, "an integer >= 1", _range(1), "CPUs per simulated client"),
+    "client-gpus": Key(
+        float,
+        0.0,
+        "a number >= 0",
+        _range(0),
+        "GPUs per simulated client; a fraction shares one GPU (0.25: four clients per GPU)",
+    ),
+    "device": Key(
+        str,
+        "auto",
+        " or ".join(DEVICES),
+        _choice(DEVICES),
+        "where a client trains; auto: cuda when a GPU is visible, else cpu",
+    ),
+    "ddp-procs": Key(
+        int,
+        1,
+        "an integer >= 1",
+        _range(1),
+        "processes one client's local training spans (torch DDP started by torchrun)",
+    ),
+    "checkpoint-every": Key(
+        int,
+        5,
+        "an integer >= 0",
+        _range(0),
+        "save model and strategy state every K rounds (and at each strategy's end); 0: end only",
+    ),
+    "resume": Key(
+        str,
+        "",
+        "a run directory path, or empty",
+        lambda v: True,
+        "continue the run in this directory from its checkpoint, with its config.toml "
+        "(`flwr run`; `fedlr simulate` has --resume)",
+    ),
     "out-dir": Key(
         str,
         "runs",

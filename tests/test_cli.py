@@ -104,3 +104,47 @@ def test_report_with_corrupt_results_is_one_line(tmp_path):
 def test_checks_before_the_engine_starts(tmp_path, args, mention):
     assert_one_line_exit_2(run_fedlr(*args, cwd=tmp_path), mention)
     assert not (tmp_path / "runs").exists()
+
+
+def test_client_gpus_without_a_gpu_is_one_line(tmp_path, monkeypatch):
+    # hide any GPU so the test means the same on every machine (Ray could never place a client)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    result = run_fedlr("simulate", "--set", "client-gpus=0.25", cwd=tmp_path)
+    assert_one_line_exit_2(result, "client-gpus")
+    assert "no GPU" in result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def _stopped_run(path):
+    """A run directory as a run killed before its first checkpoint leaves it."""
+    from fedlr.config import resolve
+    from fedlr.fl.recorder import write_config
+
+    path.mkdir()
+    write_config(path, resolve(overrides={"num-clients": 4, "noisy-clients": 2}))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("setup", "args", "mention"),
+    [
+        (None, ("--resume", "nowhere"), "nowhere is not a directory"),
+        ("empty", ("--resume", "run"), "has no config.toml"),
+        ("stopped", ("--resume", "run", "--set", "lr=0.2"), "drop CONFIG, --set and --out"),
+        ("stopped", ("--resume", "run", "other.toml"), "drop CONFIG, --set and --out"),
+        ("corrupt", ("--resume", "run"), "not a readable fedlr checkpoint"),
+    ],
+    ids=["missing-dir", "not-a-run", "with-set", "with-config", "corrupt-checkpoint"],
+)
+def test_bad_resume_is_one_line_and_exit_2(tmp_path, setup, args, mention):
+    if setup == "empty":
+        (tmp_path / "run").mkdir()
+    elif setup in ("stopped", "corrupt"):
+        _stopped_run(tmp_path / "run")
+    if setup == "corrupt":
+        (tmp_path / "run" / "checkpoint.pt").write_bytes(b"\x00" * 10)
+    result = run_fedlr("simulate", *args, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and mention in lines[0], result.stderr
+    assert "Traceback" not in result.stdout + result.stderr

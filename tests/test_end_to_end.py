@@ -111,3 +111,79 @@ def test_same_seed_replays_exactly(tmp_path: Path) -> None:
         lines.append(rows)
     assert lines[0] == lines[1]
     assert len(lines[0]) == 6
+
+
+def test_killed_simulation_resumes_to_the_same_results(tmp_path: Path) -> None:
+    """`fedlr simulate` SIGKILLed after round 3 of 4 (checkpoint every 2), then `--resume`."""
+    import signal
+    import time
+
+    settings = [*SETTINGS, "num-server-rounds=4", "checkpoint-every=2"]
+    (tmp_path / "whole").mkdir()
+    done = simulate(tmp_path / "whole", *settings)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (whole,) = (tmp_path / "whole" / "runs").iterdir()
+
+    args = [sys.executable, "-m", "fedlr.cli", "simulate", "--out", str(tmp_path / "runs")]
+    for setting in settings:
+        args += ["--set", setting]
+    env = dict(os.environ, FLWR_TELEMETRY_ENABLED="0", FLWR_DISABLE_UPDATE_CHECK="1")
+    victim = subprocess.Popen(
+        args,
+        cwd=tmp_path,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        rounds = None
+        while time.monotonic() < deadline and victim.poll() is None:
+            logs = list((tmp_path / "runs").glob("*/rounds.jsonl"))
+            if logs:
+                rounds = logs[0]
+                lines = rounds.read_text().splitlines()
+                if any('"strategy": "noise-adaptive", "round": 3' in x for x in lines):
+                    break
+            time.sleep(0.05)
+    finally:
+        os.killpg(victim.pid, signal.SIGKILL)  # the whole session: engine and Ray workers too
+        victim.wait(timeout=30)
+    assert rounds is not None, "the run never started"
+    run = rounds.parent
+    assert victim.returncode == -signal.SIGKILL  # killed mid-run, not finished
+
+    resumed = subprocess.run(
+        [sys.executable, "-m", "fedlr.cli", "simulate", "--resume", str(run)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        check=False,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming" in resumed.stdout and "after round 2 of noise-adaptive" in resumed.stdout
+
+    def without_timing(run_dir: Path):
+        results = json.loads((run_dir / "results.json").read_text())
+        for entry in results["strategies"].values():
+            del entry["elapsed_s"]
+        lines = [json.loads(x) for x in (run_dir / "rounds.jsonl").read_text().splitlines()]
+        for line in lines:
+            del line["elapsed_s"]
+        return results, lines
+
+    assert without_timing(run) == without_timing(whole)
+    assert (run / "report.md").exists()
+    again = subprocess.run(
+        [sys.executable, "-m", "fedlr.cli", "simulate", "--resume", str(run)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
+    assert again.returncode == 0 and "already complete" in again.stdout, again.stderr[-2000:]

@@ -2,7 +2,8 @@
 
 ``rounds.jsonl`` gets one line per strategy per round, flushed at once; ``results.json`` is
 rewritten (write, then rename) each time a strategy finishes, so a killed run keeps every round
-and every strategy it completed.
+and every strategy it completed. A resumed run (``resume=True``) first cuts both back to what its
+checkpoint covers, then appends as an uninterrupted run would have.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from fedlr.config import to_toml
+from fedlr.fl.checkpoint import Checkpoint
 from fedlr.fl.strategy import ClientInfo, PerClientRates
 from fedlr.metrics.fairness import clean_noisy_gap, fairness_summary, spearman_rho
 
@@ -41,6 +43,11 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def write_config(run_dir: Path, cfg: Mapping[str, Any]) -> None:
+    """Write the resolved config as ``run_dir/config.toml`` (what ``--resume`` reads back)."""
+    _atomic_write(Path(run_dir) / "config.toml", to_toml(dict(cfg)))
+
+
 def _finite_or_none(value: float | None) -> float | None:
     if value is None or not np.isfinite(value):
         return None
@@ -52,8 +59,27 @@ def _finite_values(values: Mapping[int, float]) -> dict[int, float]:
     return {k: v for k, v in values.items() if _finite_or_none(v) is not None}
 
 
+def _read_lines(path: Path) -> list[dict[str, Any]]:
+    """The complete JSON lines of ``path`` (a line cut short by a kill is dropped)."""
+    if not path.exists():
+        return []
+    lines = []
+    for text in path.read_text(encoding="utf-8").splitlines():
+        try:
+            lines.append(json.loads(text))
+        except json.JSONDecodeError:
+            continue
+    return lines
+
+
 class RunRecorder:
-    """Writes a run directory while the strategies run."""
+    """Writes a run directory while the strategies run.
+
+    With ``resume=True`` the directory already holds a run: ``rounds.jsonl`` keeps the strategies
+    in ``checkpoint.done`` and the rounds of ``checkpoint.strategy`` up to ``checkpoint.round``
+    (nothing when ``checkpoint`` is None), ``results.json`` keeps the strategies in
+    ``checkpoint.done``; rounds done after the checkpoint are dropped, to be run again.
+    """
 
     def __init__(
         self,
@@ -61,6 +87,9 @@ class RunRecorder:
         cfg: Mapping[str, Any],
         clients: list[ClientInfo],
         on_round: RoundCallback | None = None,
+        *,
+        resume: bool = False,
+        checkpoint: Checkpoint | None = None,
     ) -> None:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -74,14 +103,40 @@ class RunRecorder:
             "estimator": cfg["estimator"],
             "strategies": {},
         }
-        _atomic_write(self.run_dir / "config.toml", to_toml(self.cfg))
+        write_config(self.run_dir, self.cfg)
+        if resume:
+            self._cut_back(checkpoint)
         self._rounds = open(self.run_dir / "rounds.jsonl", "a", encoding="utf-8")  # noqa: SIM115
         self._started: dict[str, float] = {}
 
+    def _cut_back(self, checkpoint: Checkpoint | None) -> None:
+        done = checkpoint.done if checkpoint else []
+
+        def covered(line: dict[str, Any]) -> bool:
+            if line.get("strategy") in done:
+                return True
+            return (
+                checkpoint is not None
+                and line.get("strategy") == checkpoint.strategy
+                and int(line.get("round", 0)) <= checkpoint.round
+            )
+
+        kept = [line for line in _read_lines(self.run_dir / "rounds.jsonl") if covered(line)]
+        _atomic_write(self.run_dir / "rounds.jsonl", "".join(json.dumps(x) + "\n" for x in kept))
+        results_path = self.run_dir / "results.json"
+        if results_path.exists():
+            saved = json.loads(results_path.read_text()).get("strategies", {})
+            self.results["strategies"] = {n: saved[n] for n in done if n in saved}
+            _atomic_write(results_path, json.dumps(self.results, indent=2))
+
     # -- per round -----------------------------------------------------------------------
-    def start_strategy(self, name: str) -> None:
-        """Note the start time of a strategy."""
-        self._started[name] = time.perf_counter()
+    def start_strategy(self, name: str, elapsed_s: float = 0.0) -> None:
+        """Note the start time of a strategy (``elapsed_s`` already spent on it before a resume)."""
+        self._started[name] = time.perf_counter() - elapsed_s
+
+    def elapsed(self, name: str) -> float:
+        """Seconds spent on strategy ``name`` so far (across resumes)."""
+        return time.perf_counter() - self._started.get(name, time.perf_counter())
 
     def round_done(self, name: str, strategy: PerClientRates, server_round: int) -> dict[str, Any]:
         """Append the round's line to ``rounds.jsonl`` and return it."""

@@ -3,6 +3,9 @@
 All strategies run in one ServerApp on the same nodes, partitions, initial weights and seeds; only
 the strategy differs. ``flwr run .`` uses the module-level :data:`app` (config from the run
 config); ``fedlr simulate`` builds its own with :func:`make_server_app`.
+
+A checkpoint (:mod:`fedlr.fl.checkpoint`) is saved every ``checkpoint-every`` rounds and when a
+strategy ends; ``run_federation(..., resume=True)`` continues a killed run from it.
 """
 
 from __future__ import annotations
@@ -12,15 +15,15 @@ import logging
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
 from fedlr import config as fedlr_config
-from fedlr.fl import keys
-from fedlr.fl.recorder import RoundCallback, RunRecorder, new_run_dir
-from fedlr.fl.strategy import ClientInfo, build_strategy
+from fedlr.fl import checkpoint as ckpt
+from fedlr.fl.recorder import RoundCallback, RunRecorder, new_run_dir, write_config
+from fedlr.fl.strategy import ClientInfo, PerClientRates, build_strategy, query_nodes
 from fedlr.tasks import tabular
 
 log = logging.getLogger("fedlr")
@@ -37,25 +40,10 @@ def query_clients(grid: Grid, cfg: Mapping[str, Any], timeout: float = 300.0) ->
                 f"after {timeout:.0f} s"
             )
         time.sleep(0.5)
-    content = RecordDict({keys.CONFIG: ConfigRecord(dict(cfg))})
-    messages = [Message(content, dst_node_id=n, message_type=MessageType.QUERY) for n in node_ids]
-    clients = []
-    for reply in grid.send_and_receive(messages, timeout=timeout):
-        if reply.has_error():
-            raise RuntimeError(
-                f"node {reply.metadata.src_node_id} failed the query round: {reply.error.reason}"
-            )
-        metrics = reply.content.metric_records[keys.METRICS]
-        info = reply.content.config_records["info"]
-        clients.append(
-            ClientInfo(
-                node_id=reply.metadata.src_node_id,
-                partition_id=int(cast(int, metrics[keys.PARTITION_ID])),
-                num_examples=int(cast(int, metrics[keys.NUM_EXAMPLES])),
-                noise_true=float(cast(float, metrics["noise-true"])),
-                role=str(info["role"]),
-            )
-        )
+    clients, failed = query_nodes(grid, node_ids, cfg, timeout)
+    if failed:
+        node_id, reason = failed[0]
+        raise RuntimeError(f"node {node_id} failed the query round: {reason}")
     empty = [c.partition_id for c in clients if c.num_examples <= 0]
     if empty:
         raise RuntimeError(f"partitions {empty} report no training examples (num-examples <= 0)")
@@ -69,15 +57,34 @@ def query_clients(grid: Grid, cfg: Mapping[str, Any], timeout: float = 300.0) ->
 
 
 def run_federation(
-    grid: Grid, cfg: Mapping[str, Any], run_dir: Path, on_round: RoundCallback | None = None
+    grid: Grid,
+    cfg: Mapping[str, Any],
+    run_dir: Path,
+    on_round: RoundCallback | None = None,
+    *,
+    resume: bool = False,
 ) -> Path:
-    """Run every strategy of ``cfg`` on ``grid``; write the run directory; return its path."""
+    """Run every strategy of ``cfg`` on ``grid``; write the run directory; return its path.
+
+    With ``resume=True``, ``run_dir`` holds a run that was stopped: its checkpoint is loaded,
+    finished strategies are kept, and the current one goes on from the round after the
+    checkpoint, on the same model and strategy state (from the start if there is no checkpoint).
+    """
     from fedlr.report import render_report
 
     # Built first: the data split and model take ~1 s, while the simulated nodes are still starting.
     initial = ArrayRecord(tabular.build_model(cfg).state_dict())
+    if not resume:  # first of all: a run killed even in the query round can be resumed
+        write_config(run_dir, cfg)
+    saved = ckpt.load(run_dir) if resume else None
     clients = query_clients(grid, cfg)
-    recorder = RunRecorder(run_dir, cfg, clients, on_round=on_round)
+    if saved is not None:
+        ckpt.check_same_federation(saved, clients)
+        log.info("fedlr: resuming %s after round %d of %s", run_dir, saved.round, saved.strategy)
+    recorder = RunRecorder(
+        run_dir, cfg, clients, on_round=on_round, resume=resume, checkpoint=saved
+    )
+    done = list(saved.done) if saved is not None else []
     # Flower's aggregation calls gc.collect() per reply (ArrayRecord.to_numpy_ndarrays with
     # keep_input=False); with torch and Ray loaded that costs ~0.16 s a call. Objects alive now
     # (modules, the engine) live for the whole run: freeze them out of the collector's scans.
@@ -85,24 +92,11 @@ def run_federation(
     gc.freeze()
     try:
         for name in fedlr_config.split_list(cfg["strategies"]):
-            strategy = build_strategy(name, cfg, clients)
-            recorder.start_strategy(name)
-
-            def after_round(server_round: int, _arrays: ArrayRecord, name=name, strategy=strategy):
-                if server_round > 0:
-                    recorder.round_done(name, strategy, server_round)
-                return None
-
-            strategy.start(
-                grid,
-                initial,
-                num_rounds=cfg["num-server-rounds"],
-                timeout=cfg["round-timeout"],
-                train_config=ConfigRecord(dict(cfg)),
-                evaluate_config=ConfigRecord(dict(cfg)),
-                evaluate_fn=after_round,
-            )
-            recorder.strategy_done(name, strategy)
+            if name in done:
+                continue
+            resumed = saved if saved is not None and saved.strategy == name else None
+            run_strategy(grid, cfg, name, initial, clients, recorder, done, resumed)
+            done.append(name)
     finally:
         recorder.close()
         try:  # also after a failure: report what was computed
@@ -112,11 +106,90 @@ def run_federation(
     return run_dir
 
 
+def run_strategy(
+    grid: Grid,
+    cfg: Mapping[str, Any],
+    name: str,
+    initial: ArrayRecord,
+    clients: list[ClientInfo],
+    recorder: RunRecorder,
+    done: list[str],
+    resumed: ckpt.Checkpoint | None = None,
+) -> PerClientRates:
+    """Run strategy ``name`` from ``initial`` (or ``resumed``) to its last round; checkpoint it."""
+    strategy = build_strategy(name, cfg, clients)
+    arrays, first_round = initial, 1
+    if resumed is not None:
+        strategy.load_state_dict(resumed.strategy_state)
+        arrays, first_round = resumed.array_record(), resumed.round + 1
+    recorder.start_strategy(name, elapsed_s=resumed.elapsed_s if resumed else 0.0)
+    latest: dict[str, Any] = {"round": first_round - 1, "arrays": arrays}
+    every = cfg["checkpoint-every"]
+
+    def save(finished: bool) -> None:
+        ckpt.save(
+            recorder.run_dir,
+            ckpt.Checkpoint(
+                seed=cfg["seed"],
+                done=[*done, name] if finished else list(done),
+                strategy=name,
+                round=latest["round"],
+                arrays=latest["arrays"].to_torch_state_dict(),
+                strategy_state=strategy.state_dict(),
+                elapsed_s=recorder.elapsed(name),
+                clients=ckpt.client_table(clients),
+            ),
+        )
+
+    def after_round(server_round: int, arrays: ArrayRecord) -> None:
+        if server_round > 0:
+            latest.update(round=server_round, arrays=arrays)
+            recorder.round_done(name, strategy, server_round)
+            if every and server_round % every == 0:
+                save(finished=False)
+        return None
+
+    if first_round <= cfg["num-server-rounds"]:
+        strategy.start(
+            grid,
+            arrays,
+            num_rounds=cfg["num-server-rounds"],
+            timeout=cfg["round-timeout"],
+            train_config=ConfigRecord(dict(cfg)),
+            evaluate_config=ConfigRecord(dict(cfg)),
+            evaluate_fn=after_round,
+            first_round=first_round,
+        )
+    recorder.strategy_done(name, strategy)
+    save(finished=True)
+    return strategy
+
+
+def resume_config(run_dir: Path) -> dict[str, Any]:
+    """The resolved config of the run in ``run_dir`` (its ``config.toml``), to resume it.
+
+    Raises
+    ------
+    ConfigError
+        ``run_dir`` is not a run directory, or its config is not valid.
+    """
+    path = Path(run_dir) / "config.toml"
+    if not path.is_file():
+        raise fedlr_config.ConfigError(
+            f"resume: {run_dir} has no config.toml (expected a run directory written by fedlr)"
+        )
+    cfg = fedlr_config.resolve(path)
+    cfg["resume"] = ""  # the saved config is the run's own; never resume recursively
+    return cfg
+
+
 def make_server_app(
     cfg: Mapping[str, Any],
     run_dir: Path,
     on_round: RoundCallback | None = None,
     failures: list[BaseException] | None = None,
+    *,
+    resume: bool = False,
 ) -> ServerApp:
     """A ServerApp bound to a resolved config (for ``fedlr simulate``).
 
@@ -128,7 +201,7 @@ def make_server_app(
     @server_app.main()
     def main(grid: Grid, context: Context) -> None:
         try:
-            run_federation(grid, cfg, run_dir, on_round)
+            run_federation(grid, cfg, run_dir, on_round, resume=resume)
         except BaseException as error:
             if failures is None:
                 raise
@@ -144,6 +217,12 @@ app = ServerApp()
 def main(grid: Grid, context: Context) -> None:
     """Entry point for ``flwr run .``: the run config is ``[tool.flwr.app.config]`` + overrides."""
     cfg = fedlr_config.from_run_config(context.run_config)
+    if cfg["resume"]:
+        run_dir = Path(cfg["resume"])
+        cfg = resume_config(run_dir)
+        log.warning("fedlr: resuming %s", run_dir.resolve())
+        run_federation(grid, cfg, run_dir, resume=True)
+        return
     run_dir = new_run_dir(cfg["out-dir"], cfg["name"])
     log.warning("fedlr: writing %s", run_dir.resolve())
     run_federation(grid, cfg, run_dir)

@@ -10,6 +10,8 @@
   negative, missing: logged, uniform rate), smooths valid ones (EMA), sets each reply's
   aggregation weight, then hands the replies to ``super()``. The round loop stays Flower's.
 * ``aggregate_evaluate``: keeps every client's accuracy for the run log.
+* ``start(..., first_round=r)``: Flower's own loop, continued from a checkpoint; every hook adds
+  the rounds already done, so a resumed run sends, seeds and logs the same round numbers.
 
 Rates follow :func:`fedlr.rates.noise.inverse_noise_rule` once estimates exist (uniform during
 the warm-up rounds). A client's factor is bounded by ``[rate-low, rate-high]``, and so is its
@@ -19,14 +21,14 @@ aggregation weight relative to its example count, whatever it reports.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAvg, FedProx, QFedAvg
+from flwr.serverapp.strategy import FedAvg, FedProx, QFedAvg, Result
 
 from fedlr.fl import keys
 from fedlr.rates.noise import NoiseEMA, inverse_noise_rule, is_valid_estimate
@@ -80,6 +82,39 @@ def _mean_metrics(records: list[RecordDict], weighted_by_key: str) -> MetricReco
         if values:
             out[key] = float(np.mean(values))
     return MetricRecord(out)
+
+
+def query_nodes(
+    grid: Grid, node_ids: Iterable[int], cfg: Mapping[str, Any], timeout: float
+) -> tuple[list[ClientInfo], list[tuple[int, str]]]:
+    """Ask nodes who they are (partition id, size, role); return answers and failures.
+
+    Failures are ``(node_id, reason)`` pairs: a node whose ClientApp raised, or whose reply
+    lacks the keys.
+    """
+    content = RecordDict({keys.CONFIG: ConfigRecord(dict(cfg))})
+    messages = [Message(content, dst_node_id=n, message_type=MessageType.QUERY) for n in node_ids]
+    clients: list[ClientInfo] = []
+    failed: list[tuple[int, str]] = []
+    for reply in grid.send_and_receive(messages, timeout=timeout):
+        node_id = reply.metadata.src_node_id
+        if reply.has_error():
+            failed.append((node_id, str(reply.error.reason)))
+            continue
+        try:
+            metrics = reply.content.metric_records[keys.METRICS]
+            clients.append(
+                ClientInfo(
+                    node_id=node_id,
+                    partition_id=int(_scalar(metrics[keys.PARTITION_ID])),
+                    num_examples=int(_scalar(metrics[keys.NUM_EXAMPLES])),
+                    noise_true=_scalar(metrics["noise-true"]),
+                    role=str(reply.content.config_records["info"]["role"]),
+                )
+            )
+        except (KeyError, ValueError) as error:  # int(nan) is a ValueError
+            failed.append((node_id, f"malformed query reply ({error!r})"))
+    return clients, failed
 
 
 class PerClientRates(FedAvg):
@@ -143,6 +178,60 @@ class PerClientRates(FedAvg):
         self.ema = NoiseEMA(decay=cfg["ema-decay"])
         self.invalid_last: set[int] = set()
         self.rounds: dict[int, RoundLog] = {}
+        self.round_offset = 0  # rounds done before this start() (a resumed run)
+        self.strangers: set[int] = set()  # connected nodes that hold no partition of this run
+
+    # -- state (checkpoint and resume) -------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything this strategy carries from round to round, as plain data."""
+        return {
+            "ema": self.ema.to_dict(),
+            "invalid_last": sorted(self.invalid_last),
+            "rounds": {r: asdict(log_) for r, log_ in self.rounds.items()},
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict` (the rule's parameters come from the config, not here)."""
+        self.ema = NoiseEMA.from_dict(state["ema"])
+        self.invalid_last = {int(p) for p in state["invalid_last"]}
+        self.rounds = {int(r): RoundLog(**log_) for r, log_ in state["rounds"].items()}
+
+    def start(
+        self,
+        grid: Grid,
+        initial_arrays: ArrayRecord,
+        num_rounds: int = 3,
+        timeout: float = 3600,
+        train_config: ConfigRecord | None = None,
+        evaluate_config: ConfigRecord | None = None,
+        evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None] | None = None,
+        *,
+        first_round: int = 1,
+    ) -> Result:
+        """Flower's round loop, rounds ``first_round..num_rounds``.
+
+        ``first_round > 1`` continues a run from a checkpoint: ``initial_arrays`` is then the
+        model after round ``first_round - 1``. Flower's loop counts from 1; each hook adds
+        :attr:`round_offset`, so clients, seeds and logs see the run's own round numbers.
+        """
+        if not 1 <= first_round <= num_rounds:
+            raise ValueError(f"first_round: expected 1..{num_rounds}, got {first_round}")
+        self.round_offset = first_round - 1
+
+        def shifted_fn(local_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+            assert evaluate_fn is not None
+            # Round 0 is Flower's look at the initial arrays; after that, the run's round number.
+            return evaluate_fn(local_round + self.round_offset if local_round else 0, arrays)
+
+        return super().start(
+            grid,
+            initial_arrays,
+            num_rounds=num_rounds - self.round_offset,
+            timeout=timeout,
+            train_config=train_config,
+            evaluate_config=evaluate_config,
+            evaluate_fn=shifted_fn if evaluate_fn is not None else None,
+        )
 
     # -- rates -------------------------------------------------------------------------------
     def noise_for_rule(self) -> dict[int, float]:
@@ -186,6 +275,7 @@ class PerClientRates(FedAvg):
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         """Send each sampled client the shared content plus its own learning rate."""
+        server_round += self.round_offset
         config[keys.ESTIMATE_NOISE] = self.uses_estimates
         template = list(super().configure_train(server_round, arrays, config, grid))
         if not template:
@@ -195,6 +285,7 @@ class PerClientRates(FedAvg):
         log_ = self.rounds.setdefault(server_round, RoundLog())
         log_.sampled = self.sample(server_round)
         connected = {m.metadata.dst_node_id for m in template}
+        self.adopt_restarted_nodes(grid, connected)
         messages = []
         for pid in log_.sampled:
             node = self.by_partition[pid]
@@ -217,10 +308,44 @@ class PerClientRates(FedAvg):
             )
         return messages
 
+    def adopt_restarted_nodes(self, grid: Grid, connected: Iterable[int]) -> list[int]:
+        """Map partitions to the new node ids of restarted nodes; return the partitions moved.
+
+        A SuperNode with authentication keeps its node id across restarts (the id belongs to
+        its key); one without gets a new id. Connected nodes we do not know are asked who they
+        are: one holding a partition of this run (same partition id and example count) whose
+        node is gone takes that partition's place; any other is left alone, not asked again.
+        """
+        connected = set(connected)
+        unknown = sorted(connected - set(self.clients) - self.strangers)
+        if not unknown:
+            return []
+        answers, failed = query_nodes(grid, unknown, self.cfg, float(self.cfg["round-timeout"]))
+        moved = []
+        for info in answers:
+            old = self.by_partition.get(info.partition_id)
+            if old is None or old.num_examples != info.num_examples or old.node_id in connected:
+                self.strangers.add(info.node_id)
+                log.warning(
+                    "fedlr: node %d (partition %d) holds no free partition of this run; ignored",
+                    info.node_id,
+                    info.partition_id,
+                )
+                continue
+            moved_to = replace(old, node_id=info.node_id)
+            del self.clients[old.node_id]
+            self.clients[info.node_id] = moved_to
+            self.by_partition[info.partition_id] = moved_to
+            moved.append(info.partition_id)
+            log.info("fedlr: partition %d is back as node %d", info.partition_id, info.node_id)
+        self.strangers.update(node_id for node_id, _ in failed)
+        return moved
+
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Check replies and estimates, set aggregation weights, then aggregate with ``super()``."""
+        server_round += self.round_offset
         log_ = self.rounds.setdefault(server_round, RoundLog())
         accepted: list[Message] = []
         raw: dict[int, float] = {}
@@ -284,10 +409,17 @@ class PerClientRates(FedAvg):
             return None, None
         return super().aggregate_train(server_round, accepted)
 
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Flower's ``configure_evaluate`` with the run's round number."""
+        return super().configure_evaluate(server_round + self.round_offset, arrays, config, grid)
+
     def aggregate_evaluate(
         self, server_round: int, replies: Iterable[Message]
     ) -> MetricRecord | None:
         """Keep each client's accuracy, then aggregate (unweighted mean) with ``super()``."""
+        server_round += self.round_offset
         log_ = self.rounds.setdefault(server_round, RoundLog())
         accepted = []
         for reply in replies:

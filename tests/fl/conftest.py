@@ -141,3 +141,51 @@ def run_round(fake_grid, train_reply):
         return messages, replies, strategy.aggregate_train(server_round, replies)
 
     return run
+
+
+class Killed(Exception):
+    """Stands for the run being killed (the process dies at this point)."""
+
+
+class InProcessGrid:
+    """A Grid that runs fedlr's real ClientApp in this process, no engine.
+
+    Node ``base + 7 * pid`` holds partition ``pid``. Replies come back in reverse order, as a
+    real grid may deliver them.
+
+    ``kill_at=n`` raises :class:`Killed` in the n-th ``send_and_receive`` call (1-based), after
+    the clients have trained but before the server sees their replies.
+    """
+
+    def __init__(self, num_nodes: int, *, base: int = 2000, kill_at: int | None = None) -> None:
+        self.partitions = {base + 7 * pid: pid for pid in range(num_nodes)}
+        self.num_nodes = num_nodes
+        self.kill_at = kill_at
+        self.calls = 0
+
+    def get_node_ids(self) -> list[int]:
+        return list(self.partitions)
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None):
+        from flwr.app import Context
+
+        from fedlr.fl import client_app
+
+        self.calls += 1
+        replies = []
+        for msg in messages:
+            node_id = msg.metadata.dst_node_id
+            context = Context(
+                run_id=1,
+                node_id=node_id,
+                node_config={
+                    keys.NODE_PARTITION_ID: self.partitions[node_id],
+                    keys.NODE_NUM_PARTITIONS: self.num_nodes,
+                },
+                state=RecordDict(),
+                run_config={},
+            )
+            replies.append(client_app.app(msg, context))
+        if self.calls == self.kill_at:
+            raise Killed(f"killed in call {self.calls}")
+        return replies[::-1]

@@ -271,3 +271,53 @@ def test_new_run_dir_makes_unique_directories(tmp_path):
     for path in made:
         assert path.is_dir() and path.parent == tmp_path / "runs"
         assert "-demo" in path.name
+
+
+# -- resume --------------------------------------------------------------------------------------
+
+
+def test_resume_cuts_the_run_back_to_its_checkpoint(recorder, adaptive, cfg, clients):
+    from fedlr.fl.checkpoint import Checkpoint
+
+    for name in ("fedavg", "noise-adaptive"):
+        recorder.start_strategy(name)
+        recorder.round_done(name, adaptive, 1)
+        recorder.round_done(name, adaptive, 2)
+    recorder.strategy_done("fedavg", adaptive)
+    recorder.close()
+    with open(recorder.run_dir / "rounds.jsonl", "a") as log_:
+        log_.write('{"strategy": "noise-adaptive", "rou')  # the kill cut this line short
+
+    saved = Checkpoint(
+        seed=3,
+        done=["fedavg"],
+        strategy="noise-adaptive",
+        round=1,
+        arrays={},
+        strategy_state={},
+        elapsed_s=7.0,
+    )
+    resumed = RunRecorder(recorder.run_dir, cfg, clients, resume=True, checkpoint=saved)
+    resumed.start_strategy("noise-adaptive", elapsed_s=saved.elapsed_s)
+    assert resumed.elapsed("noise-adaptive") >= 7.0
+    resumed.round_done("noise-adaptive", adaptive, 2)
+    resumed.close()
+    assert [(x["strategy"], x["round"]) for x in round_lines(recorder.run_dir)] == [
+        ("fedavg", 1),
+        ("fedavg", 2),
+        ("noise-adaptive", 1),
+        ("noise-adaptive", 2),
+    ]
+    results = strict_loads((recorder.run_dir / "results.json").read_text())
+    assert list(results["strategies"]) == ["fedavg"]
+
+
+def test_resume_without_a_checkpoint_starts_from_nothing(recorder, adaptive, cfg, clients):
+    recorder.start_strategy("fedavg")
+    recorder.round_done("fedavg", adaptive, 1)
+    recorder.strategy_done("fedavg", adaptive)
+    recorder.close()
+    resumed = RunRecorder(recorder.run_dir, cfg, clients, resume=True, checkpoint=None)
+    resumed.close()
+    assert (recorder.run_dir / "rounds.jsonl").read_text() == ""
+    assert strict_loads((recorder.run_dir / "results.json").read_text())["strategies"] == {}

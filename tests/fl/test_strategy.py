@@ -462,3 +462,50 @@ def test_a_node_gone_from_the_grid_gets_no_message_and_is_missing(
     log_ = strategy.rounds[1]
     assert log_.sampled == [0, 1, 2]
     assert [p for p in log_.sampled if p not in log_.train_loss] == [2]  # recorded missing
+
+
+# -- state and resume ----------------------------------------------------------------------------
+
+
+def test_state_dict_restores_rates_and_logs_through_a_checkpoint_file(
+    make_clients, run_round, tmp_path
+):
+    import torch
+
+    cfg = make_cfg(warmup_rounds=1)
+    clients = make_clients([100, 300])
+    first = build_strategy("noise-adaptive", cfg, clients)
+    for server_round, estimates in ((1, (0.4, 0.1)), (2, (0.2, float("nan")))):
+        run_round(
+            first,
+            server_round,
+            {pid: {"weights": W0, "noise_estimate": estimates[pid]} for pid in (0, 1)},
+        )
+    torch.save(first.state_dict(), tmp_path / "state.pt")  # as the checkpoint stores it
+    second = build_strategy("noise-adaptive", cfg, clients)
+    second.load_state_dict(torch.load(tmp_path / "state.pt", weights_only=True))
+    assert second.ema.values == first.ema.values
+    assert second.invalid_last == first.invalid_last == {1}
+    assert second.rounds == first.rounds
+    assert second.client_lr(3) == first.client_lr(3)
+    assert second.client_lr(3)[0] != LR  # the restored estimates are really in use
+
+
+def test_round_offset_gives_clients_and_logs_the_runs_round_number(make_clients, run_round):
+    cfg = make_cfg(warmup_rounds=2)
+    clients = make_clients([100, 300])
+    strategy = build_strategy("noise-adaptive", cfg, clients)
+    strategy.round_offset = 4  # resumed after round 4: Flower's round 1 is the run's round 5
+    messages, _, _ = run_round(strategy, 1, {pid: {"weights": W0} for pid in (0, 1)})
+    assert {m.content[keys.CONFIG][keys.SERVER_ROUND] for m in messages.values()} == {5}
+    assert list(strategy.rounds) == [5]
+
+
+@pytest.mark.parametrize("first_round", [0, 4])
+def test_start_refuses_a_first_round_outside_the_run(make_clients, fake_grid, first_round):
+    clients = make_clients([100, 300])
+    strategy = build_strategy("fedavg", make_cfg(), clients)
+    with pytest.raises(ValueError, match=r"first_round: expected 1\.\.3"):
+        strategy.start(
+            fake_grid(clients), ArrayRecord([np.zeros(2)]), num_rounds=3, first_round=first_round
+        )

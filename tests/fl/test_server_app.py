@@ -1,0 +1,159 @@
+"""fedlr.fl.server_app on an in-process grid: the real ClientApp, no engine.
+
+The resume tests kill a run at many points (inside the query round, mid-round, right after a
+checkpoint, in the last round), resume it in the same directory on a grid whose node ids are
+new, and compare its ``results.json`` and ``rounds.jsonl`` with those of a run never stopped.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from fedlr.config import resolve
+from fedlr.fl import checkpoint as ckpt
+from fedlr.fl.server_app import query_clients, resume_config, run_federation
+from fedlr.fl.strategy import build_strategy
+
+from .conftest import InProcessGrid, Killed
+
+ROUNDS, EVERY = 4, 2
+CFG = resolve(
+    overrides={
+        "num-clients": 4,
+        "noisy-clients": 2,
+        "hard-clean-clients": 1,
+        "noise-rate-min": 0.3,
+        "noise-rate-max": 0.8,
+        "hidden": 16,
+        "local-epochs": 1,
+        "batch-size": 32,
+        "warmup-rounds": 1,
+        "num-server-rounds": ROUNDS,
+        "checkpoint-every": EVERY,
+        "strategies": "fedavg,noise-adaptive,qfedavg",
+    }
+)
+# send_and_receive calls: 1 query, then (train, evaluate) per round, strategy after strategy.
+CALLS = 1 + 2 * ROUNDS * 3
+
+
+@pytest.fixture(autouse=True, scope="module")
+def restore_threads():
+    """The ClientApp sets torch to one thread per process; give the rest of the session back."""
+    saved = torch.get_num_threads()
+    yield
+    torch.set_num_threads(saved)
+
+
+def without_timing(run_dir: Path) -> tuple[dict, list[dict]]:
+    """results.json and rounds.jsonl of a run, minus the wall-clock fields."""
+    results = json.loads((run_dir / "results.json").read_text())
+    for entry in results["strategies"].values():
+        del entry["elapsed_s"]
+    lines = [json.loads(x) for x in (run_dir / "rounds.jsonl").read_text().splitlines()]
+    for line in lines:
+        del line["elapsed_s"]
+    return results, lines
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run_dir = tmp_path_factory.mktemp("uninterrupted")
+    run_federation(InProcessGrid(4), CFG, run_dir)
+    return run_dir
+
+
+def test_a_finished_run_leaves_its_final_checkpoint(uninterrupted: Path) -> None:
+    saved = ckpt.load(uninterrupted)
+    assert saved is not None
+    assert saved.done == ["fedavg", "noise-adaptive", "qfedavg"]
+    assert (saved.strategy, saved.round) == ("qfedavg", ROUNDS)
+    assert [c["partition_id"] for c in saved.clients] == [0, 1, 2, 3]
+    assert not (uninterrupted / "checkpoint.pt.tmp").exists()
+    assert len(without_timing(uninterrupted)[1]) == 3 * ROUNDS
+
+
+@pytest.mark.parametrize(
+    "kill_at",
+    [
+        1,  # in the query round: nothing saved yet
+        4,  # fedavg round 2, training: the checkpoint after round 2 not written yet
+        6,  # fedavg round 3, training: right after the round-2 checkpoint
+        9,  # fedavg round 4, evaluation: the last round, before the strategy's end
+        13,  # noise-adaptive round 2, evaluation: EMA state and rates in play
+        16,  # noise-adaptive round 4, training
+        CALLS,  # qfedavg's very last call
+    ],
+)
+def test_killed_then_resumed_equals_uninterrupted(
+    tmp_path: Path, uninterrupted: Path, kill_at: int
+) -> None:
+    with pytest.raises(Killed):
+        run_federation(InProcessGrid(4, kill_at=kill_at), CFG, tmp_path)
+    # A restarted federation: the same partitions behind new node ids.
+    resumed_grid = InProcessGrid(4, base=5000)
+    run_federation(resumed_grid, resume_config(tmp_path), tmp_path, resume=True)
+    assert without_timing(tmp_path) == without_timing(uninterrupted)
+    # Round g (1..12, strategy after strategy) uses calls 2g and 2g + 1. The resumed run redoes
+    # only what came after the last checkpoint: fewer than EVERY completed rounds are lost.
+    completed = max(0, (kill_at - 2) // 2)
+    checkpointed = completed - completed % EVERY
+    assert (resumed_grid.calls - 1) // 2 == 3 * ROUNDS - checkpointed
+
+
+def test_resume_refuses_other_data(tmp_path: Path) -> None:
+    with pytest.raises(Killed):
+        run_federation(InProcessGrid(4, kill_at=6), CFG, tmp_path)
+    other = {**CFG, "seed": 1}  # another split: the clients now hold other partitions
+    with pytest.raises(RuntimeError, match="do not hold the data the checkpoint was made with"):
+        run_federation(InProcessGrid(4), other, tmp_path, resume=True)
+
+
+def test_resume_config_needs_a_run_directory(tmp_path: Path) -> None:
+    from fedlr.config import ConfigError
+
+    with pytest.raises(ConfigError, match="has no config.toml"):
+        resume_config(tmp_path)
+
+
+class RestartingGrid(InProcessGrid):
+    """Partition 2's SuperNode restarts (a new node id) after send_and_receive call ``at``."""
+
+    def __init__(self, at: int) -> None:
+        super().__init__(4)
+        self.at = at
+
+    def send_and_receive(self, messages, *, timeout=None):
+        replies = super().send_and_receive(messages, timeout=timeout)
+        if self.calls == self.at:
+            (old,) = [n for n, pid in self.partitions.items() if pid == 2]
+            self.partitions[9999] = self.partitions.pop(old)
+        return replies
+
+
+def test_a_node_restarted_with_a_new_id_rejoins(tmp_path: Path, uninterrupted: Path) -> None:
+    # Restarted after fedavg's round 2 (call 5): the next round asks node 9999 who it is, finds
+    # partition 2 and goes on with it; nothing is missed, so the run equals the one never stopped.
+    grid = RestartingGrid(at=5)
+    run_federation(grid, CFG, tmp_path)
+    assert 9999 in grid.partitions
+    results, lines = without_timing(tmp_path)
+    assert all(line["missing"] == [] for line in lines)
+    assert (results, lines) == without_timing(uninterrupted)
+    # One query per strategy for the new node (each strategy started from the first node ids).
+    assert grid.calls == CALLS + 3
+
+
+def test_a_stranger_is_asked_once_and_ignored() -> None:
+    grid = InProcessGrid(4)
+    strategy = build_strategy("fedavg", CFG, query_clients(grid, CFG))
+    grid.partitions[4242] = 1  # a second node claims partition 1 while its node is alive
+    calls = grid.calls
+    assert strategy.adopt_restarted_nodes(grid, grid.get_node_ids()) == []
+    assert strategy.adopt_restarted_nodes(grid, grid.get_node_ids()) == []
+    assert grid.calls == calls + 1  # asked once, then left alone
+    assert 4242 not in strategy.clients and strategy.by_partition[1].node_id != 4242
