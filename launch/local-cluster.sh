@@ -7,7 +7,9 @@
 # RUN_CONFIG is Flower's --run-config string (fedlr's keys; num-clients is set to N). The run folder
 # launch-runs/<time>/ holds certificates, keys, logs, PIDs and FLWR_HOME; fedlr's run directory is
 # written under launch-runs/<time>/runs/. Env: FEDLR_LAUNCH_DIR (the folder), FEDLR_PORT (9091),
-# FEDLR_INSECURE=1 (no TLS, no auth; warns).
+# FEDLR_INSECURE=1 (no TLS, no auth; warns), FEDLR_GPUS (GPU ids, e.g. "0,1,2,3": node I runs with
+# CUDA_VISIBLE_DEVICES set to entry I mod their number; "0+1,2+3" gives each node two GPUs).
+# launch/multi-gpu.sh sets FEDLR_GPUS from the GPUs it finds.
 set -euo pipefail
 [ $# -ge 1 ] || { echo "usage: $0 N [RUN_CONFIG]" >&2; exit 2; }
 nodes=$1
@@ -16,6 +18,14 @@ case $nodes in '' | *[!0-9]* | 0 | 1) echo "N: expected a whole number >= 2, got
 for tool in flwr flower-superlink flower-supernode openssl ssh-keygen; do
   command -v "$tool" >/dev/null || { echo "local-cluster.sh: $tool not on PATH (activate fedlr's virtual environment)" >&2; exit 2; }
 done
+gpus=()
+if [ -n "${FEDLR_GPUS:-}" ]; then
+  IFS=, read -r -a gpus <<<"$FEDLR_GPUS"
+  for group in "${gpus[@]}"; do
+    [[ $group =~ ^[^+[:space:]]+(\+[^+[:space:]]+)*$ ]] ||
+      { echo "FEDLR_GPUS: expected GPU ids like 0,1 or 0+1,2+3, got '$FEDLR_GPUS'" >&2; exit 2; }
+  done
+fi
 here=$(cd "$(dirname "$0")" && pwd)
 app=$(cd "$here/.." && pwd)
 run=${FEDLR_LAUNCH_DIR:-$app/launch-runs/$(date +%Y%m%d-%H%M%S)}
@@ -52,8 +62,10 @@ if [ "${FEDLR_INSECURE:-0}" != 1 ]; then
   done
 fi
 for ((i = 0; i < nodes; i++)); do
+  gpu=()
+  [ ${#gpus[@]} -gt 0 ] && gpu=(--gpu "${gpus[i % ${#gpus[@]}]//+/,}")
   "$here/supernode.sh" "$run" "$i" "$nodes" --superlink "127.0.0.1:$port" --certs "$run/certs" \
-    --port $((port + 10 + i)) "${secure[@]}"
+    --port $((port + 10 + i)) "${gpu[@]}" "${secure[@]}"
 done
 
 config="num-clients=$nodes out-dir='$run/runs'"

@@ -16,14 +16,14 @@ usage() {
 [ $# -ge 3 ] || usage
 run=$1 pid=$2 num=$3
 shift 3
-superlink=127.0.0.1:9091 certs=certs key="" port="" insecure=0
+superlink=127.0.0.1:9091 certs=certs key="" port="" insecure=0 gpu=""
 while [ $# -gt 0 ]; do
   case $1 in
     --superlink) superlink=$2; shift 2 ;;
     --certs) certs=$2; shift 2 ;;
     --key) key=$2; shift 2 ;;
     --port) port=$2; shift 2 ;;
-    --gpu) export CUDA_VISIBLE_DEVICES=$2; shift 2 ;;
+    --gpu) gpu=$2; export CUDA_VISIBLE_DEVICES=$2; shift 2 ;;
     --insecure) insecure=1; shift ;;
     *) echo "supernode.sh: unknown option $1" >&2; usage ;;
   esac
@@ -43,4 +43,4 @@ else
 fi
 setsid nohup flower-supernode "${args[@]}" >"$run/supernode-$pid.log" 2>&1 &
 echo $! >"$run/pids/supernode-$pid.pid"
-echo "supernode $pid: pid $! -> $superlink, port $port, log $run/supernode-$pid.log"
+echo "supernode $pid: pid $! -> $superlink, port $port${gpu:+, CUDA_VISIBLE_DEVICES=$gpu}, log $run/supernode-$pid.log"

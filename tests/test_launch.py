@@ -237,7 +237,7 @@ def _listening(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
-def test_killed_supernode_is_recorded_missing_and_the_run_finishes(tmp_path: Path) -> None:
+def test_killed_supernode_is_recorded_missing_and_rejoins_when_restarted(tmp_path: Path) -> None:
     cluster = Cluster(tmp_path, nodes=3)
     out = tmp_path / "runs"
     flwr_run = None
@@ -245,7 +245,7 @@ def test_killed_supernode_is_recorded_missing_and_the_run_finishes(tmp_path: Pat
         cluster.start()
         victim = [cluster.add_node(pid) for pid in range(3)][2]
         config = (
-            f"num-clients=3 noisy-clients=1 hard-clean-clients=0 num-server-rounds=3 "
+            f"num-clients=3 noisy-clients=1 hard-clean-clients=0 num-server-rounds=5 "
             f"strategies='fedavg' min-clients=2 round-timeout=20 out-dir='{out}'"
         )
         flwr_run = subprocess.Popen(
@@ -255,22 +255,249 @@ def test_killed_supernode_is_recorded_missing_and_the_run_finishes(tmp_path: Pat
             stderr=subprocess.STDOUT,
             text=True,
         )
-        deadline = time.monotonic() + 240
-        while not list(out.glob("*/rounds.jsonl")) or not (
-            next(out.glob("*/rounds.jsonl")).read_text().strip()
-        ):
-            assert time.monotonic() < deadline and flwr_run.poll() is None, "round 1 never ended"
-            time.sleep(0.2)  # kill well before round 2's ClientApp (a new process) can reply
+
+        def wait_for_round(n: int) -> None:
+            deadline = time.monotonic() + 240
+            while len(_lines(out)) < n:
+                assert time.monotonic() < deadline and flwr_run.poll() is None, f"no round {n}"
+                time.sleep(0.2)
+
+        wait_for_round(1)  # then kill well before round 2's ClientApp (a new process) replies
         os.killpg(victim, 9)  # the SuperNode dies mid-run, ClientApps and all
+        wait_for_round(2)
+        cluster.add_node(2, register=False)  # restarted with its registered key: same node id
         output, _ = flwr_run.communicate(timeout=420)
     finally:
         if flwr_run is not None and flwr_run.poll() is None:
             flwr_run.kill()
         cluster.stop()
+    rounds = _lines(out)
+    assert [r["round"] for r in rounds] == [1, 2, 3, 4, 5], output[-3000:]
+    missing = [r["missing"] for r in rounds]
+    assert missing[0] == [] and missing[1] == [2], missing
+    assert missing[-1] == [], missing  # back in the last round at the latest
     (run_dir,) = out.iterdir()
-    rounds = [json.loads(line) for line in (run_dir / "rounds.jsonl").read_text().splitlines()]
-    assert [r["round"] for r in rounds] == [1, 2, 3], output[-3000:]
-    assert rounds[0]["missing"] == []
-    assert all(r["missing"] == [2] for r in rounds[1:]), [r["missing"] for r in rounds]
     results = json.loads((run_dir / "results.json").read_text())
     assert results["strategies"]["fedavg"]["fairness"]["mean"] > 0
+
+
+def _lines(out: Path) -> list[dict]:
+    logs = list(out.glob("*/rounds.jsonl"))
+    if not logs:
+        return []
+    return [json.loads(x) for x in logs[0].read_text().splitlines() if x.endswith("}")]
+
+
+def _environ_of_supernode(
+    pid_file: Path, deadline: float, script: subprocess.Popen[str]
+) -> dict[str, str]:
+    """The environment ``flower-supernode`` was started with (once it has replaced the shell)."""
+    while True:
+        assert time.monotonic() < deadline, f"{pid_file} never named a running flower-supernode"
+        assert script.poll() is None, f"the launch script ended before {pid_file.name} was read"
+        try:
+            pid = int(pid_file.read_text())
+            if b"flower-supernode" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                raw = Path(f"/proc/{pid}/environ").read_text()
+                pairs = (item.partition("=") for item in raw.split("\0"))
+                return {key: value for key, _, value in pairs if key}
+        except (FileNotFoundError, ValueError):
+            pass
+        time.sleep(0.1)
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="reads /proc/PID/environ")
+def test_multi_gpu_gives_each_supernode_its_gpu(tmp_path: Path) -> None:
+    run = tmp_path / "cluster"
+    environment = env(tmp_path) | {"FEDLR_LAUNCH_DIR": str(run), "FEDLR_PORT": str(free_port())}
+    config = "num-server-rounds=1 noisy-clients=1 hard-clean-clients=0 strategies='fedavg'"
+    # no GPU is needed: CUDA_VISIBLE_DEVICES is only handed on; torch then trains on the CPU
+    script = subprocess.Popen(
+        ["bash", str(LAUNCH / "multi-gpu.sh"), "--gpus", "0,1", config],
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        seen = {
+            node: _environ_of_supernode(
+                run / "pids" / f"supernode-{node}.pid", deadline, script
+            ).get("CUDA_VISIBLE_DEVICES")
+            for node in (0, 1)
+        }
+        output, _ = script.communicate(timeout=420)
+    finally:
+        if script.poll() is None:
+            script.kill()
+            script.wait()
+        sh(str(LAUNCH / "stop.sh"), str(run), tmp_path=tmp_path)
+    assert seen == {0: "0", 1: "1"}
+    assert script.returncode == 0, output[-3000:]
+    assert "-> 2 SuperNodes" in output and "CUDA_VISIBLE_DEVICES=1" in output
+    (run_dir,) = (run / "runs").iterdir()
+    clients = json.loads((run_dir / "results.json").read_text())["strategies"]["fedavg"]["clients"]
+    assert [c["partition_id"] for c in clients] == [0, 1]
+    rounds = [json.loads(line) for line in (run_dir / "rounds.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in rounds] == [1]
+
+
+def test_multi_gpu_without_gpus_is_a_clear_exit_2(tmp_path: Path) -> None:
+    no_gpu = tmp_path / "bin"
+    no_gpu.mkdir()
+    (no_gpu / "nvidia-smi").write_text("#!/bin/sh\necho 'NVIDIA-SMI has failed' >&2\nexit 9\n")
+    (no_gpu / "nvidia-smi").chmod(0o755)
+    environment = env(tmp_path) | {"PATH": f"{no_gpu}{os.pathsep}{env(tmp_path)['PATH']}"}
+    environment.pop("CUDA_VISIBLE_DEVICES", None)
+    done = subprocess.run(
+        ["bash", str(LAUNCH / "multi-gpu.sh"), "num-server-rounds=1"],
+        env=environment | {"FEDLR_LAUNCH_DIR": str(tmp_path / "never")},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "multi-gpu.sh: no GPU found (nvidia-smi lists none); name them with --gpus 0,1,..."
+    ]
+    assert not (tmp_path / "never").exists()  # nothing was started
+
+
+SHIM = """#!{python}
+import json, os, socket, sys, time
+tool = os.path.basename(sys.argv[0])
+record = {{"tool": tool, "argv": sys.argv[1:], "pid": os.getpid(),
+          "node": os.environ.get("SLURMD_NODENAME"),
+          "cuda": os.environ.get("CUDA_VISIBLE_DEVICES")}}
+with open(os.environ["FAKE_LOG"], "a") as log:
+    log.write(json.dumps(record) + "\\n")
+{body}
+"""
+SHIM_BODIES = {
+    "scontrol": 'print("\\n".join(os.environ["FAKE_HOSTS"].split(",")))',
+    # srun runs its command here, as if on the --nodelist node (SLURMD_NODENAME set to it)
+    "srun": (
+        "args = sys.argv[1:]\n"
+        "while args[0].startswith('-'):\n"
+        "    args.pop(0)\n"
+        "node = next(a.split('=', 1)[1] for a in sys.argv if a.startswith('--nodelist='))\n"
+        "env = dict(os.environ, SLURMD_NODENAME=node)\n"
+        "env.pop('CUDA_VISIBLE_DEVICES', None)\n"
+        "os.execvpe(args[0], args, env)"
+    ),
+    "flower-superlink": (
+        "server = socket.socket()\n"
+        "server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+        "server.bind(('127.0.0.1', int(sys.argv[sys.argv.index('--port') + 1])))\n"
+        "server.listen()\n"
+        "time.sleep(120)"
+    ),
+    "flower-supernode": "time.sleep(120)",
+    # `flwr run` returns once every SuperNode has started, as a real run needs them all
+    "flwr": (
+        "deadline = time.monotonic() + 30\n"
+        "while sys.argv[1] == 'run' and open(os.environ['FAKE_LOG']).read().count(\n"
+        "        '\"flower-supernode\"') < int(os.environ['FAKE_SUPERNODES']):\n"
+        "    if time.monotonic() > deadline:\n"
+        "        sys.exit('fake flwr run: SuperNodes missing')\n"
+        "    time.sleep(0.1)"
+    ),
+}
+
+
+def _option(argv: list[str], name: str) -> str:
+    return argv[argv.index(name) + 1]
+
+
+def test_slurm_sbatch_places_superlink_and_supernodes(tmp_path: Path) -> None:
+    shims, log, run = tmp_path / "shims", tmp_path / "calls.jsonl", tmp_path / "run"
+    shims.mkdir()
+    for tool, body in SHIM_BODIES.items():
+        (shims / tool).write_text(SHIM.format(python=sys.executable, body=body))
+        (shims / tool).chmod(0o755)
+    port = free_port()
+    environment = env(tmp_path) | {
+        "PATH": f"{shims}{os.pathsep}{env(tmp_path)['PATH']}",
+        "FAKE_LOG": str(log),
+        "FAKE_HOSTS": "gpu01,gpu02,gpu03",
+        "FAKE_SUPERNODES": "4",
+        # what SLURM sets for `sbatch --nodes=3 --gpus-per-node=2`, in the batch script on gpu01
+        "SLURM_JOB_ID": "4242",
+        "SLURM_JOB_NODELIST": "gpu[01-03]",
+        "SLURM_GPUS_PER_NODE": "2",
+        "SLURMD_NODENAME": "gpu01",
+        "SLURM_SUBMIT_DIR": str(ROOT),
+        "FEDLR_LAUNCH_DIR": str(run),
+        "FEDLR_PORT": str(port),
+    }
+    environment.pop("CUDA_VISIBLE_DEVICES", None)
+    calls: list[dict] = []
+    try:
+        done = subprocess.run(
+            ["bash", str(LAUNCH / "slurm" / "fedlr.sbatch"), "num-server-rounds=7"],
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            cwd=tmp_path,
+        )
+    finally:
+        calls = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+        for call in calls:  # whatever happened, nothing started here outlives the test
+            if call["tool"].startswith("flower-") and alive(call["pid"]):
+                os.kill(call["pid"], 9)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    by_tool: dict[str, list[dict]] = {}
+    for call in calls:
+        by_tool.setdefault(call["tool"], []).append(call)
+
+    assert [c["argv"] for c in by_tool["scontrol"]] == [["show", "hostnames", "gpu[01-03]"]]
+    (superlink,) = by_tool["flower-superlink"]
+    assert superlink["node"] == "gpu01"  # the batch script's node: the allocation's first
+    argv = superlink["argv"]
+    assert _option(argv, "--host") == "0.0.0.0" and _option(argv, "--port") == str(port)
+    assert "--enable-supernode-auth" in argv and "--insecure" not in argv
+    assert sorted(
+        next(a for a in c["argv"] if a.startswith("--nodelist=")) for c in by_tool["srun"]
+    ) == ["--nodelist=gpu02", "--nodelist=gpu03"]
+    assert all("--gpus-per-node=2" in c["argv"] for c in by_tool["srun"])
+
+    supernodes = set()
+    for call in by_tool["flower-supernode"]:
+        key = Path(_option(call["argv"], "--auth-supernode-private-key")).name
+        node_config = _option(call["argv"], "--node-config")
+        superlink_address = _option(call["argv"], "--superlink")
+        supernodes.add((call["node"], node_config, call["cuda"], superlink_address, key))
+    address = f"gpu01:{port}"
+    assert supernodes == {
+        ("gpu02", "partition-id=0 num-partitions=4", "0", address, "node-0"),
+        ("gpu02", "partition-id=1 num-partitions=4", "1", address, "node-1"),
+        ("gpu03", "partition-id=2 num-partitions=4", "0", address, "node-2"),
+        ("gpu03", "partition-id=3 num-partitions=4", "1", address, "node-3"),
+    }
+    flwr = [c["argv"] for c in by_tool["flwr"]]
+    registered = sorted(Path(a[2]).name for a in flwr if a[:2] == ["supernode", "register"])
+    assert registered == [f"node-{i}.pub" for i in range(4)]
+    (flwr_run,) = [a for a in flwr if a[0] == "run"]
+    assert flwr_run[2] == "fedlr-slurm"
+    assert _option(flwr_run, "--run-config").startswith("num-clients=4 out-dir=")
+    assert _option(flwr_run, "--run-config").endswith(" num-server-rounds=7")
+    home = (run / "flwr-home" / "config.toml").read_text()
+    assert f'address = "{address}"' in home
+    text = subprocess.run(
+        ["openssl", "x509", "-in", str(run / "certs" / "server.pem"), "-noout", "-text"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "DNS:gpu01" in text  # the certificate names the host the SuperNodes dial
+    deadline = time.monotonic() + 10
+    started = by_tool["flower-superlink"] + by_tool["flower-supernode"]
+    while any(alive(c["pid"]) for c in started) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [c["pid"] for c in started if alive(c["pid"])], "left running after the job"
+    assert not list(run.glob("**/pids/*.pid"))

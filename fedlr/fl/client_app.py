@@ -3,6 +3,10 @@
 The server sends the run config in every message's ConfigRecord (plus this client's ``lr``), so
 the client holds no configuration of its own: its partition id comes from Flower's
 ``node_config`` (set by the simulation engine, or ``--node-config`` in a deployment).
+
+The model lives on :func:`fedlr.tasks.tabular.pick_device` of the run's ``device`` (a GPU when
+one is visible, else the CPU); with ``ddp-procs`` P > 1 local training spans P processes
+(:func:`fedlr.tasks.ddp.train_ddp`) at the rate scaled to their global batch.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ from flwr.clientapp import ClientApp
 
 from fedlr.config import SCHEMA
 from fedlr.fl import keys
-from fedlr.tasks import tabular
+from fedlr.rates import coupling
+from fedlr.tasks import ddp, tabular
 
 app = ClientApp()
 
@@ -45,6 +50,7 @@ def _setup(msg: Message, context: Context):
     model = tabular.build_model(cfg)
     if keys.ARRAYS in msg.content.array_records:
         model.load_state_dict(msg.content.array_records[keys.ARRAYS].to_torch_state_dict())
+    model.to(tabular.pick_device(cfg.get("device", "auto")))
     return config, cfg, pid, data, model
 
 
@@ -75,17 +81,40 @@ def train(msg: Message, context: Context) -> Message:
     estimate = -1.0
     if bool(config.get(keys.ESTIMATE_NOISE, False)):
         estimate = tabular.estimate_noise(model, data, cfg["estimator"], seed=seed)
-    tabular.train_local(
-        model,
-        data,
-        lr=float(config[keys.LR]),
-        epochs=cfg["local-epochs"],
-        batch_size=cfg["batch-size"],
-        optimizer=cfg["optimizer"],
-        momentum=cfg["momentum"],
-        proximal_mu=float(config.get(keys.PROXIMAL_MU, 0.0)),
-        seed=seed,
-    )
+    procs = int(cfg.get("ddp-procs", 1))
+    if procs == 1:
+        tabular.train_local(
+            model,
+            data,
+            lr=float(config[keys.LR]),
+            epochs=cfg["local-epochs"],
+            batch_size=cfg["batch-size"],
+            optimizer=cfg["optimizer"],
+            momentum=cfg["momentum"],
+            proximal_mu=float(config.get(keys.PROXIMAL_MU, 0.0)),
+            seed=seed,
+        )
+    else:
+        # The server's rate is for one batch of batch-size B; P processes step on batches of P*B.
+        ddp.train_ddp(
+            model,
+            data,
+            procs=procs,
+            lr=coupling.scale_lr(
+                float(config[keys.LR]),
+                procs * cfg["batch-size"],
+                cfg["batch-size"],
+                coupling.rule_for_optimizer(cfg["optimizer"]),
+            ),
+            epochs=cfg["local-epochs"],
+            batch_size=cfg["batch-size"],
+            optimizer=cfg["optimizer"],
+            momentum=cfg["momentum"],
+            proximal_mu=float(config.get(keys.PROXIMAL_MU, 0.0)),
+            seed=seed,
+            device=tabular.model_device(model),
+            timeout=float(cfg.get("round-timeout", 600.0)),
+        )
     metrics = MetricRecord(
         {
             keys.NUM_EXAMPLES: len(data.y_train),
@@ -94,7 +123,8 @@ def train(msg: Message, context: Context) -> Message:
             keys.NOISE_ESTIMATE: float(estimate),
         }
     )
-    content = RecordDict({keys.ARRAYS: ArrayRecord(model.state_dict()), keys.METRICS: metrics})
+    arrays = ArrayRecord(model.cpu().state_dict())  # weights go back on the CPU
+    content = RecordDict({keys.ARRAYS: arrays, keys.METRICS: metrics})
     return Message(content, reply_to=msg)
 
 

@@ -2,6 +2,11 @@
 
 A task supplies everything the one ClientApp needs: the client's data (built from the run config,
 cached per process), a model, the local training loop, evaluation and the noise estimators.
+
+Every loop runs on the device the model is on (inputs follow the model, results come back as
+CPU floats and arrays); the ClientApp puts the model on :func:`pick_device` of the run's
+``device`` key. The same loop also runs one rank of a DistributedDataParallel job
+(:mod:`fedlr.tasks.ddp`): ``train_local(..., rank=r, world_size=P)``.
 """
 
 from __future__ import annotations
@@ -43,6 +48,36 @@ DATA_KEYS = (
 GRADIENT_SAMPLE = 256
 
 
+def pick_device(name: str = "auto") -> torch.device:
+    """The device a client trains on: the run config's ``device`` key, resolved on this machine.
+
+    ``auto`` is ``cuda`` when a GPU is visible (``torch.cuda.is_available()``), else ``cpu``;
+    fedlr never assumes a GPU. ``cuda`` means the first visible GPU (Flower's simulation engine
+    makes a client's share of GPUs visible through ``CUDA_VISIBLE_DEVICES``).
+
+    Raises
+    ------
+    ValueError
+        For ``cuda`` on a machine without a visible GPU, or an unknown name.
+    """
+    if name == "cpu":
+        return torch.device("cpu")
+    if name in ("auto", "cuda"):
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if name == "auto":
+            return torch.device("cpu")
+        raise ValueError(
+            "device: expected auto or cpu on a machine without a visible GPU, got 'cuda'"
+        )
+    raise ValueError(f"device: expected auto, cpu or cuda, got {name!r}")
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of ``model``'s parameters (CPU for a model without parameters)."""
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
 @functools.lru_cache(maxsize=4)
 def _federation(data_key: str) -> Federation:
     return build_federation(json.loads(data_key))
@@ -69,6 +104,7 @@ class MLP(nn.Module):
 
     def __init__(self, num_features: int, num_classes: int, hidden: int) -> None:
         super().__init__()
+        self.num_features, self.num_classes, self.hidden = num_features, num_classes, hidden
         self.net = nn.Sequential(
             nn.Linear(num_features, hidden), nn.ReLU(), nn.Linear(hidden, num_classes)
         )
@@ -86,10 +122,12 @@ def build_model(cfg: Mapping[str, Any], seed: int | None = None) -> MLP:
         return MLP(fed.num_features, fed.num_classes, cfg["hidden"])
 
 
-def _tensors(x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    return torch.from_numpy(np.ascontiguousarray(x, np.float32)), torch.from_numpy(
-        np.ascontiguousarray(y, np.int64)
-    )
+def _tensors(
+    x: np.ndarray, y: np.ndarray, device: torch.device | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    xt = torch.from_numpy(np.ascontiguousarray(x, np.float32))
+    yt = torch.from_numpy(np.ascontiguousarray(y, np.int64))
+    return xt.to(device), yt.to(device)  # no copy when already there (the CPU default)
 
 
 def train_local(
@@ -103,19 +141,34 @@ def train_local(
     momentum: float = 0.0,
     proximal_mu: float = 0.0,
     seed: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> float:
-    """Train ``model`` in place on the client's (possibly noisy) train split.
+    r"""Train ``model`` in place, on its device, on the client's (possibly noisy) train split.
 
     With ``proximal_mu > 0`` the FedProx term ``(mu / 2) * ||w - w_global||^2`` is added, with
     ``w_global`` the weights received (Li et al. 2020). Batches are shuffled by a
     ``torch.Generator`` seeded with ``seed``, so every strategy sees the same batches.
 
+    With ``world_size = P > 1`` this is rank ``rank`` of a DistributedDataParallel job and
+    ``model`` is the DDP-wrapped module. ``batch_size`` is then the *global* batch: every rank
+    draws the same permutation as a single process would, and takes its contiguous share
+    :math:`S_r` of each global batch :math:`S` (``torch.tensor_split``; the last, short batch
+    too, so a rank may get none). Rank ``r`` back-propagates
+    :math:`P \cdot \sum_{i \in S_r} \ell_i / |S|`; DDP averages the ranks' gradients, which gives
+    :math:`\frac{1}{P} \sum_r P \sum_{i \in S_r} \nabla\ell_i / |S| = \frac{1}{|S|}
+    \sum_{i \in S} \nabla \ell_i`, the single-process gradient of the mean loss over :math:`S`.
+    The proximal term is added unscaled on every rank, so its gradient survives the average.
+
     Returns
     -------
     float
-        Mean training loss over the local steps (without the proximal term).
+        Mean training loss over the local steps (without the proximal term). With
+        ``world_size > 1``, this rank's share of it: the sum over ranks is the mean.
     """
-    x, y = _tensors(data.x_train, data.y_train)
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank: expected 0..{world_size - 1} (world_size), got {rank}")
+    x, y = _tensors(data.x_train, data.y_train, model_device(model))
     if optimizer == "sgd":
         opt: torch.optim.Optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
     elif optimizer == "adam":
@@ -128,12 +181,19 @@ def train_local(
     model.train()
     total, steps = 0.0, 0
     for _ in range(epochs):
-        order = torch.randperm(len(x), generator=generator)
+        order = torch.randperm(len(x), generator=generator).to(x.device)
         for start in range(0, len(x), batch_size):
             idx = order[start : start + batch_size]
             opt.zero_grad()
-            loss = loss_fn(model(x[idx]), y[idx])
-            total, steps = total + float(loss.detach()), steps + 1
+            if world_size == 1:
+                loss = loss_fn(model(x[idx]), y[idx])
+                total, steps = total + float(loss.detach()), steps + 1
+            else:
+                mine = torch.tensor_split(idx, world_size)[rank]
+                share = nn.functional.cross_entropy(model(x[mine]), y[mine], reduction="sum")
+                share = share / len(idx)
+                total, steps = total + float(share.detach()), steps + 1
+                loss = world_size * share  # undoes DDP's average over ranks
             if proximal_mu > 0:
                 pairs = zip(model.parameters(), global_params, strict=True)
                 prox = sum(((p - g) ** 2).sum() for p, g in pairs)
@@ -147,7 +207,7 @@ def train_local(
 def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     """Mean cross-entropy and accuracy of ``model`` on ``(x, y)``."""
     model.eval()
-    xt, yt = _tensors(x, y)
+    xt, yt = _tensors(x, y, model_device(model))
     logits = model(xt)
     loss = float(nn.functional.cross_entropy(logits, yt))
     accuracy = float((logits.argmax(dim=1) == yt).float().mean())
@@ -158,7 +218,8 @@ def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray) -> tuple[float, flo
 def log_probs(model: nn.Module, x: np.ndarray) -> np.ndarray:
     """Log-softmax outputs, shape ``(N, C)``."""
     model.eval()
-    return torch.log_softmax(model(_tensors(x, np.zeros(len(x)))[0]), dim=1).numpy()
+    xt, _ = _tensors(x, np.zeros(len(x)), model_device(model))
+    return torch.log_softmax(model(xt), dim=1).cpu().numpy()
 
 
 def per_sample_gradients(
@@ -169,7 +230,7 @@ def per_sample_gradients(
     if len(x) > max_samples:
         keep = np.sort(rng.choice(len(x), max_samples, replace=False))
         x, y = x[keep], y[keep]
-    xt, yt = _tensors(x, y)
+    xt, yt = _tensors(x, y, model_device(model))
     params = {name: p.detach() for name, p in model.named_parameters()}
 
     def sample_loss(p: dict[str, torch.Tensor], xi: torch.Tensor, yi: torch.Tensor):
@@ -177,7 +238,7 @@ def per_sample_gradients(
         return nn.functional.cross_entropy(logits, yi.unsqueeze(0))
 
     grads = vmap(grad(sample_loss), in_dims=(None, 0, 0))(params, xt, yt)
-    return torch.cat([g.reshape(len(xt), -1) for g in grads.values()], dim=1).numpy()
+    return torch.cat([g.reshape(len(xt), -1) for g in grads.values()], dim=1).cpu().numpy()
 
 
 def estimate_noise(model: nn.Module, data: ClientData, estimator: str, *, seed: int = 0) -> float:

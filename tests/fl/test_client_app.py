@@ -182,3 +182,30 @@ def test_a_node_without_partition_id_fails_with_the_fix(handler):
 def test_a_partition_id_out_of_range_names_the_key():
     with pytest.raises(ValueError, match="partition-id"):
         client_app.train(train_message(), context(node_config={keys.NODE_PARTITION_ID: 4}))
+
+
+def test_a_client_asked_for_cuda_without_a_gpu_fails_naming_device(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="^device: expected auto or cpu on a machine without"):
+        client_app.train(train_message(device="cuda"), context())
+
+
+@pytest.mark.slow
+def test_ddp_procs_2_trains_on_the_global_batch_at_the_scaled_rate():
+    # Two gloo processes with batch-size 32 each = one process with batch 64, at Adam's
+    # square-root rate for twice the batch: 0.01 * sqrt(64 / 32).
+    reply = client_app.train(
+        train_message(**{"ddp-procs": 2, "optimizer": "adam", keys.LR: 0.01}), context()
+    )
+    state = reply.content.array_records[keys.ARRAYS].to_torch_state_dict()
+
+    data = tabular.client_data(CFG, PARTITION)
+    seed = int(np.random.SeedSequence([CFG["seed"], PARTITION, 3]).generate_state(1)[0])
+    expected = tabular.build_model(CFG, seed=11)
+    tabular.train_local(
+        expected, data, lr=0.01 * math.sqrt(2), epochs=1, batch_size=64, optimizer="adam",
+        seed=seed,
+    )  # fmt: skip
+    for name, value in expected.state_dict().items():
+        torch.testing.assert_close(state[name], value, rtol=0, atol=1e-5)
+    assert reply.content.metric_records[keys.METRICS][keys.NUM_EXAMPLES] == len(data.y_train)

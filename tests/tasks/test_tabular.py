@@ -93,6 +93,41 @@ def test_client_data_is_the_federation_client():
     assert tabular.client_data(CFG, 2) is tabular.federation(CFG).clients[2]
 
 
+# -- device ------------------------------------------------------------------------------------
+
+
+def test_auto_is_cuda_exactly_when_a_gpu_is_visible():
+    expected = "cuda" if torch.cuda.is_available() else "cpu"  # cpu on a machine without one
+    assert tabular.pick_device("auto") == torch.device(expected)
+    assert tabular.pick_device("cpu") == torch.device("cpu")
+
+
+def test_pick_device_with_a_visible_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert tabular.pick_device("auto") == torch.device("cuda")
+    assert tabular.pick_device("cuda") == torch.device("cuda")
+    assert tabular.pick_device("cpu") == torch.device("cpu")
+
+
+def test_cuda_without_a_visible_gpu_names_the_key(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert tabular.pick_device("auto") == torch.device("cpu")
+    with pytest.raises(
+        ValueError, match=r"^device: expected auto or cpu on a machine without a visible GPU, "
+    ):
+        tabular.pick_device("cuda")
+
+
+def test_unknown_device_names_the_key():
+    with pytest.raises(ValueError, match="device: expected auto, cpu or cuda, got 'tpu'"):
+        tabular.pick_device("tpu")
+
+
+def test_model_device_is_where_the_parameters_are():
+    assert tabular.model_device(tabular.build_model(CFG)) == torch.device("cpu")
+    assert tabular.model_device(nn.ReLU()) == torch.device("cpu")
+
+
 # -- model -------------------------------------------------------------------------------------
 
 
@@ -195,6 +230,16 @@ def test_adam_trains():
     after, _ = tabular.evaluate(model, data.x_train, data.y_train)
     assert np.isfinite(loss) and after < before
     assert not same_weights(weights(model), start)
+
+
+@pytest.mark.parametrize(("rank", "world_size"), [(2, 2), (-1, 2), (0, 0)])
+def test_a_rank_outside_the_world_raises(rank, world_size):
+    model = tabular.build_model(CFG)
+    with pytest.raises(ValueError, match=f"rank: expected .*, got {rank}"):
+        tabular.train_local(
+            model, tabular.client_data(CFG, CLEAN), lr=0.1, epochs=1, batch_size=8,
+            rank=rank, world_size=world_size,
+        )  # fmt: skip
 
 
 def test_unknown_optimizer_raises():
