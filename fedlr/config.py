@@ -12,6 +12,7 @@ Every value is checked once, here: an unknown key, a wrong type or a value out o
 from __future__ import annotations
 
 import tomllib
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -358,6 +359,12 @@ def validate(values: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(
             "noise-rate-min: expected at most noise-rate-max, got "
             f"{values['noise-rate-min']} > {values['noise-rate-max']}"
+        )
+    if values["client-gpus"] > 0 and values["device"] == "cpu":
+        warnings.warn(
+            f"client-gpus={values['client-gpus']} reserves GPUs for clients that train on the "
+            "CPU (device=cpu): set device=auto to use them, or client-gpus=0",
+            stacklevel=2,
         )
     if values["hard-clean-clients"] > 0:  # digits and Synthetic both have classes 0..9
         bad = [c for c in split_list(values["hard-classes"]) if int(c) > 9]

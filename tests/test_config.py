@@ -174,3 +174,9 @@ def test_numeric_override_of_a_text_key_is_kept_as_text():
     # `--set hard-classes=3` and `--set name=2024` are read as TOML numbers first.
     assert resolve(overrides={"hard-classes": 3})["hard-classes"] == "3"
     assert resolve(overrides=dict([parse_override("name=2024")]))["name"] == "2024"
+
+
+def test_gpus_for_cpu_clients_is_legal_but_warned():
+    with pytest.warns(UserWarning, match="client-gpus=0.5 reserves GPUs for clients that train"):
+        cfg = resolve(overrides={"client-gpus": 0.5, "device": "cpu"})
+    assert cfg["client-gpus"] == 0.5
