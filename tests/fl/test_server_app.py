@@ -157,3 +157,22 @@ def test_a_stranger_is_asked_once_and_ignored() -> None:
     assert strategy.adopt_restarted_nodes(grid, grid.get_node_ids()) == []
     assert grid.calls == calls + 1  # asked once, then left alone
     assert 4242 not in strategy.clients and strategy.by_partition[1].node_id != 4242
+
+
+def test_flwr_run_entry_point_resumes_from_the_run_config(tmp_path: Path, uninterrupted: Path):
+    # `flwr run . --run-config "resume='RUN_DIR'"`: Flower calls `main` with that run config.
+    from flwr.app import Context, RecordDict
+
+    from fedlr.fl import server_app
+
+    with pytest.raises(Killed):
+        run_federation(InProcessGrid(4, kill_at=11), CFG, tmp_path)
+    context = Context(
+        run_id=1,
+        node_id=1,
+        node_config={},
+        state=RecordDict(),
+        run_config={"resume": str(tmp_path), "num-server-rounds": 1},  # other keys: ignored
+    )
+    server_app.main(InProcessGrid(4, base=7000), context)
+    assert without_timing(tmp_path) == without_timing(uninterrupted)
