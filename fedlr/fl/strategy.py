@@ -180,6 +180,7 @@ class PerClientRates(FedAvg):
         self.rounds: dict[int, RoundLog] = {}
         self.round_offset = 0  # rounds done before this start() (a resumed run)
         self.strangers: set[int] = set()  # connected nodes that hold no partition of this run
+        self.waiting: dict[int, ClientInfo] = {}  # new nodes whose partition's old node is alive
 
     # -- state (checkpoint and resume) -------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -312,33 +313,41 @@ class PerClientRates(FedAvg):
         """Map partitions to the new node ids of restarted nodes; return the partitions moved.
 
         A SuperNode with authentication keeps its node id across restarts (the id belongs to
-        its key); one without gets a new id. Connected nodes we do not know are asked who they
-        are: one holding a partition of this run (same partition id and example count) whose
-        node is gone takes that partition's place; any other is left alone, not asked again.
+        its key); one without gets a new id. Connected nodes we do not know are asked, once, who
+        they are. One holding a partition of this run (same partition id and example count)
+        takes that partition's place as soon as the partition's old node is gone (the SuperLink
+        lists a dead node for up to two missed heartbeats); any other is left alone.
         """
         connected = set(connected)
-        unknown = sorted(connected - set(self.clients) - self.strangers)
-        if not unknown:
-            return []
-        answers, failed = query_nodes(grid, unknown, self.cfg, float(self.cfg["round-timeout"]))
+        unknown = sorted(connected - set(self.clients) - self.strangers - set(self.waiting))
+        if unknown:
+            answers, failed = query_nodes(
+                grid, unknown, self.cfg, float(self.cfg["round-timeout"])
+            )
+            self.strangers.update(node_id for node_id, _ in failed)
+            for info in answers:
+                old = self.by_partition.get(info.partition_id)
+                if old is None or old.num_examples != info.num_examples:
+                    self.strangers.add(info.node_id)
+                    log.warning(
+                        "fedlr: node %d (partition %d) holds no partition of this run; ignored",
+                        info.node_id,
+                        info.partition_id,
+                    )
+                else:
+                    self.waiting[info.node_id] = info
         moved = []
-        for info in answers:
-            old = self.by_partition.get(info.partition_id)
-            if old is None or old.num_examples != info.num_examples or old.node_id in connected:
-                self.strangers.add(info.node_id)
-                log.warning(
-                    "fedlr: node %d (partition %d) holds no free partition of this run; ignored",
-                    info.node_id,
-                    info.partition_id,
-                )
-                continue
-            moved_to = replace(old, node_id=info.node_id)
+        for node_id, info in sorted(self.waiting.items()):
+            old = self.by_partition[info.partition_id]
+            if node_id not in connected or old.node_id in connected:
+                continue  # gone again, or its partition's node is still there
+            del self.waiting[node_id]
+            moved_to = replace(old, node_id=node_id)
             del self.clients[old.node_id]
-            self.clients[info.node_id] = moved_to
+            self.clients[node_id] = moved_to
             self.by_partition[info.partition_id] = moved_to
             moved.append(info.partition_id)
-            log.info("fedlr: partition %d is back as node %d", info.partition_id, info.node_id)
-        self.strangers.update(node_id for node_id, _ in failed)
+            log.info("fedlr: partition %d is back as node %d", info.partition_id, node_id)
         return moved
 
     def aggregate_train(

@@ -151,12 +151,29 @@ def test_a_node_restarted_with_a_new_id_rejoins(tmp_path: Path, uninterrupted: P
 def test_a_stranger_is_asked_once_and_ignored() -> None:
     grid = InProcessGrid(4)
     strategy = build_strategy("fedavg", CFG, query_clients(grid, CFG))
-    grid.partitions[4242] = 1  # a second node claims partition 1 while its node is alive
+    grid.partitions[4242] = 1  # a node claims partition 1 with other data (another config)
+    grid.num_nodes = 5
     calls = grid.calls
+    strategy.cfg = {**CFG, "num-clients": 5}  # what the stranger is told; it holds other data
     assert strategy.adopt_restarted_nodes(grid, grid.get_node_ids()) == []
     assert strategy.adopt_restarted_nodes(grid, grid.get_node_ids()) == []
     assert grid.calls == calls + 1  # asked once, then left alone
-    assert 4242 not in strategy.clients and strategy.by_partition[1].node_id != 4242
+    assert 4242 in strategy.strangers and strategy.by_partition[1].node_id != 4242
+
+
+def test_a_restarted_node_waits_until_its_old_node_is_gone() -> None:
+    # Without node auth a restarted SuperNode has a new id, while the SuperLink still lists the
+    # dead one for up to two missed heartbeats: the new node takes over once the old is gone.
+    grid = InProcessGrid(4)
+    strategy = build_strategy("fedavg", CFG, query_clients(grid, CFG))
+    old = strategy.by_partition[1].node_id
+    grid.partitions[4242] = 1
+    calls = grid.calls
+    assert strategy.adopt_restarted_nodes(grid, grid.get_node_ids()) == []  # old still listed
+    del grid.partitions[old]
+    assert strategy.adopt_restarted_nodes(grid, grid.get_node_ids()) == [1]
+    assert grid.calls == calls + 1  # asked once
+    assert strategy.by_partition[1].node_id == 4242 and old not in strategy.clients
 
 
 def test_flwr_run_entry_point_resumes_from_the_run_config(tmp_path: Path, uninterrupted: Path):
