@@ -19,6 +19,15 @@ def test_digits_arrays():
     assert set(np.unique(y).tolist()) == set(range(10))
 
 
+def test_digits_file_gives_exactly_what_load_digits_gives():
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x, y = load_digits_arrays()
+    np.testing.assert_array_equal(x, (digits.data / 16.0).astype(np.float32))
+    np.testing.assert_array_equal(y, digits.target)
+
+
 def test_synthetic_shapes_dtypes_and_label_range():
     clients = synthetic_federated(5, 0.5, 0.5, seed=3, num_features=7, num_classes=4)
     assert len(clients) == 5
