@@ -72,6 +72,7 @@ def simulate(
     ] = None,
 ) -> None:
     """Run every strategy of a scenario side by side on Flower's simulation engine."""
+    _quiet_engine(verbose)  # before anything imports flwr: it reads these once, on import
     saved = None
     try:
         if resume is not None:
@@ -85,15 +86,31 @@ def simulate(
     except fedlr_config.ConfigError as error:
         fail(str(error))
 
-    _quiet_engine(verbose)
     from flwr.simulation import run_simulation
 
     if not verbose:  # flwr configures its logger on import: quiet it afterwards
         logging.getLogger("flwr").setLevel(logging.ERROR)
 
     from fedlr.fl.client_app import app as client_app
-    from fedlr.fl.recorder import new_run_dir
+    from fedlr.fl.recorder import new_run_dir, write_config
     from fedlr.fl.server_app import make_server_app
+
+    strategies = fedlr_config.split_list(cfg["strategies"])
+    rounds = cfg["num-server-rounds"]
+    console = Console()
+    done_rounds: dict[str, int] = {}
+    if saved is not None:
+        run_dir, checkpoint = saved[1], saved[2]
+        if checkpoint is not None:
+            done_rounds = dict.fromkeys(checkpoint.done, rounds)
+            done_rounds.setdefault(checkpoint.strategy, checkpoint.round)
+        if checkpoint is not None and set(strategies) <= set(checkpoint.done):
+            from fedlr.report import render_report
+
+            render_report(run_dir)  # the kill may have come before the report was written
+            console.print(f"fedlr: {run_dir} is already complete")
+            _print_summary(console, run_dir)
+            return
 
     cores = os.cpu_count() or 1
     if cfg["client-cpus"] > cores:
@@ -116,19 +133,7 @@ def simulate(
         tabular.federation(cfg)
     except ValueError as error:
         fail(str(error))
-    strategies = fedlr_config.split_list(cfg["strategies"])
-    rounds = cfg["num-server-rounds"]
-    console = Console()
-    done_rounds: dict[str, int] = {}
     if saved is not None:
-        run_dir, checkpoint = saved[1], saved[2]
-        if checkpoint is not None:
-            done_rounds = dict.fromkeys(checkpoint.done, rounds)
-            done_rounds.setdefault(checkpoint.strategy, checkpoint.round)
-        if checkpoint is not None and set(strategies) <= set(checkpoint.done):
-            console.print(f"fedlr: {run_dir} is already complete")
-            _print_summary(console, run_dir)
-            return
         where = (
             f"after round {checkpoint.round} of {checkpoint.strategy}"
             if checkpoint is not None
@@ -138,6 +143,7 @@ def simulate(
     else:
         try:
             run_dir = new_run_dir(cfg["out-dir"], cfg["name"])
+            write_config(run_dir, cfg)  # from now on the run can be resumed, whenever it dies
         except OSError as error:
             fail(
                 f"out-dir: cannot create a run directory under {cfg['out-dir']!r} "

@@ -314,17 +314,19 @@ class PerClientRates(FedAvg):
 
         A SuperNode with authentication keeps its node id across restarts (the id belongs to
         its key); one without gets a new id. Connected nodes we do not know are asked, once, who
-        they are. One holding a partition of this run (same partition id and example count)
-        takes that partition's place as soon as the partition's old node is gone (the SuperLink
-        lists a dead node for up to two missed heartbeats); any other is left alone.
+        they are (one that fails or does not answer is not asked again). One holding a partition
+        of this run (same partition id and example count) takes that partition's place as soon
+        as the partition's old node is gone (the SuperLink lists a dead node for up to two missed
+        heartbeats); any other is left alone.
         """
         connected = set(connected)
         unknown = sorted(connected - set(self.clients) - self.strangers - set(self.waiting))
         if unknown:
-            answers, failed = query_nodes(
+            answers, _failed = query_nodes(
                 grid, unknown, self.cfg, float(self.cfg["round-timeout"])
             )
-            self.strangers.update(node_id for node_id, _ in failed)
+            # A node that fails or does not answer is not asked again in this strategy.
+            self.strangers.update(set(unknown) - {info.node_id for info in answers})
             for info in answers:
                 old = self.by_partition.get(info.partition_id)
                 if old is None or old.num_examples != info.num_examples:
@@ -421,8 +423,11 @@ class PerClientRates(FedAvg):
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        """Flower's ``configure_evaluate`` with the run's round number."""
-        return super().configure_evaluate(server_round + self.round_offset, arrays, config, grid)
+        """Flower's ``configure_evaluate`` with the run's round number, to this run's nodes only."""
+        messages = super().configure_evaluate(
+            server_round + self.round_offset, arrays, config, grid
+        )
+        return [m for m in messages if m.metadata.dst_node_id in self.clients]
 
     def aggregate_evaluate(
         self, server_round: int, replies: Iterable[Message]

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from flwr.app import ArrayRecord, ConfigRecord
 
 from fedlr.config import resolve
 from fedlr.fl import checkpoint as ckpt
@@ -159,6 +160,29 @@ def test_a_stranger_is_asked_once_and_ignored() -> None:
     assert strategy.adopt_restarted_nodes(grid, grid.get_node_ids()) == []
     assert grid.calls == calls + 1  # asked once, then left alone
     assert 4242 in strategy.strangers and strategy.by_partition[1].node_id != 4242
+    sent = strategy.configure_evaluate(1, ArrayRecord(), ConfigRecord(dict(CFG)), grid)
+    assert sorted(m.metadata.dst_node_id for m in sent) == sorted(strategy.clients)  # not 4242
+
+
+class SilentGrid(InProcessGrid):
+    """Node 4242 is listed as connected but never answers (dead, not yet marked offline)."""
+
+    def get_node_ids(self) -> list[int]:
+        return [*super().get_node_ids(), 4242]
+
+    def send_and_receive(self, messages, *, timeout=None):
+        return super().send_and_receive(
+            [m for m in messages if m.metadata.dst_node_id != 4242], timeout=timeout
+        )
+
+
+def test_a_node_that_never_answers_is_asked_once() -> None:
+    grid = SilentGrid(4)
+    strategy = build_strategy("fedavg", CFG, query_clients(grid, CFG))
+    calls = grid.calls
+    for _ in range(2):
+        assert strategy.adopt_restarted_nodes(grid, grid.get_node_ids()) == []
+    assert grid.calls == calls + 1 and 4242 in strategy.strangers
 
 
 def test_a_restarted_node_waits_until_its_old_node_is_gone() -> None:
@@ -193,3 +217,30 @@ def test_flwr_run_entry_point_resumes_from_the_run_config(tmp_path: Path, uninte
     )
     server_app.main(InProcessGrid(4, base=7000), context)
     assert without_timing(tmp_path) == without_timing(uninterrupted)
+
+
+class DeadNodeGrid(InProcessGrid):
+    """Node 4242 is a dead node the SuperLink still lists: its query comes back as an error."""
+
+    def get_node_ids(self) -> list[int]:
+        return [*super().get_node_ids(), 4242]
+
+    def send_and_receive(self, messages, *, timeout=None):
+        from flwr.app import Error, Message
+
+        messages = list(messages)
+        dead = [m for m in messages if m.metadata.dst_node_id == 4242]
+        replies = super().send_and_receive([m for m in messages if m not in dead], timeout=timeout)
+        return [*replies, *(Message(error=Error(0, "node unavailable"), reply_to=m) for m in dead)]
+
+
+def test_the_query_round_goes_ahead_when_the_others_cover_every_partition() -> None:
+    clients = query_clients(DeadNodeGrid(4), CFG)
+    assert sorted(c.partition_id for c in clients) == [0, 1, 2, 3]
+
+
+def test_the_query_round_fails_when_a_partition_is_lost() -> None:
+    grid = DeadNodeGrid(4)
+    del grid.partitions[2000]  # partition 0's node is gone; only the dead one is left
+    with pytest.raises(RuntimeError, match="node 4242 failed the query round: node unavailable"):
+        query_clients(grid, {**CFG})
