@@ -99,3 +99,67 @@ def test_a_client_that_raises_is_an_error_reply_not_a_hang(tmp_path: Path) -> No
     results = json.loads((run_dir / "results.json").read_text())
     # Partition 1 still evaluates the global model; it just contributes nothing to it.
     assert [c["partition_id"] for c in results["strategies"]["fedavg"]["clients"]] == [0, 1, 2]
+
+
+def test_a_stopped_deployment_resumes_to_the_uninterrupted_results(tmp_path: Path) -> None:
+    import sys
+    import time
+
+    from fedlr.fl import checkpoint
+
+    from .fl.test_server_app import without_timing
+
+    settings = {
+        "num-clients": 2,
+        "noisy-clients": 1,
+        "hard-clean-clients": 0,
+        "num-server-rounds": 3,
+        "checkpoint-every": 1,
+        "strategies": "fedavg",
+    }
+    cluster = Cluster(tmp_path, nodes=2)
+    out = tmp_path / "runs"
+    config = " ".join(
+        f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in settings.items()
+    )
+    first = resumed = None
+    try:
+        cluster.start()
+        for pid in range(2):
+            cluster.add_node(pid)
+        first = flwr_run(tmp_path, ROOT, f"{config} out-dir='{out}'")
+        deadline = time.monotonic() + 240
+        while len(rounds_of(out)) < 2:
+            assert time.monotonic() < deadline and first.poll() is None, "no round 2"
+            time.sleep(0.2)
+        listed = cluster.flwr("ls", "t", "--format", "json")
+        (run,) = json.loads(listed.stdout)["runs"]
+        stopped = cluster.flwr("stop", str(run["run-id"]), "t")  # the server side stops mid-run
+        assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+        first.communicate(timeout=60)
+        (run_dir,) = out.iterdir()
+        assert not (run_dir / "results.json").exists()
+        saved = checkpoint.load(run_dir)
+        assert saved is not None and saved.round >= 1  # so the resume starts part-way
+        resumed = flwr_run(tmp_path, ROOT, f"resume='{run_dir}'")
+        output, _ = resumed.communicate(timeout=300)
+    finally:
+        for process in (first, resumed):
+            if process is not None and process.poll() is None:
+                process.kill()
+        cluster.stop()
+    assert "resuming" in output, output[-3000:]
+    # The same run, never stopped, on the simulation engine: the same clients and seeds.
+    reference = tmp_path / "reference"
+    sets = [arg for k, v in settings.items() for arg in ("--set", f"{k}={v}")]
+    simulated = subprocess.run(
+        [sys.executable, "-m", "fedlr.cli", "simulate", *sets, "--out", str(reference)],
+        env=env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert simulated.returncode == 0, simulated.stderr[-3000:]
+    (reference_dir,) = reference.iterdir()
+    assert without_timing(run_dir) == without_timing(reference_dir)

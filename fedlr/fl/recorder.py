@@ -45,6 +45,7 @@ def _atomic_write(path: Path, text: str) -> None:
 
 def write_config(run_dir: Path, cfg: Mapping[str, Any]) -> None:
     """Write the resolved config as ``run_dir/config.toml`` (what ``--resume`` reads back)."""
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
     _atomic_write(Path(run_dir) / "config.toml", to_toml(dict(cfg)))
 
 
