@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from .fl.test_server_app import without_timing
+
 pytestmark = pytest.mark.slow
 
 SETTINGS = [
@@ -154,37 +156,23 @@ def test_killed_simulation_resumes_to_the_same_results(tmp_path: Path) -> None:
     run = rounds.parent
     assert victim.returncode == -signal.SIGKILL  # killed mid-run, not finished
 
-    resumed = subprocess.run(
-        [sys.executable, "-m", "fedlr.cli", "simulate", "--resume", str(run)],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-        check=False,
-    )
+    def resume() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "fedlr.cli", "simulate", "--resume", str(run)],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
+            check=False,
+        )
+
+    resumed = resume()
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming" in resumed.stdout and "after round 2 of noise-adaptive" in resumed.stdout
 
-    def without_timing(run_dir: Path):
-        results = json.loads((run_dir / "results.json").read_text())
-        for entry in results["strategies"].values():
-            del entry["elapsed_s"]
-        lines = [json.loads(x) for x in (run_dir / "rounds.jsonl").read_text().splitlines()]
-        for line in lines:
-            del line["elapsed_s"]
-        return results, lines
-
     assert without_timing(run) == without_timing(whole)
     (run / "report.md").unlink()  # as if the kill had come between checkpoint and report
-    again = subprocess.run(
-        [sys.executable, "-m", "fedlr.cli", "simulate", "--resume", str(run)],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-        check=False,
-    )
+    again = resume()
     assert again.returncode == 0 and "already complete" in again.stdout, again.stderr[-2000:]
     assert (run / "report.md").exists()
