@@ -127,11 +127,11 @@ def simulate(
         )
     if cfg["client-gpus"] > gpus > 0:
         fail(f"client-gpus: expected at most the {gpus} GPUs torch sees, got {cfg['client-gpus']}")
-    try:  # data problems (too few samples for a split, say) surface now, not inside Ray
-        from fedlr.tasks import tabular
+    try:  # data problems (too few samples for a split, missing files) surface now, not inside Ray
+        from fedlr.tasks import task_for
 
-        tabular.federation(cfg)
-    except ValueError as error:
+        task_for(cfg).client_data(cfg, 0)
+    except (ValueError, FileNotFoundError) as error:
         fail(str(error))
     if saved is not None:
         where = (

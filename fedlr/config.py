@@ -26,11 +26,23 @@ STRATEGIES = (
     "qfedavg",
     "fedprox",
 )
-DATASETS = ("digits", "synthetic")
+TABULAR_DATASETS = ("digits", "synthetic")
+GRAPH_DATASETS = ("cora", "karate", "ba")
+DATASETS = TABULAR_DATASETS + GRAPH_DATASETS
 PARTITIONERS = ("iid", "dirichlet", "size-skew")
 LABEL_NOISE = ("symmetric", "pair-flip")
 ESTIMATORS = ("loss", "loss-margin", "gradient", "oracle")
-OPTIMIZERS = ("sgd", "adam")
+OPTIMIZERS = ("sgd", "adam", "adagrad")
+# A strategy in `strategies` is RULE or RULE+MODIFIER[+MODIFIER]: an optimizer modifier sets the
+# strategy's local optimizer (and base rate: lr, adam-lr or adagrad-lr); `degree` turns on the
+# degree-aware rates of graph tasks (degree-gamma). See strategy_config().
+OPTIMIZER_MODIFIERS = OPTIMIZERS
+MODIFIERS = (*OPTIMIZER_MODIFIERS, "degree")
+GNN_KINDS = ("gcn", "sage", "gin")
+GRAPH_SPLITS = ("louvain", "random")
+GRAPH_LABELS = ("random", "public")
+DEGREE_MODES = ("embedding", "loss", "both")
+DEGREE_SOURCES = ("local", "global")
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -78,6 +90,82 @@ def _int_list(v: str) -> bool:
         return False
 
 
+def parse_strategy(name: str) -> tuple[str, tuple[str, ...]]:
+    """Split a strategy entry ``RULE[+MODIFIER...]`` into its rule and modifiers.
+
+    >>> parse_strategy("noise-adaptive+adam+degree")
+    ('noise-adaptive', ('adam', 'degree'))
+
+    Raises
+    ------
+    ConfigError
+        Unknown rule or modifier, a repeated modifier, or two optimizers.
+    """
+    rule, *mods = (part.strip() for part in str(name).split("+"))
+    if rule not in STRATEGIES:
+        raise ConfigError(
+            f"strategies: unknown strategy {rule!r} in {name!r}; allowed: {', '.join(STRATEGIES)}"
+        )
+    bad = [m for m in mods if m not in MODIFIERS]
+    if bad:
+        raise ConfigError(
+            f"strategies: unknown modifier {bad[0]!r} in {name!r}; allowed: +"
+            + ", +".join(MODIFIERS)
+        )
+    if len(set(mods)) != len(mods) or sum(m in OPTIMIZER_MODIFIERS for m in mods) > 1:
+        raise ConfigError(
+            f"strategies: {name!r} repeats a modifier or names two optimizers; expected at most "
+            "one of +sgd, +adam, +adagrad and at most one +degree"
+        )
+    return rule, tuple(mods)
+
+
+def _strategy_list(value: str) -> bool:
+    items = split_list(value)
+    if not items or len(set(items)) != len(items):
+        return False
+    for item in items:
+        parse_strategy(item)  # raises with the reason
+    return True
+
+
+def strategy_config(name: str, cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The run config as strategy ``name`` sends it to clients.
+
+    The optimizer is the modifier's (``+adam``), else the config's ``optimizer``; ``lr`` becomes
+    that optimizer's base rate (``lr`` for SGD, ``adam-lr``, ``adagrad-lr``). Whether the degree
+    rule applies is :func:`uses_degree` (the strategy tells its clients in each message).
+
+    >>> cfg = resolve(overrides={"dataset": "karate", "num-clients": 2, "noisy-clients": 0,
+    ...     "hard-clean-clients": 0, "strategies": "fedavg,fedavg+adam+degree"})
+    >>> out = strategy_config("fedavg+adam+degree", cfg)
+    >>> out["optimizer"], out["lr"]
+    ('adam', 0.01)
+    >>> strategy_config("fedavg", cfg)["lr"]
+    0.1
+    """
+    _, mods = parse_strategy(name)
+    out = dict(cfg)
+    optimizer = next((m for m in mods if m in OPTIMIZER_MODIFIERS), cfg["optimizer"])
+    out["optimizer"] = optimizer
+    out["lr"] = {"sgd": cfg["lr"], "adam": cfg["adam-lr"], "adagrad": cfg["adagrad-lr"]}[optimizer]
+    return out
+
+
+def uses_degree(name: str) -> bool:
+    """Whether strategy ``name`` applies the degree rule (``+degree``).
+
+    >>> uses_degree("noise-adaptive+degree"), uses_degree("fedavg+adam")
+    (True, False)
+    """
+    return "degree" in parse_strategy(name)[1]
+
+
+def is_graph(cfg: Mapping[str, Any]) -> bool:
+    """Whether the run's dataset is a graph (the graph task) rather than tabular."""
+    return cfg["dataset"] in GRAPH_DATASETS
+
+
 def split_list(value: str) -> list[str]:
     """Split a comma-separated config value into its stripped, non-empty items."""
     return [item.strip() for item in str(value).split(",") if item.strip()]
@@ -94,8 +182,9 @@ SCHEMA: dict[str, Key] = {
     "strategies": Key(
         str,
         ",".join(STRATEGIES),
-        "a comma list, without repeats, of " + ", ".join(STRATEGIES),
-        _subset(STRATEGIES),
+        "a comma list, without repeats, of " + ", ".join(STRATEGIES) + ", each optionally "
+        "followed by +sgd, +adam or +adagrad (local optimizer) and +degree (degree-aware rates)",
+        _strategy_list,
         "strategies run side by side",
     ),
     "num-server-rounds": Key(int, 30, "an integer >= 1", _range(1), "federated rounds"),
@@ -147,6 +236,68 @@ SCHEMA: dict[str, Key] = {
     ),
     "synthetic-alpha": Key(float, 1.0, "a number >= 0", _range(0), "LEAF Synthetic alpha"),
     "synthetic-beta": Key(float, 1.0, "a number >= 0", _range(0), "LEAF Synthetic beta"),
+    "data-dir": Key(
+        str,
+        "",
+        "a directory path, or empty (~/.cache/fedlr)",
+        lambda v: True,
+        "where datasets are cached (Cora's Planetoid files: raw copied from "
+        "$FEDLR_PLANETOID_DIR or ../shared/data/planetoid)",
+    ),
+    # -- graphs (dataset = cora, karate or ba) ----------------------------------------------
+    "graph-split": Key(
+        str,
+        "louvain",
+        " or ".join(GRAPH_SPLITS),
+        _choice(GRAPH_SPLITS),
+        "how a graph's nodes are dealt out to clients (edges between clients are dropped)",
+    ),
+    "graph-labels": Key(
+        str,
+        "random",
+        " or ".join(GRAPH_LABELS),
+        _choice(GRAPH_LABELS),
+        "random: test-fraction of all nodes are test, the rest train; public: the dataset's "
+        "own masks (Cora: Planetoid's 140 train / 1000 test)",
+    ),
+    "normalize-features": Key(
+        bool,
+        False,
+        "true or false",
+        lambda v: True,
+        "graphs: PyG's NormalizeFeatures (shift to >= 0, each node's features sum to 1)",
+    ),
+    "ba-nodes": Key(int, 2000, "an integer >= 10", _range(10), "nodes of the BA graph"),
+    "ba-m": Key(int, 3, "an integer >= 1", _range(1), "edges each new BA node attaches"),
+    "gnn": Key(str, "gcn", " or ".join(GNN_KINDS), _choice(GNN_KINDS), "message-passing layer"),
+    "embedding-dim": Key(
+        int, 0, "an integer >= 0", _range(0), "learnable node embedding width (0: none)"
+    ),
+    "degree-gamma": Key(
+        float,
+        0.5,
+        "a number >= 0",
+        _range(0),
+        "exponent of the degree rule s_v = ((d_v+1)/(mean_d+1))^-gamma, for +degree strategies",
+    ),
+    "degree-mode": Key(
+        str,
+        "both",
+        " or ".join(DEGREE_MODES),
+        _choice(DEGREE_MODES),
+        "embedding: per-row rates of node embeddings; loss: per-node loss weights; both",
+    ),
+    "degree-source": Key(
+        str,
+        "local",
+        " or ".join(DEGREE_SOURCES),
+        _choice(DEGREE_SOURCES),
+        "degree the rule reads: in the client's subgraph (local) or the whole graph (global)",
+    ),
+    "degree-low": Key(
+        float, 0.1, "a number in (0, 1]", _range(0, 1, lo_open=True), "lowest degree scale"
+    ),
+    "degree-high": Key(float, 10.0, "a number >= 1", _range(1), "highest degree scale"),
     # -- noise -------------------------------------------------------------------------------
     "label-noise": Key(
         str,
@@ -189,11 +340,19 @@ SCHEMA: dict[str, Key] = {
         "std of the Gaussian input noise ('older equipment')",
     ),
     # -- local training ----------------------------------------------------------------------
-    "hidden": Key(int, 64, "an integer >= 1", _range(1), "MLP hidden width"),
-    "local-epochs": Key(int, 2, "an integer >= 1", _range(1), "local epochs per round"),
+    "hidden": Key(int, 64, "an integer >= 1", _range(1), "hidden width (MLP or GNN)"),
+    "local-epochs": Key(
+        int,
+        2,
+        "an integer >= 1",
+        _range(1),
+        "local epochs per round (graphs: full-batch steps)",
+    ),
     "batch-size": Key(int, 16, "an integer >= 1", _range(1), "local batch size"),
     "optimizer": Key(str, "sgd", " or ".join(OPTIMIZERS), _choice(OPTIMIZERS), "local optimizer"),
-    "lr": Key(float, 0.1, "a number > 0", _POS, "base learning rate lr_0"),
+    "lr": Key(float, 0.1, "a number > 0", _POS, "base learning rate lr_0 of SGD"),
+    "adam-lr": Key(float, 0.01, "a number > 0", _POS, "base learning rate of Adam"),
+    "adagrad-lr": Key(float, 0.05, "a number > 0", _POS, "base learning rate of Adagrad"),
     "momentum": Key(float, 0.0, "a number in [0, 1)", lambda v: 0 <= v < 1, "SGD momentum"),
     # -- the rate rule -----------------------------------------------------------------------
     "estimator": Key(
@@ -366,11 +525,50 @@ def validate(values: dict[str, Any]) -> dict[str, Any]:
             "CPU (device=cpu): set device=auto to use them, or client-gpus=0",
             stacklevel=2,
         )
+    if is_graph(values):
+        _validate_graph(values)
+    else:
+        with_degree = [name for name in split_list(values["strategies"]) if uses_degree(name)]
+        if with_degree:
+            raise ConfigError(
+                f"strategies: {with_degree[0]!r} uses +degree, which needs a graph dataset "
+                f"({', '.join(GRAPH_DATASETS)}), got dataset {values['dataset']!r}"
+            )
     if values["hard-clean-clients"] > 0:  # digits and Synthetic both have classes 0..9
         bad = [c for c in split_list(values["hard-classes"]) if int(c) > 9]
         if bad:
             raise ConfigError(f"hard-classes: expected classes in 0..9, got {','.join(bad)}")
     return values
+
+
+def _validate_graph(values: Mapping[str, Any]) -> None:
+    """Relations that only graph datasets have."""
+    dataset = values["dataset"]
+    if values["hard-clean-clients"] > 0:
+        raise ConfigError(
+            f"hard-clean-clients: expected 0 with a graph dataset ({dataset}: a client holds "
+            f"a subgraph, not chosen classes), got {values['hard-clean-clients']}"
+        )
+    if values["estimator"] == "gradient":
+        raise ConfigError(
+            f"estimator: expected loss, loss-margin or oracle with a graph dataset ({dataset}), "
+            "got 'gradient' (per-sample gradients are not defined for message passing)"
+        )
+    if values["ddp-procs"] != 1:
+        raise ConfigError(
+            f"ddp-procs: expected 1 with a graph dataset ({dataset}: full-batch training in "
+            f"one process), got {values['ddp-procs']}"
+        )
+    if values["graph-labels"] == "public" and dataset == "ba":
+        raise ConfigError(
+            "graph-labels: the ba graph has no public split; expected random, got 'public'"
+        )
+    degree_rule = any(uses_degree(name) for name in split_list(values["strategies"]))
+    if degree_rule and values["degree-mode"] == "embedding" and values["embedding-dim"] == 0:
+        raise ConfigError(
+            "degree-mode: 'embedding' scales node-embedding rows, but embedding-dim is 0; "
+            "expected embedding-dim > 0, or degree-mode loss or both"
+        )
 
 
 def from_run_config(run_config: Mapping[str, Any]) -> dict[str, Any]:

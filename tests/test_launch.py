@@ -267,9 +267,9 @@ def test_killed_supernode_is_recorded_missing_and_rejoins_when_restarted(tmp_pat
         # Flower lets the same key (so the same node id) back in once the SuperLink has marked
         # the dead connection offline: two missed heartbeats of 30 s (flwr.common.constant).
         deadline = time.monotonic() + 150
-        while cluster.flwr("supernode", "ls", "t", "--format", "json").stdout.count(
-            '"online"'
-        ) != 2:
+        while (
+            cluster.flwr("supernode", "ls", "t", "--format", "json").stdout.count('"online"') != 2
+        ):
             assert time.monotonic() < deadline and flwr_run.poll() is None, "never offline"
             time.sleep(2)
         cluster.add_node(2, register=False)  # restarted with its registered key

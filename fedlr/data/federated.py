@@ -40,10 +40,17 @@ ROLE_CLEAN = "clean"
 # (e.g. the label-noise model) leaves the others' draws unchanged.
 _TAG_HARD_CLEAN = 1
 _TAG_SPLIT = 2
-_TAG_LABEL_NOISE = 3
-_TAG_FEATURE_NOISE = 4
+TAG_LABEL_NOISE = 3
+TAG_FEATURE_NOISE = 4
 
 _LABEL_NOISE = {"symmetric": symmetric_label_noise, "pair-flip": pair_flip_label_noise}
+
+
+def label_noise_fn(name: str):
+    """The label-noise function called ``name`` (``symmetric`` or ``pair-flip``)."""
+    if name not in _LABEL_NOISE:
+        raise ValueError(f"label-noise: expected {' or '.join(_LABEL_NOISE)}, got {name!r}")
+    return _LABEL_NOISE[name]
 
 
 @dataclass(frozen=True, eq=False)
@@ -81,6 +88,16 @@ class ClientData:
     y_train_clean: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
+
+    @property
+    def num_train(self) -> int:
+        """Train examples."""
+        return len(self.y_train)
+
+    @property
+    def num_test(self) -> int:
+        """Test examples."""
+        return len(self.y_test)
 
 
 @dataclass(frozen=True, eq=False)
@@ -238,11 +255,7 @@ def build_federation(cfg: Mapping[str, Any]) -> Federation:
             f"hard-classes: expected class indices in 0..{num_classes - 1}, "
             f"got {cfg['hard-classes']!r}"
         )
-    label_noise = _LABEL_NOISE.get(str(cfg["label-noise"]))
-    if label_noise is None:
-        raise ValueError(
-            f"label-noise: expected {' or '.join(_LABEL_NOISE)}, got {cfg['label-noise']!r}"
-        )
+    label_noise = label_noise_fn(str(cfg["label-noise"]))
 
     if cfg["dataset"] == "digits":
         x_all, y_all = load_digits_arrays()
@@ -273,12 +286,12 @@ def build_federation(cfg: Mapping[str, Any]) -> Federation:
                 y_train_clean,
                 rate,
                 num_classes,
-                np.random.default_rng([seed, pid, _TAG_LABEL_NOISE]),
+                np.random.default_rng([seed, pid, TAG_LABEL_NOISE]),
             )
             flip_fraction = float(changed.mean())
         x_train, x_test = x[train], x[test]
         if sigma > 0:
-            feature_rng = np.random.default_rng([seed, pid, _TAG_FEATURE_NOISE])
+            feature_rng = np.random.default_rng([seed, pid, TAG_FEATURE_NOISE])
             x_train = gaussian_feature_noise(x_train, sigma, feature_rng)
             x_test = gaussian_feature_noise(x_test, sigma, feature_rng)
         clients.append(

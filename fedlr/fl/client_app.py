@@ -4,6 +4,12 @@ The server sends the run config in every message's ConfigRecord (plus this clien
 the client holds no configuration of its own: its partition id comes from Flower's
 ``node_config`` (set by the simulation engine, or ``--node-config`` in a deployment).
 
+The run's ``dataset`` picks the task that supplies data, model and loops: tabular
+(:mod:`fedlr.tasks.tabular`: digits, synthetic) or graph (:mod:`fedlr.tasks.graph`: cora,
+karate, ba; a client holds one subgraph). Graph clients also report, per node, what the server
+needs for degree fairness: the global degree and correctness of each test node (evaluate), and
+the gradient norm at each node's input row before training (train).
+
 The model lives on :func:`fedlr.tasks.tabular.pick_device` of the run's ``device`` (a GPU when
 one is visible, else the CPU); with ``ddp-procs`` P > 1 local training spans P processes
 (:func:`fedlr.tasks.ddp.train_ddp`) at the rate scaled to their global batch.
@@ -18,10 +24,10 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from fedlr.config import SCHEMA
+from fedlr.config import SCHEMA, is_graph
 from fedlr.fl import keys
 from fedlr.rates import coupling
-from fedlr.tasks import ddp, tabular
+from fedlr.tasks import ddp, tabular, task_for
 
 app = ClientApp()
 
@@ -46,8 +52,9 @@ def _setup(msg: Message, context: Context):
     config = msg.content.config_records[keys.CONFIG]
     cfg = run_config(config)
     pid = partition_id(context)
-    data = tabular.client_data(cfg, pid)
-    model = tabular.build_model(cfg)
+    task = task_for(cfg)
+    data = task.client_data(cfg, pid)
+    model = task.build_model(cfg)
     if keys.ARRAYS in msg.content.array_records:
         model.load_state_dict(msg.content.array_records[keys.ARRAYS].to_torch_state_dict())
     model.to(tabular.pick_device(cfg.get("device", "auto")))
@@ -61,7 +68,7 @@ def query(msg: Message, context: Context) -> Message:
     metrics = MetricRecord(
         {
             keys.PARTITION_ID: pid,
-            keys.NUM_EXAMPLES: len(data.y_train),
+            keys.NUM_EXAMPLES: data.num_train,
             "noise-true": float(data.flip_fraction),
         }
     )
@@ -76,69 +83,84 @@ def train(msg: Message, context: Context) -> Message:
     server_round = int(config.get(keys.SERVER_ROUND, 0))
     # Same seed for every strategy: every strategy sees the same batches in the same round.
     seed = int(np.random.SeedSequence([cfg["seed"], pid, server_round]).generate_state(1)[0])
+    lr = float(config[keys.LR])
+    proximal_mu = float(config.get(keys.PROXIMAL_MU, 0.0))
+    if is_graph(cfg):
+        metrics = _train_graph(config, cfg, data, model, lr, proximal_mu, seed)
+    else:
+        metrics = _train_tabular(config, cfg, data, model, lr, proximal_mu, seed)
+    metrics.update({keys.NUM_EXAMPLES: data.num_train, keys.PARTITION_ID: pid})
+    arrays = ArrayRecord(model.cpu().state_dict())  # weights go back on the CPU
+    content = RecordDict({keys.ARRAYS: arrays, keys.METRICS: MetricRecord(metrics)})
+    return Message(content, reply_to=msg)
+
+
+def _train_tabular(config, cfg, data, model, lr, proximal_mu, seed) -> dict[str, Any]:
     # q-FFL's F_k: loss of the received global model on the client's data.
     received_loss, _ = tabular.evaluate(model, data.x_train, data.y_train)
     estimate = -1.0
     if bool(config.get(keys.ESTIMATE_NOISE, False)):
         estimate = tabular.estimate_noise(model, data, cfg["estimator"], seed=seed)
     procs = int(cfg.get("ddp-procs", 1))
+    common = {
+        "epochs": cfg["local-epochs"],
+        "batch_size": cfg["batch-size"],
+        "optimizer": cfg["optimizer"],
+        "momentum": cfg["momentum"],
+        "proximal_mu": proximal_mu,
+        "seed": seed,
+    }
     if procs == 1:
-        tabular.train_local(
-            model,
-            data,
-            lr=float(config[keys.LR]),
-            epochs=cfg["local-epochs"],
-            batch_size=cfg["batch-size"],
-            optimizer=cfg["optimizer"],
-            momentum=cfg["momentum"],
-            proximal_mu=float(config.get(keys.PROXIMAL_MU, 0.0)),
-            seed=seed,
-        )
+        tabular.train_local(model, data, lr=lr, **common)
     else:
         # The server's rate is for one batch of batch-size B; P processes step on batches of P*B.
+        rule = coupling.rule_for_optimizer(cfg["optimizer"])
         ddp.train_ddp(
             model,
             data,
             procs=procs,
-            lr=coupling.scale_lr(
-                float(config[keys.LR]),
-                procs * cfg["batch-size"],
-                cfg["batch-size"],
-                coupling.rule_for_optimizer(cfg["optimizer"]),
-            ),
-            epochs=cfg["local-epochs"],
-            batch_size=cfg["batch-size"],
-            optimizer=cfg["optimizer"],
-            momentum=cfg["momentum"],
-            proximal_mu=float(config.get(keys.PROXIMAL_MU, 0.0)),
-            seed=seed,
+            lr=coupling.scale_lr(lr, procs * cfg["batch-size"], cfg["batch-size"], rule),
             device=tabular.model_device(model),
             timeout=float(cfg.get("round-timeout", 600.0)),
+            **common,
         )
-    metrics = MetricRecord(
-        {
-            keys.NUM_EXAMPLES: len(data.y_train),
-            keys.PARTITION_ID: pid,
-            keys.TRAIN_LOSS: received_loss,
-            keys.NOISE_ESTIMATE: float(estimate),
-        }
+    return {keys.TRAIN_LOSS: received_loss, keys.NOISE_ESTIMATE: float(estimate)}
+
+
+def _train_graph(config, cfg, data, model, lr, proximal_mu, seed) -> dict[str, Any]:
+    graph = task_for(cfg)  # imported on first use: tabular runs never load PyG
+    received_loss = graph.received_loss(model, data)
+    estimate = -1.0
+    if bool(config.get(keys.ESTIMATE_NOISE, False)):
+        estimate = graph.estimate_noise(model, data, cfg["estimator"], seed=seed)
+    diagnostic = graph.train_client(
+        model,
+        data,
+        cfg,
+        lr=lr,
+        degree_rule=bool(config.get(keys.DEGREE_RULE, False)),
+        proximal_mu=proximal_mu,
+        seed=seed,
     )
-    arrays = ArrayRecord(model.cpu().state_dict())  # weights go back on the CPU
-    content = RecordDict({keys.ARRAYS: arrays, keys.METRICS: metrics})
-    return Message(content, reply_to=msg)
+    return {
+        keys.TRAIN_LOSS: received_loss,
+        keys.NOISE_ESTIMATE: float(estimate),
+        keys.GRAD_DEGREE: diagnostic["degree"],
+        keys.GRAD_NORM: diagnostic["norm"],
+        keys.GRAD_NORM_SCALED: diagnostic["norm-scaled"],
+    }
 
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
     """Accuracy of the received global model on this client's clean test split."""
-    _, _, pid, data, model = _setup(msg, context)
-    loss, accuracy = tabular.evaluate(model, data.x_test, data.y_test)
-    metrics = MetricRecord(
-        {
-            keys.NUM_EXAMPLES: len(data.y_test),
-            keys.PARTITION_ID: pid,
-            keys.ACCURACY: accuracy,
-            keys.EVAL_LOSS: loss,
-        }
-    )
+    _, cfg, pid, data, model = _setup(msg, context)
+    values: dict[str, Any] = {keys.NUM_EXAMPLES: data.num_test, keys.PARTITION_ID: pid}
+    if is_graph(cfg):
+        loss, accuracy, test_degree, test_correct = task_for(cfg).evaluate_client(model, data)
+        values.update({keys.TEST_DEGREE: test_degree, keys.TEST_CORRECT: test_correct})
+    else:
+        loss, accuracy = tabular.evaluate(model, data.x_test, data.y_test)
+    values.update({keys.ACCURACY: accuracy, keys.EVAL_LOSS: loss})
+    metrics = MetricRecord(values)
     return Message(RecordDict({keys.METRICS: metrics}), reply_to=msg)

@@ -9,6 +9,7 @@ STRATEGY = "strategy"
 PROXIMAL_MU = "proximal-mu"  # the key Flower's FedProx writes
 SERVER_ROUND = "server-round"  # the key Flower's FedAvg writes
 ESTIMATE_NOISE = "estimate-noise"
+DEGREE_RULE = "degree-rule"  # graph tasks: apply the degree rule (a +degree strategy)
 
 # MetricRecord keys (client -> server)
 NUM_EXAMPLES = "num-examples"  # Flower's default weighting key
@@ -18,6 +19,12 @@ NOISE_ESTIMATE = "noise-estimate"
 TRAIN_LOSS = "train_loss"  # the key Flower's QFedAvg reads
 ACCURACY = "accuracy"
 EVAL_LOSS = "eval-loss"
+# graph tasks: per test node (evaluate) and per node at the received weights (train)
+TEST_DEGREE = "test-degree"  # global degree of each test node
+TEST_CORRECT = "test-correct"  # 1 when that test node is classified correctly
+GRAD_DEGREE = "grad-degree"  # the degree the rule reads, per node
+GRAD_NORM = "grad-norm"  # norm of the loss gradient at each node's input row
+GRAD_NORM_SCALED = "grad-norm-scaled"  # the same times the node's degree scale s_v
 
 # node_config keys (Flower's simulation engine sets both; deployment passes --node-config)
 NODE_PARTITION_ID = "partition-id"

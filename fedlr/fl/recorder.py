@@ -60,6 +60,17 @@ def _finite_values(values: Mapping[int, float]) -> dict[int, float]:
     return {k: v for k, v in values.items() if _finite_or_none(v) is not None}
 
 
+def _json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float as None (JSON has no NaN)."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float | np.floating):
+        return _finite_or_none(float(value))
+    return value
+
+
 def _read_lines(path: Path) -> list[dict[str, Any]]:
     """The complete JSON lines of ``path`` (a line cut short by a kill is dropped)."""
     if not path.exists():
@@ -173,6 +184,9 @@ class RunRecorder:
             "invalid_estimates": log_.invalid_estimates,
             "errors": log_.errors,
         }
+        if strategy.graph:
+            line["degree_fairness"] = _json_safe(log_.degree_fairness)
+            line["gradient_slope"] = _json_safe(log_.gradient_slope)
         self._rounds.write(json.dumps(line) + "\n")
         self._rounds.flush()
         if self.on_round is not None:
@@ -229,12 +243,40 @@ class RunRecorder:
                 "spearman": _finite_or_none(rho),
             },
             "clients": rows,
+            "optimizer": strategy.cfg["optimizer"],
+            "base_lr": strategy.base_lr,
             "accuracy_per_round": per_round,
             "elapsed_s": round(time.perf_counter() - self._started.get(name, 0.0), 3),
         }
+        if strategy.graph:
+            self.results["strategies"][name]["degree"] = _degree_summary(strategy, rounds)
         _atomic_write(self.run_dir / "results.json", json.dumps(self.results, indent=2))
         return self.results["strategies"][name]
 
     def close(self) -> None:
         """Close the round log."""
         self._rounds.close()
+
+
+def _degree_summary(strategy: PerClientRates, rounds: list[int]) -> dict[str, Any]:
+    """A graph strategy's degree fairness (last evaluated round) and gradient diagnostic."""
+    fairness = [strategy.rounds[r].degree_fairness for r in rounds]
+    last = next((f for f in reversed(fairness) if f is not None), None)
+    slopes = [strategy.rounds[r].gradient_slope or {} for r in rounds]
+    profiles = [strategy.rounds[r].gradient_profile for r in rounds]
+    profile = next((p for p in profiles if p), None)
+    return _json_safe(
+        {
+            "degree_rule": strategy.degree_rule,
+            "gamma": strategy.cfg["degree-gamma"] if strategy.degree_rule else 0.0,
+            "fairness": last,
+            "lowest_quartile_per_round": [
+                f["bucket-accuracy"][0] if f is not None else None for f in fairness
+            ],
+            "gradient_slope": {
+                "before": [s.get("before") for s in slopes],
+                "after": [s.get("after") for s in slopes],
+            },
+            "gradient_profile": profile,
+        }
+    )

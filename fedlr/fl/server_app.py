@@ -24,7 +24,7 @@ from fedlr import config as fedlr_config
 from fedlr.fl import checkpoint as ckpt
 from fedlr.fl.recorder import RoundCallback, RunRecorder, new_run_dir, write_config
 from fedlr.fl.strategy import ClientInfo, PerClientRates, build_strategy, query_nodes
-from fedlr.tasks import tabular
+from fedlr.tasks import task_for
 
 log = logging.getLogger("fedlr")
 
@@ -76,8 +76,9 @@ def run_federation(
 
     if not resume:  # a run killed even in the query round can be resumed
         write_config(run_dir, cfg)
-    # Built first: the data split and model take ~1 s, while the simulated nodes are still starting.
-    initial = ArrayRecord(tabular.build_model(cfg).state_dict())
+    # Built first: the data split and model take ~1 s, while the simulated nodes are still starting
+    # (for Cora this also fills PyG's processed cache before any client reads it).
+    initial = ArrayRecord(task_for(cfg).build_model(cfg).state_dict())
     saved = ckpt.load(run_dir) if resume else None
     clients = query_clients(grid, cfg)
     if saved is not None:
@@ -157,8 +158,8 @@ def run_strategy(
             arrays,
             num_rounds=cfg["num-server-rounds"],
             timeout=cfg["round-timeout"],
-            train_config=ConfigRecord(dict(cfg)),
-            evaluate_config=ConfigRecord(dict(cfg)),
+            train_config=ConfigRecord(dict(strategy.cfg)),  # its optimizer and base rate
+            evaluate_config=ConfigRecord(dict(strategy.cfg)),
             evaluate_fn=after_round,
             first_round=first_round,
         )

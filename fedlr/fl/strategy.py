@@ -16,6 +16,17 @@
 Rates follow :func:`fedlr.rates.noise.inverse_noise_rule` once estimates exist (uniform during
 the warm-up rounds). A client's factor is bounded by ``[rate-low, rate-high]``, and so is its
 aggregation weight relative to its example count, whatever it reports.
+
+A strategy entry ``RULE+MODIFIER...`` (:func:`fedlr.config.parse_strategy`) is built from RULE;
+its modifiers change what clients do: the local optimizer and its base rate
+(:func:`fedlr.config.strategy_config`) and, on graphs, the degree rule (``degree-rule`` in each
+train message). On graphs the strategy also pools what clients report per node: accuracy by
+global-degree quartile (:func:`fedlr.metrics.degree.degree_bucket_fairness`) and the slope of
+gradient norm vs degree before and after the degree scales
+(:func:`fedlr.metrics.degree.loglog_slope`). Rows of a node-embedding table belong to the one
+client holding the node, so ``embedding.weight`` is aggregated as the received table plus every
+client's change (each client changes only its own rows), not averaged: an average would shrink
+each row's step by its owner's weight.
 """
 
 from __future__ import annotations
@@ -26,11 +37,21 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Message,
+    MessageType,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, FedProx, QFedAvg, Result
 
+from fedlr.config import is_graph, parse_strategy, strategy_config, uses_degree
 from fedlr.fl import keys
+from fedlr.metrics.degree import degree_bucket_fairness, loglog_slope
 from fedlr.rates.noise import NoiseEMA, inverse_noise_rule, is_valid_estimate
 
 log = logging.getLogger("fedlr")
@@ -60,6 +81,11 @@ class RoundLog:
     sampled: list[int] = field(default_factory=list)
     invalid_estimates: list[dict[str, Any]] = field(default_factory=list)
     errors: list[dict[str, Any]] = field(default_factory=list)
+    # graph tasks: accuracy by global-degree quartile over all clients' test nodes, and the
+    # gradient-norm vs degree slopes (before / after the degree scales) at the received weights
+    degree_fairness: dict[str, Any] | None = None
+    gradient_slope: dict[str, float | None] | None = None
+    gradient_profile: dict[str, list[float]] | None = None  # mean norm per degree (round 1)
 
 
 def _scalar(value: object) -> float:
@@ -82,6 +108,50 @@ def _mean_metrics(records: list[RecordDict], weighted_by_key: str) -> MetricReco
         if values:
             out[key] = float(np.mean(values))
     return MetricRecord(out)
+
+
+def _int_list(value: object) -> list[int] | None:
+    if isinstance(value, list) and all(isinstance(v, int) for v in value):
+        return [int(v) for v in value]
+    return None
+
+
+def _float_list(value: object) -> list[float] | None:
+    if isinstance(value, list) and all(isinstance(v, int | float) for v in value):
+        return [float(v) for v in value]
+    return None
+
+
+def _slope_or_none(values: np.ndarray, degree: np.ndarray) -> float | None:
+    try:
+        return float(loglog_slope(values, degree))
+    except ValueError:  # fewer than two positive values, or one degree only
+        return None
+
+
+def gradient_diagnostic(
+    reports: list[tuple[list[float], list[float], list[float]]], with_profile: bool
+) -> tuple[dict[str, float | None], dict[str, list[float]] | None]:
+    """Pool clients' ``(degree, norm, scaled norm)`` lists into slopes (and a profile).
+
+    Returns the two log-log slopes (before and after the degree scales) and, with
+    ``with_profile``, the mean norm per degree value for the report's plot.
+    """
+    degree = np.concatenate([np.asarray(r[0], dtype=float) for r in reports])
+    norm = np.concatenate([np.asarray(r[1], dtype=float) for r in reports])
+    scaled = np.concatenate([np.asarray(r[2], dtype=float) for r in reports])
+    slopes = {"before": _slope_or_none(norm, degree), "after": _slope_or_none(scaled, degree)}
+    if not with_profile:
+        return slopes, None
+    keep = np.isfinite(norm) & (norm > 0) & np.isfinite(scaled) & (scaled > 0)
+    values = np.unique(degree[keep])
+    profile = {
+        "degree": values.tolist(),
+        "before": [float(norm[keep][degree[keep] == d].mean()) for d in values],
+        "after": [float(scaled[keep][degree[keep] == d].mean()) for d in values],
+        "count": [int(np.count_nonzero(degree[keep] == d)) for d in values],
+    }
+    return slopes, profile
 
 
 def query_nodes(
@@ -133,6 +203,7 @@ class PerClientRates(FedAvg):
     """
 
     needs_train_loss = False  # aggregation reads train_loss: drop replies without a finite one
+    node_owned_keys = ("embedding.weight",)  # graph tasks: one row per node, owned by its client
 
     def __init__(
         self,
@@ -181,6 +252,9 @@ class PerClientRates(FedAvg):
         self.round_offset = 0  # rounds done before this start() (a resumed run)
         self.strangers: set[int] = set()  # connected nodes that hold no partition of this run
         self.waiting: dict[int, ClientInfo] = {}  # new nodes whose partition's old node is alive
+        self.degree_rule = False  # a +degree strategy (set by build_strategy)
+        self.graph = is_graph(cfg)
+        self._sent: ArrayRecord | None = None  # the arrays of this round's train messages
 
     # -- state (checkpoint and resume) -------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -278,6 +352,8 @@ class PerClientRates(FedAvg):
         """Send each sampled client the shared content plus its own learning rate."""
         server_round += self.round_offset
         config[keys.ESTIMATE_NOISE] = self.uses_estimates
+        config[keys.DEGREE_RULE] = self.degree_rule
+        self._sent = arrays
         template = list(super().configure_train(server_round, arrays, config, grid))
         if not template:
             return []
@@ -360,6 +436,7 @@ class PerClientRates(FedAvg):
         log_ = self.rounds.setdefault(server_round, RoundLog())
         accepted: list[Message] = []
         raw: dict[int, float] = {}
+        diagnostics: list[tuple[list[float], list[float], list[float]]] = []
         for reply in replies:
             node = self.clients.get(reply.metadata.src_node_id)
             pid = node.partition_id if node else -1
@@ -382,6 +459,14 @@ class PerClientRates(FedAvg):
                 log_.errors.append({"partition_id": pid, "reason": "missing or non-finite loss"})
                 continue
             log_.train_loss[pid] = train_loss
+            if self.graph:
+                report = (
+                    _float_list(metrics.get(keys.GRAD_DEGREE)),
+                    _float_list(metrics.get(keys.GRAD_NORM)),
+                    _float_list(metrics.get(keys.GRAD_NORM_SCALED)),
+                )
+                if all(r is not None for r in report) and len({len(r) for r in report}) == 1:
+                    diagnostics.append(report)  # type: ignore[arg-type]
             if self.uses_estimates:
                 value = metrics.get(keys.NOISE_ESTIMATE)
                 if is_valid_estimate(value):
@@ -416,9 +501,25 @@ class PerClientRates(FedAvg):
                     keys.TRAIN_LOSS: log_.train_loss[node.partition_id],
                 }
             )
+        if diagnostics:
+            log_.gradient_slope, log_.gradient_profile = gradient_diagnostic(
+                diagnostics, with_profile=server_round == 1
+            )
         if not accepted:
             return None, None
-        return super().aggregate_train(server_round, accepted)
+        sent = self._sent
+        owned = {
+            key: [r.content.array_records[keys.ARRAYS][key].numpy() for r in accepted]
+            for key in self.node_owned_keys
+            if sent is not None and key in sent
+        }
+        arrays, metrics = super().aggregate_train(server_round, accepted)
+        if arrays is not None and sent is not None:
+            for key, tables in owned.items():
+                received = sent[key].numpy()
+                total = received + sum(table - received for table in tables)
+                arrays[key] = Array(np.asarray(total, dtype=received.dtype))
+        return arrays, metrics
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -436,6 +537,8 @@ class PerClientRates(FedAvg):
         server_round += self.round_offset
         log_ = self.rounds.setdefault(server_round, RoundLog())
         accepted = []
+        test_degree: list[int] = []
+        test_correct: list[int] = []
         for reply in replies:
             if reply.has_error():
                 continue
@@ -453,8 +556,18 @@ class PerClientRates(FedAvg):
                 else:  # NaN, a list, or out of range: logged, never averaged into the fairness
                     reason = f"invalid accuracy {metrics.get(keys.ACCURACY)!r}"
                     log_.errors.append({"partition_id": node.partition_id, "reason": reason})
+            if self.graph:
+                degrees = _int_list(metrics.get(keys.TEST_DEGREE))
+                correct = _int_list(metrics.get(keys.TEST_CORRECT))
+                if degrees is not None and correct is not None and len(degrees) == len(correct):
+                    test_degree.extend(degrees)
+                    test_correct.extend(correct)
             # The weighting key is shared with training; evaluation weights are example counts.
             metrics[keys.AGGREGATION_WEIGHT] = _scalar(metrics.get(keys.NUM_EXAMPLES))
+        if test_degree:
+            log_.degree_fairness = degree_bucket_fairness(test_correct, test_degree)
+            log_.degree_fairness["accuracy"] = float(np.mean(test_correct))
+            log_.degree_fairness["nodes"] = len(test_correct)
         accepted.sort(key=lambda r: self.clients[r.metadata.src_node_id].partition_id)
         return super().aggregate_evaluate(server_round, accepted)
 
@@ -481,25 +594,31 @@ class PerClientQFedAvg(PerClientRates, QFedAvg):
 
 
 def build_strategy(name: str, cfg: Mapping[str, Any], clients: list[ClientInfo]) -> PerClientRates:
-    """The strategy called ``name`` in the config's ``strategies`` list."""
+    """The strategy called ``name`` (``RULE[+MODIFIER...]``) in the config's ``strategies``."""
+    rule, _ = parse_strategy(name)
+    cfg = strategy_config(name, cfg)
     common: dict[str, Any] = {"cfg": cfg, "clients": clients}
-    if name == "fedavg":
-        return NoiseAdaptiveFedAvg(**common)
-    if name == "inverse-noise-weights":
-        return NoiseAdaptiveFedAvg(**common, weight_by_noise=True)
-    if name == "noise-adaptive":
-        return NoiseAdaptiveFedAvg(
+    strategy: PerClientRates
+    if rule == "fedavg":
+        strategy = NoiseAdaptiveFedAvg(**common)
+    elif rule == "inverse-noise-weights":
+        strategy = NoiseAdaptiveFedAvg(**common, weight_by_noise=True)
+    elif rule == "noise-adaptive":
+        strategy = NoiseAdaptiveFedAvg(
             **common, rate_source="estimate", weight_by_noise=cfg["noise-weighted-aggregation"]
         )
-    if name == "oracle-noise-rates":
-        return NoiseAdaptiveFedAvg(**common, rate_source="oracle")
-    if name == "fedprox":
-        return PerClientFedProx(**common, proximal_mu=cfg["fedprox-mu"])
-    if name == "qfedavg":
-        return PerClientQFedAvg(
+    elif rule == "oracle-noise-rates":
+        strategy = NoiseAdaptiveFedAvg(**common, rate_source="oracle")
+    elif rule == "fedprox":
+        strategy = PerClientFedProx(**common, proximal_mu=cfg["fedprox-mu"])
+    elif rule == "qfedavg":
+        strategy = PerClientQFedAvg(
             **common,
             client_learning_rate=cfg["lr"],
             q=cfg["qfedavg-q"],
             train_loss_key=keys.TRAIN_LOSS,
         )
-    raise ValueError(f"strategies: unknown strategy {name!r}")
+    else:
+        raise ValueError(f"strategies: unknown strategy {name!r}")
+    strategy.degree_rule = uses_degree(name)
+    return strategy

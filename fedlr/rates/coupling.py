@@ -38,11 +38,14 @@ from numbers import Integral, Real
 RULES = ("linear", "sqrt")
 # The exponent alpha of B / B_ref for each rule.
 _EXPONENT = {"linear": 1.0, "sqrt": 0.5}
-_RULE_FOR_OPTIMIZER = {"sgd": "linear", "adam": "sqrt"}
+_RULE_FOR_OPTIMIZER = {"sgd": "linear", "adam": "sqrt", "adagrad": "sqrt"}
 
 
 def rule_for_optimizer(optimizer: str) -> str:
     """The batch-size scaling rule that fits an optimizer: ``sgd`` -> linear, ``adam`` -> sqrt.
+
+    Adagrad, like Adam, divides by a running root of squared gradients, so it takes the
+    square-root rule too.
 
     Examples
     --------
@@ -50,7 +53,7 @@ def rule_for_optimizer(optimizer: str) -> str:
     ('linear', 'sqrt')
     """
     if optimizer not in _RULE_FOR_OPTIMIZER:
-        raise ValueError(f"optimizer: expected sgd or adam, got {optimizer!r}")
+        raise ValueError(f"optimizer: expected sgd, adam or adagrad, got {optimizer!r}")
     return _RULE_FOR_OPTIMIZER[optimizer]
 
 

@@ -32,17 +32,24 @@ and/or weights node :math:`v`'s loss by :math:`w_v \propto s_v` (mean 1 over the
 
 from __future__ import annotations
 
+import functools
+import json
 import warnings
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch_geometric.data import Data
-from torch_geometric.nn import GCNConv, GINConv, SAGEConv
-from torch_geometric.utils import degree as pyg_degree
 
+with warnings.catch_warnings():  # PyG 2.8 calls torch.jit.script at import; torch 2.13 warns
+    warnings.filterwarnings("ignore", "`torch.jit.script` is deprecated", DeprecationWarning)
+    from torch_geometric.data import Data
+    from torch_geometric.nn import GCNConv, GINConv, SAGEConv
+    from torch_geometric.utils import degree as pyg_degree
+
+from fedlr.data.graphs import GraphClientData, GraphRun, build_graph_run
 from fedlr.rates.degree import (
     DEFAULT_HIGH,
     DEFAULT_LOW,
@@ -53,6 +60,7 @@ from fedlr.rates.degree import (
     scale_row_grads,
     weighted_node_loss,
 )
+from fedlr.rates.noise import loss_mixture_noise, mean_margin_noise
 from fedlr.tasks.tabular import model_device, pick_device
 
 __all__ = [
@@ -109,13 +117,18 @@ class GNN(nn.Module):
         self.conv1 = _conv(kind, in_channels, hidden, hidden)
         self.conv2 = _conv(kind, hidden, num_classes, hidden)
 
-    def node_inputs(self, x: torch.Tensor | None) -> torch.Tensor:
-        """Layer-0 input rows: ``x``, ``[x || embedding]`` or the embedding alone."""
+    def node_inputs(self, x: torch.Tensor | None, n_id: torch.Tensor | None = None) -> torch.Tensor:
+        """Layer-0 input rows: ``x``, ``[x || embedding]`` or the embedding alone.
+
+        ``n_id`` (int64, one per node of the graph passed in) names the table row of each node:
+        a client's subgraph reads rows ``n_id`` = its nodes' global ids of the federation's
+        table. Without it, node ``v`` is row ``v`` and the graph must have one node per row.
+        """
         if self.embedding is None:
             if x is None:
                 raise ValueError("x: expected node features of shape (N, num_features), got None")
             return x
-        table = self.embedding.weight
+        table = self.embedding.weight if n_id is None else self.embedding(n_id)
         if self.num_features == 0:
             return table
         if x is None or x.shape[0] != table.shape[0]:
@@ -126,9 +139,14 @@ class GNN(nn.Module):
             )
         return torch.cat([x, table], dim=1)
 
-    def forward(self, x: torch.Tensor | None, edge_index: torch.Tensor) -> torch.Tensor:
-        """Logits of shape ``(N, num_classes)``."""
-        hidden = F.relu(self.conv1(self.node_inputs(x), edge_index))
+    def forward(
+        self,
+        x: torch.Tensor | None,
+        edge_index: torch.Tensor,
+        n_id: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Logits of shape ``(N, num_classes)``; ``n_id`` as in :meth:`node_inputs`."""
+        hidden = F.relu(self.conv1(self.node_inputs(x, n_id), edge_index))
         return self.conv2(hidden, edge_index)
 
 
@@ -194,11 +212,28 @@ def node_degrees(data: Data) -> torch.Tensor:
 
 def _node_tensors(
     model: nn.Module, data: Data
-) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
-    """``x``, ``edge_index``, ``y`` on the model's device (the caller's ``data`` is not moved)."""
+) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """``x``, ``edge_index``, ``y``, ``n_id`` on the model's device (``data`` is not moved).
+
+    ``n_id`` is ``data.n_id`` when the graph has one (a client subgraph: the embedding rows of
+    its nodes, see :meth:`GNN.node_inputs`), else ``None``.
+    """
     device = model_device(model)
     x = None if data.x is None else data.x.to(device)
-    return x, data.edge_index.to(device), data.y.to(device)
+    n_id = getattr(data, "n_id", None)
+    if n_id is not None:
+        n_id = torch.as_tensor(n_id, dtype=torch.long).to(device)
+    return x, data.edge_index.to(device), data.y.to(device), n_id
+
+
+def _table_scales(model: GNN, n_id: torch.Tensor | None, scales: torch.Tensor) -> torch.Tensor:
+    """Per-row scales of the whole embedding table: ``scales`` at rows ``n_id``, 1 elsewhere."""
+    if n_id is None:
+        return scales
+    assert model.embedding is not None
+    full = torch.ones(model.embedding.num_embeddings, dtype=scales.dtype, device=scales.device)
+    full[n_id] = scales
+    return full
 
 
 def _mask(data: Data, mask: torch.Tensor | None, name: str, device: torch.device) -> torch.Tensor:
@@ -239,6 +274,7 @@ def train_gnn(
     high: float = DEFAULT_HIGH,
     seed: int = 0,
     weight_decay: float = 0.0,
+    proximal_mu: float = 0.0,
 ) -> float:
     r"""Train ``model`` in place, full batch, on the nodes of ``data.train_mask``.
 
@@ -292,6 +328,9 @@ def train_gnn(
         Seeds a forked RNG around the loop (the caller's global RNG is untouched).
     weight_decay : float
         The optimizer's L2 weight decay.
+    proximal_mu : float
+        FedProx's :math:`\frac{\mu}{2} \lVert w - w_0 \rVert^2` (Li et al. 2020), with
+        :math:`w_0` the weights on entry; 0 for none.
 
     Returns
     -------
@@ -314,9 +353,10 @@ def train_gnn(
         raise ValueError("data: expected a train_mask")
     device = model_device(model)
     train_mask = _mask(data, train_mask, "train_mask", device)
-    x, edge_index, y = _node_tensors(model, data)
+    x, edge_index, y, n_id = _node_tensors(model, data)
 
     params = list(model.parameters())
+    anchors = [p.detach().clone() for p in params] if proximal_mu > 0 else []
     opt: torch.optim.Optimizer
     if optimizer == "sgd":
         opt = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
@@ -337,7 +377,9 @@ def train_gnn(
                     stacklevel=2,
                 )
             else:
-                row_scales = degree_scales(degrees, gamma=gamma, low=low, high=high)
+                row_scales = _table_scales(
+                    model, n_id, degree_scales(degrees, gamma=gamma, low=low, high=high)
+                )
         if degree_mode in ("loss", "both"):
             loss_weights = degree_loss_weights(degrees[train_mask], gamma=gamma, low=low, high=high)
     # SGD without decay: scale gradients (free); otherwise scale each step (one copy per step).
@@ -356,13 +398,16 @@ def train_gnn(
             model.train()
             for _ in range(epochs):
                 opt.zero_grad()
-                logits = model(x, edge_index)
+                logits = model(x, edge_index, n_id)
                 if loss_weights is None:
                     loss = F.cross_entropy(logits[train_mask], y[train_mask])
                 else:
                     per_node = F.cross_entropy(logits[train_mask], y[train_mask], reduction="none")
                     loss = weighted_node_loss(per_node, loss_weights.to(per_node.dtype))
                 total += float(loss.detach())
+                if anchors:
+                    prox = sum(((p - a) ** 2).sum() for p, a in zip(params, anchors, strict=True))
+                    loss = loss + 0.5 * proximal_mu * prox
                 loss.backward()
                 if scale_steps:
                     assert model.embedding is not None and row_scales is not None
@@ -403,9 +448,9 @@ def evaluate_gnn(
     """
     device = model_device(model)
     selected = _mask(data, mask, "mask", device)
-    x, edge_index, y = _node_tensors(model, data)
+    x, edge_index, y, n_id = _node_tensors(model, data)
     model.eval()
-    logits = model(x, edge_index)[selected]
+    logits = model(x, edge_index, n_id)[selected]
     labels = y[selected]
     correct = logits.argmax(dim=1) == labels
     loss = float(F.cross_entropy(logits, labels))
@@ -445,7 +490,7 @@ def gradient_norms_by_node(
     if mask is None:
         mask = getattr(data, "train_mask", None)
     selected = _mask(data, mask, "mask", device)
-    x, edge_index, y = _node_tensors(model, data)
+    x, edge_index, y, n_id = _node_tensors(model, data)
     was_training = model.training
     model.eval()
     try:
@@ -457,11 +502,13 @@ def gradient_norms_by_node(
                     raise ValueError("data: expected node features x (the model has no embeddings)")
                 x = x.detach().clone().requires_grad_(True)
                 wrt = x
-            logits = model(x, edge_index)
+            logits = model(x, edge_index, n_id)
             loss = F.cross_entropy(logits[selected], y[selected])
             (grad,) = torch.autograd.grad(loss, wrt)
     finally:
         model.train(was_training)
+    if model.embedding is not None and n_id is not None:
+        grad = grad[n_id]  # this graph's rows of the table, in node order
     norms = grad.detach().flatten(1).norm(dim=1).to(torch.float64)
     if gamma > 0:
         degrees = _degrees_for(data, degree).to(device)
@@ -469,3 +516,165 @@ def gradient_norms_by_node(
     else:
         degree_rule(gamma=gamma, low=low, high=high)  # still reject a bad gamma
     return norms.cpu().numpy()
+
+
+# -- the graph task of a run: what the ClientApp and ServerApp call ----------------------------
+
+DATA_KEYS = (
+    "dataset",
+    "seed",
+    "num-clients",
+    "data-dir",
+    "graph-split",
+    "graph-labels",
+    "normalize-features",
+    "ba-nodes",
+    "ba-m",
+    "test-fraction",
+    "label-noise",
+    "noisy-clients",
+    "noise-rate-min",
+    "noise-rate-max",
+    "hard-clean-clients",
+    "feature-noise-clients",
+    "feature-noise-sigma",
+)
+"""The config keys that decide a graph run's clients (a change rebuilds them)."""
+
+
+@functools.lru_cache(maxsize=4)
+def _graph_run(data_key: str) -> GraphRun:
+    return build_graph_run(json.loads(data_key))
+
+
+def graph_run(cfg: Mapping[str, Any]) -> GraphRun:
+    """The run's graph clients (:func:`~fedlr.data.graphs.build_graph_run`), once per process."""
+    return _graph_run(json.dumps({k: cfg[k] for k in DATA_KEYS}, sort_keys=True))
+
+
+def client_data(cfg: Mapping[str, Any], partition_id: int) -> GraphClientData:
+    """One client's subgraph; ``partition_id`` must be in ``[0, num-clients)``."""
+    clients = graph_run(cfg).clients
+    if not 0 <= partition_id < len(clients):
+        raise ValueError(
+            f"partition-id: expected 0..{len(clients) - 1} (num-clients = {len(clients)}), "
+            f"got {partition_id}"
+        )
+    return clients[partition_id]
+
+
+def build_model(cfg: Mapping[str, Any], seed: int | None = None) -> GNN:
+    """The run's GNN (``gnn``, ``hidden``, ``embedding-dim``).
+
+    One embedding row per node of the whole graph; initial weights are a function of ``seed``
+    (default: the run seed).
+    """
+    run = graph_run(cfg)
+    return build_gnn(
+        str(cfg["gnn"]),
+        run.num_features,
+        run.num_classes,
+        int(cfg["hidden"]),
+        num_nodes=run.num_nodes,
+        embedding_dim=int(cfg["embedding-dim"]),
+        seed=int(cfg["seed"] if seed is None else seed),
+    )
+
+
+def rule_degrees(client: GraphClientData, cfg: Mapping[str, Any]) -> torch.Tensor:
+    """The degrees the rule reads (``degree-source``): in the client's subgraph or the graph.
+
+    ``local`` is what a client of a real federation sees: a boundary node's edges to other
+    clients are missing. ``global`` needs the whole graph's degrees (a client knows them only
+    if the data owner shares them); it is what the fairness metrics bucket by.
+    """
+    source = client.local_degree if cfg["degree-source"] == "local" else client.global_degree
+    return source.to(torch.float)
+
+
+@torch.no_grad()
+def _train_log_probs(model: GNN, client: GraphClientData) -> tuple[np.ndarray, np.ndarray]:
+    x, edge_index, y, n_id = _node_tensors(model, client.data)
+    model.eval()
+    mask = client.data.train_mask.to(edge_index.device)
+    log_probs = F.log_softmax(model(x, edge_index, n_id)[mask], dim=1)
+    return log_probs.cpu().numpy(), y[mask].cpu().numpy()
+
+
+def received_loss(model: GNN, client: GraphClientData) -> float:
+    """Mean cross-entropy of the received model on the client's (possibly noisy) train nodes."""
+    return evaluate_gnn(model, client.data, client.data.train_mask)[0]
+
+
+def estimate_noise(model: GNN, client: GraphClientData, estimator: str, *, seed: int = 0) -> float:
+    """The client's noise estimate from the received model, on its train nodes.
+
+    As :func:`fedlr.tasks.tabular.estimate_noise`: ``loss`` (2-component loss mixture),
+    ``loss-margin`` (mean margin loss), ``oracle`` (fraction of train labels changed).
+    """
+    if estimator == "oracle":
+        return float(client.flip_fraction)
+    if estimator in ("loss", "loss-margin"):
+        log_probs, labels = _train_log_probs(model, client)
+        if estimator == "loss-margin":
+            return mean_margin_noise(log_probs, labels)
+        return loss_mixture_noise(-log_probs[np.arange(len(labels)), labels], seed=seed)
+    raise ValueError(f"estimator: expected loss, loss-margin or oracle, got {estimator!r}")
+
+
+def train_client(
+    model: GNN,
+    client: GraphClientData,
+    cfg: Mapping[str, Any],
+    *,
+    lr: float,
+    degree_rule: bool,
+    proximal_mu: float = 0.0,
+    seed: int = 0,
+) -> dict[str, list[float]]:
+    """One round of local training; returns the degree diagnostic taken before it.
+
+    First, at the received weights, :func:`gradient_norms_by_node` of every node of the
+    subgraph (train loss) and the same times the node's scale :math:`s_v` with the config's
+    ``degree-gamma`` (whether or not this strategy applies it): the server pools them into
+    the gradient-norm vs degree slope before and after scaling. Then :func:`train_gnn` for
+    ``local-epochs`` full-batch steps at ``lr``, with the rule on (``degree-gamma``,
+    ``degree-mode``, ``degree-source``) when ``degree_rule``.
+    """
+    degrees = rule_degrees(client, cfg)
+    gamma = float(cfg["degree-gamma"])
+    low, high = float(cfg["degree-low"]), float(cfg["degree-high"])
+    norms = gradient_norms_by_node(model, client.data, mask=client.data.train_mask)
+    scaled = norms * degree_scales(degrees.numpy(), gamma=gamma, low=low, high=high)
+    train_gnn(
+        model,
+        client.data,
+        lr=lr,
+        epochs=int(cfg["local-epochs"]),
+        optimizer=str(cfg["optimizer"]),
+        momentum=float(cfg["momentum"]) if cfg["optimizer"] == "sgd" else 0.0,
+        gamma=gamma if degree_rule else 0.0,
+        degree=degrees,
+        degree_mode=str(cfg["degree-mode"]),
+        low=low,
+        high=high,
+        seed=seed,
+        proximal_mu=proximal_mu,
+    )
+    return {
+        "degree": degrees.tolist(),
+        "norm": norms.tolist(),
+        "norm-scaled": np.asarray(scaled, dtype=np.float64).tolist(),
+    }
+
+
+def evaluate_client(
+    model: GNN, client: GraphClientData
+) -> tuple[float, float, list[int], list[int]]:
+    """Loss and accuracy on the client's test nodes, and each one's global degree and 0/1.
+
+    The server buckets the test nodes of all clients by global degree.
+    """
+    mask = client.data.test_mask
+    loss, accuracy, correct = evaluate_gnn(model, client.data, mask)
+    return loss, accuracy, client.global_degree[mask].tolist(), correct.astype(int).tolist()

@@ -173,8 +173,10 @@ def train_local(
         opt: torch.optim.Optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
     elif optimizer == "adam":
         opt = torch.optim.Adam(model.parameters(), lr=lr)
+    elif optimizer == "adagrad":
+        opt = torch.optim.Adagrad(model.parameters(), lr=lr)
     else:
-        raise ValueError(f"optimizer: expected sgd or adam, got {optimizer!r}")
+        raise ValueError(f"optimizer: expected sgd, adam or adagrad, got {optimizer!r}")
     global_params = [p.detach().clone() for p in model.parameters()] if proximal_mu > 0 else []
     generator = torch.Generator().manual_seed(seed)
     loss_fn = nn.CrossEntropyLoss()

@@ -72,7 +72,7 @@ def test_bad_arguments_name_the_argument_and_the_allowed_range(args, message):
 
 
 def test_unknown_optimizer_names_the_key():
-    with pytest.raises(ValueError, match="optimizer: expected sgd or adam, got 'rmsprop'"):
+    with pytest.raises(ValueError, match="optimizer: expected sgd, adam or adagrad, got 'rmsprop'"):
         rule_for_optimizer("rmsprop")
 
 

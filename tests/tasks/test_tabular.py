@@ -244,7 +244,7 @@ def test_a_rank_outside_the_world_raises(rank, world_size):
 
 def test_unknown_optimizer_raises():
     model = tabular.build_model(CFG)
-    with pytest.raises(ValueError, match="optimizer: expected sgd or adam, got 'rmsprop'"):
+    with pytest.raises(ValueError, match="optimizer: expected sgd, adam or adagrad, got 'rmsprop'"):
         tabular.train_local(
             model, tabular.client_data(CFG, CLEAN), lr=0.1, epochs=1, batch_size=8,
             optimizer="rmsprop",
