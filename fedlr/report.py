@@ -1,12 +1,18 @@
 """Tables and plots from a run directory: ``report.md``, ``results.csv`` and three PNGs.
 
+A graph run (dataset cora, karate or ba) also gets a "Degree fairness" section and two more PNGs:
+accuracy per global-degree quartile, and the gradient norm vs degree before and after the degree
+scales.
+
 A run directory (``runs/<time>-<name>/``) holds ``config.toml``, ``rounds.jsonl`` (one line per
 strategy per round, appended as rounds finish) and ``results.json`` (rewritten each time a
 strategy finishes). Everything here reads those files and writes next to them; nothing is kept
 between calls.
 
 A strategy missing from ``results.json`` (a run killed mid-way) is summarised from its last
-recorded round in ``rounds.jsonl``, and the report says so at the top.
+recorded round in ``rounds.jsonl``, and the report says so at the top. Its degree data comes from
+the same lines (``degree_fairness``, ``gradient_slope``), and its optimizer and degree rule from
+its name and ``config.toml`` (``fedavg+adam+degree``: adam, ``degree-gamma``).
 
 Examples
 --------
@@ -26,10 +32,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from fedlr.config import OPTIMIZER_MODIFIERS
 from fedlr.metrics.fairness import clean_noisy_gap, fairness_summary, spearman_rho
 
 __all__ = ["load_config", "load_results", "load_rounds", "render_report", "write_csv"]
@@ -39,6 +47,8 @@ CSV_FILE = "results.csv"
 ACCURACY_PER_ROUND_PNG = "accuracy_per_round.png"
 ACCURACY_VS_NOISE_PNG = "client_accuracy_vs_noise.png"
 RATE_VS_NOISE_PNG = "rate_vs_noise.png"
+DEGREE_QUARTILES_PNG = "degree_quartiles.png"  # graph runs only
+DEGREE_GRADIENTS_PNG = "degree_gradients.png"  # graph runs only
 
 CSV_COLUMNS = (
     "strategy",
@@ -56,6 +66,7 @@ _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">")
 _NOISY, _HARD_CLEAN = "noisy", "hard-clean"
 # A black ring around a point marks a hard-but-clean client in every plot.
 _RING: dict[str, Any] = {"facecolors": "none", "edgecolors": "black", "s": 170, "lw": 1.4}
+_QUARTILES = 4  # degree buckets: global-degree quartiles Q1 (lowest) .. Q4
 
 
 # ------------------------------------------------------------------------------------------------
@@ -267,6 +278,85 @@ def _summaries_from_rounds(rounds: list[dict[str, Any]]) -> dict[str, dict[str, 
     return summaries
 
 
+def _degree_fairness(raw: Any) -> dict[str, Any] | None:
+    """Normalise a ``degree_fairness`` dict (None when missing); buckets padded to four."""
+    if not isinstance(raw, dict):
+        return None
+
+    def four(values: Any) -> list[float | None]:
+        values = [_num(v) for v in values] if isinstance(values, list) else []
+        return (values + [None] * _QUARTILES)[:_QUARTILES]
+
+    edges = [_num(e) for e in raw.get("bucket-edges") or []]
+    return {
+        "accuracy": _num(raw.get("accuracy")),
+        "buckets": four(raw.get("bucket-accuracy")),
+        "sizes": [None if n is None else int(n) for n in four(raw.get("bucket-size"))],
+        "edges": edges if len(edges) == _QUARTILES - 1 and None not in edges else None,
+        "jain": _num(raw.get("jain")),
+        "worst": _num(raw.get("worst")),
+    }
+
+
+def _settings_from_name(strategy: str, config: dict[str, Any]) -> tuple[Any, float | None]:
+    """Optimizer and degree gamma (None: no degree rule) implied by ``RULE[+MODIFIER...]``."""
+    _, *modifiers = (part.strip() for part in strategy.split("+"))
+    optimizer = next((m for m in modifiers if m in OPTIMIZER_MODIFIERS), config.get("optimizer"))
+    gamma = _num(config.get("degree-gamma")) if "degree" in modifiers else None
+    return optimizer, gamma
+
+
+def _degree_from_results(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    degree = {}
+    for strategy, entry in results["strategies"].items():
+        raw = entry.get("degree")
+        if not isinstance(raw, dict):
+            continue
+        slope = raw.get("gradient_slope") or {}
+        before, after = list(slope.get("before") or []), list(slope.get("after") or [])
+        count = max(len(before), len(after))
+        before, after = before + [None] * count, after + [None] * count
+        profile = raw.get("gradient_profile")
+        degree[strategy] = {
+            "optimizer": entry.get("optimizer"),
+            "gamma": _num(raw.get("gamma")) if raw.get("degree_rule") else None,
+            "fairness": _degree_fairness(raw.get("fairness")),
+            # One entry per recorded round, rounds 1, 2, ...
+            "slopes": [(i + 1, _num(before[i]), _num(after[i])) for i in range(count)],
+            "profile": profile if isinstance(profile, dict) else None,
+        }
+    return degree
+
+
+def _degree_from_rounds(
+    rounds: list[dict[str, Any]], config: dict[str, Any]
+) -> dict[str, dict[str, Any]]:
+    by_strategy: dict[str, dict[float, dict[str, Any]]] = {}
+    for record in rounds:
+        round_number = _num(record.get("round"))
+        if round_number is None or not ("degree_fairness" in record or "gradient_slope" in record):
+            continue
+        by_strategy.setdefault(record["strategy"], {})[round_number] = record
+    degree = {}
+    for strategy, by_round in by_strategy.items():
+        records = [record for _, record in sorted(by_round.items())]
+        optimizer, gamma = _settings_from_name(strategy, config)
+        # As results.json does: the last round that evaluated degree fairness.
+        fairness = [_degree_fairness(r.get("degree_fairness")) for r in records]
+        slopes = []
+        for record in records:
+            slope = record.get("gradient_slope") or {}
+            slopes.append((record["round"], _num(slope.get("before")), _num(slope.get("after"))))
+        degree[strategy] = {
+            "optimizer": optimizer,
+            "gamma": gamma,
+            "fairness": next((f for f in reversed(fairness) if f is not None), None),
+            "slopes": slopes,
+            "profile": None,  # written to results.json only
+        }
+    return degree
+
+
 def _client_sort_key(client: dict[str, Any]) -> tuple[int, str]:
     partition_id = client.get("partition_id")
     if isinstance(partition_id, int):
@@ -290,6 +380,9 @@ def _load_run(run_dir: Path) -> dict[str, Any]:
     for summary in summaries.values():
         summary["clients"].sort(key=_client_sort_key)
     order = [s for s in _strategy_order(results, rounds, config) if s in summaries]
+    degree = _degree_from_rounds(rounds, config)
+    if results is not None:
+        degree.update(_degree_from_results(results))
     source = results if results is not None else config
     return {
         "name": source.get("name") or config.get("name") or run_dir.name,
@@ -300,6 +393,7 @@ def _load_run(run_dir: Path) -> dict[str, Any]:
         "strategies": order,
         "summaries": {s: summaries[s] for s in order},
         "rounds": rounds,
+        "degree": {s: degree[s] for s in order if s in degree},  # empty unless a graph run
         "colours": _colours(_strategy_order(results, rounds, config)),
     }
 
@@ -473,6 +567,92 @@ def _notes(run: dict[str, Any]) -> list[str]:
     return ["## Run notes", ""] + notes + [""] if notes else []
 
 
+def _quartile_ranges(edges: list[float] | None) -> list[str]:
+    """Degrees in each quartile, e.g. ``["≤ 2", "3–5", "6", "≥ 7"]`` for edges 2, 5, 6.
+
+    Quartile ``b`` holds the integer degrees ``e_b < d ≤ e_(b+1)`` (``fedlr.metrics.degree``:
+    a degree equal to an edge goes to the lower quartile); coinciding edges leave it empty.
+    """
+    if edges is None:
+        return [""] * _QUARTILES
+    ranges = [f"≤ {math.floor(edges[0])}"]
+    for low_edge, high_edge in zip(edges, edges[1:], strict=False):
+        low, high = math.floor(low_edge) + 1, math.floor(high_edge)
+        ranges.append("empty" if low > high else str(low) if low == high else f"{low}–{high}")
+    return ranges + [f"≥ {math.floor(edges[-1]) + 1}"]
+
+
+def _slopes_text(slope: tuple[Any, float | None, float | None] | None) -> str:
+    if slope is None:
+        return NA
+    return f"{_fmt(slope[1], '.2f')} → {_fmt(slope[2], '.2f')}"
+
+
+def _degree_section(run: dict[str, Any]) -> list[str]:
+    degree = run["degree"]
+    rows = []
+    for strategy, data in degree.items():
+        fairness = data["fairness"] or {}
+        buckets = fairness.get("buckets") or [None] * _QUARTILES
+        slopes = data["slopes"]
+        rows.append(
+            [
+                f"`{strategy}`",
+                str(data["optimizer"] or NA),
+                "-" if data["gamma"] is None else f"γ = {data['gamma']:g}",
+                _percent(fairness.get("accuracy")),
+                *(_percent(b) for b in buckets),
+                _fmt(fairness.get("jain"), ".3f"),
+                _percent(fairness.get("worst")),
+                _slopes_text(slopes[0] if slopes else None),
+                _slopes_text(slopes[-1] if slopes else None),
+            ]
+        )
+    header = [
+        "Strategy",
+        "Optimizer",
+        "Degree rule",
+        "Accuracy (%)",
+        *(f"Q{q + 1} (%)" for q in range(_QUARTILES)),
+        "Jain",
+        "Worst Q (%)",
+        "Grad. slope, round 1",
+        "Grad. slope, last round",
+    ]
+    lines = ["## Degree fairness", ""]
+    lines += _table(header, rows, "lll" + "r" * (len(header) - 3))
+    # The quartiles come from the one global graph, so their edges are normally shared.
+    described: dict[str, list[str]] = {}
+    for strategy, data in degree.items():
+        fairness = data["fairness"]
+        if fairness is None or fairness["edges"] is None:
+            continue
+        edges = (
+            " < ".join(f"Q{q + 1} ≤ {edge:g}" for q, edge in enumerate(fairness["edges"]))
+            + f" < Q{_QUARTILES}"
+        )
+        sizes = ", ".join(NA if n is None else str(n) for n in fairness["sizes"])
+        described.setdefault(f"{edges} (test nodes per quartile: {sizes})", []).append(strategy)
+    lines.append("")
+    if len(described) == 1:
+        lines += [f"Quartile edges (global degree): {next(iter(described))}.", ""]
+    for text, strategies in described.items() if len(described) > 1 else ():
+        names = ", ".join(f"`{s}`" for s in strategies)
+        lines += [f"Quartile edges (global degree) for {names}: {text}.", ""]
+    lines += [
+        "Quartiles Q1 (lowest degree) to Q4 split all clients' test nodes by their degree in the "
+        "global graph; Jain's index and the worst quartile count each quartile once. A gradient "
+        "slope is the log-log slope of the gradient norm vs degree + 1 at the received weights, "
+        "before → after the degree scales.",
+        "",
+        f"![Accuracy per degree quartile]({DEGREE_QUARTILES_PNG})",
+        "",
+        f"![Gradient norm vs degree]({DEGREE_GRADIENTS_PNG})",
+        "",
+    ]
+    return lines
+
+
 def _markdown(run: dict[str, Any]) -> str:
     seed = NA if run["seed"] is None else run["seed"]
     lines = [f"# fedlr run `{run['name']}` (seed {seed})", ""]
@@ -508,6 +688,8 @@ def _markdown(run: dict[str, Any]) -> str:
         f"![Learning rate vs noise estimate]({RATE_VS_NOISE_PNG})",
         "",
     ]
+    if run["degree"]:
+        lines += _degree_section(run)
     lines += _notes(run)
     lines += ["## Clients per strategy", ""]
     for strategy in run["strategies"]:
@@ -525,8 +707,8 @@ def _markdown(run: dict[str, Any]) -> str:
 # ------------------------------------------------------------------------------------------------
 
 
-def _new_figure() -> Figure:
-    figure = Figure(figsize=(7.5, 4.8), dpi=_DPI, layout="constrained")
+def _new_figure(size: tuple[float, float] = (7.5, 4.8)) -> Figure:
+    figure = Figure(figsize=size, dpi=_DPI, layout="constrained")
     FigureCanvasAgg(figure)  # Agg, without pyplot's global figure registry
     return figure
 
@@ -680,6 +862,112 @@ def _plot_rate_vs_noise(run: dict[str, Any], path: Path) -> Path:
     return _save(figure, path)
 
 
+def _plot_degree_quartiles(run: dict[str, Any], path: Path) -> Path:
+    figure = _new_figure()
+    axes = figure.add_subplot()
+    scored = {s: d["fairness"] for s, d in run["degree"].items() if d["fairness"] is not None}
+    edges = next((f["edges"] for f in scored.values() if f["edges"] is not None), None)
+    width = 0.8 / max(len(scored), 1)
+    for index, (strategy, fairness) in enumerate(scored.items()):
+        colour, _ = run["colours"][strategy]
+        bars = [(q, 100 * a) for q, a in enumerate(fairness["buckets"]) if a is not None]
+        if bars:
+            xs = [q + _dodge(index, len(scored), width) for q, _ in bars]
+            axes.bar(xs, [a for _, a in bars], width=width, color=colour, label=strategy)
+    ranges = _quartile_ranges(edges)
+    axes.set_xticks(
+        range(_QUARTILES),
+        [f"Q{q + 1}\ndegree {r}" if r else f"Q{q + 1}" for q, r in enumerate(ranges)],
+    )
+    axes.set_title("Accuracy per global-degree quartile (all clients' test nodes)")
+    axes.set_xlabel("Degree quartile (Q1 = lowest degree)")
+    axes.set_ylabel("Accuracy (%)")
+    axes.set_ylim(0, 105)
+    axes.grid(alpha=0.3, axis="y")
+    if scored:
+        axes.legend(loc="best", fontsize="small")
+    else:
+        _no_data(axes, "no strategy evaluated degree fairness")
+    return _save(figure, path)
+
+
+def _loglog_fit(x: np.ndarray, y: np.ndarray, weight: np.ndarray) -> tuple[float, float] | None:
+    """Weighted least squares of log y on log x: (slope, intercept), or None if undefined."""
+    if x.size < 2 or np.all(x == x[0]):
+        return None
+    # polyfit weights multiply the residuals: sqrt(count) weighs each node once.
+    slope, intercept = np.polyfit(np.log(x), np.log(y), 1, w=np.sqrt(weight))
+    return float(slope), float(intercept)
+
+
+def _plot_degree_gradients(run: dict[str, Any], path: Path) -> Path:
+    figure = _new_figure((12.0, 4.8))
+    profile_axes, slope_axes = figure.subplots(1, 2)
+    source = next((s for s, d in run["degree"].items() if d["profile"]), None)
+    if source is not None:
+        profile = run["degree"][source]["profile"]
+        degrees = np.asarray(profile.get("degree") or [], dtype=float)
+        counts = np.asarray(profile.get("count") or np.ones_like(degrees), dtype=float)
+        for key, marker, colour, label in (
+            ("before", "o", "C0", "before scaling"),
+            ("after", "s", "C3", "after degree scales $s_v$"),
+        ):
+            norms = np.asarray(profile.get(key) or [], dtype=float)
+            if norms.shape != degrees.shape or counts.shape != degrees.shape:
+                continue
+            keep = np.isfinite(norms) & (norms > 0)
+            x, y = degrees[keep] + 1, norms[keep]
+            fit = _loglog_fit(x, y, counts[keep])
+            slope_text = "" if fit is None else f" (slope {fit[0]:.2f})"
+            profile_axes.scatter(
+                x, y, marker=marker, color=colour, s=36, alpha=0.85, label=label + slope_text
+            )
+            if fit is not None:
+                line_x = np.geomspace(x.min(), x.max(), 50)
+                fitted = np.exp(fit[1]) * line_x ** fit[0]
+                profile_axes.plot(line_x, fitted, color=colour, ls="--", lw=1)
+        profile_axes.set_xscale("log")
+        profile_axes.set_yscale("log")
+        profile_axes.legend(loc="best", fontsize="small")
+        profile_axes.set_title(f"Mean gradient norm per degree ({source}, round 1)")
+    else:
+        _no_data(profile_axes, "no gradient profile (results.json missing)")
+        profile_axes.set_title("Mean gradient norm per degree")
+    profile_axes.set_xlabel("Degree + 1 (log)")
+    profile_axes.set_ylabel("Mean gradient norm (log)")
+    profile_axes.grid(alpha=0.3, which="both")
+
+    plotted = False
+    for strategy, data in run["degree"].items():
+        colour, marker = run["colours"][strategy]
+        for index, style in ((1, "-"), (2, "--")):
+            points = [(p[0], p[index]) for p in data["slopes"] if p[index] is not None]
+            if points:
+                label = strategy if index == 1 else None  # one legend entry per strategy
+                slope_axes.plot(
+                    *zip(*points, strict=True),
+                    color=colour,
+                    ls=style,
+                    marker=marker,
+                    ms=4,
+                    label=label,
+                )
+                plotted = True
+    slope_axes.axhline(0, color="0.4", lw=1)
+    slope_axes.set_title("Log-log slope of gradient norm vs degree + 1")
+    slope_axes.set_xlabel("Server round")
+    slope_axes.set_ylabel("Slope (0 = no degree bias)")
+    slope_axes.grid(alpha=0.3)
+    if plotted:
+        slope_axes.plot([], [], color="0.4", label="before scaling (solid)")
+        slope_axes.plot([], [], color="0.4", ls="--", label="after scaling (dashed)")
+        slope_axes.legend(loc="best", fontsize="x-small")
+        slope_axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    else:
+        _no_data(slope_axes, "no gradient slope recorded")
+    return _save(figure, path)
+
+
 # ------------------------------------------------------------------------------------------------
 # Entry point
 # ------------------------------------------------------------------------------------------------
@@ -688,8 +976,10 @@ def _plot_rate_vs_noise(run: dict[str, Any], path: Path) -> Path:
 def render_report(run_dir: Path | str) -> Path:
     """Write ``report.md``, ``results.csv`` and the three PNGs of a run into its directory.
 
-    Works on a finished run (``results.json``) and on an unfinished one (``rounds.jsonl``
-    only: the summary then comes from the last round of each strategy, as the report says).
+    A graph run (strategies with degree data) also gets ``degree_quartiles.png`` and
+    ``degree_gradients.png``. Works on a finished run (``results.json``) and on an unfinished
+    one (``rounds.jsonl`` only: the summary then comes from the last round of each strategy, as
+    the report says).
     Rendering twice gives the same files.
 
     Parameters
@@ -714,6 +1004,9 @@ def render_report(run_dir: Path | str) -> Path:
     _plot_accuracy_per_round(run, run_dir / ACCURACY_PER_ROUND_PNG)
     _plot_accuracy_vs_noise(run, run_dir / ACCURACY_VS_NOISE_PNG)
     _plot_rate_vs_noise(run, run_dir / RATE_VS_NOISE_PNG)
+    if run["degree"]:
+        _plot_degree_quartiles(run, run_dir / DEGREE_QUARTILES_PNG)
+        _plot_degree_gradients(run, run_dir / DEGREE_GRADIENTS_PNG)
     _write_csv(run_dir, run)
     path = run_dir / REPORT_FILE
     path.write_text(_markdown(run), encoding="utf-8")

@@ -180,3 +180,177 @@ def test_gpus_for_cpu_clients_is_legal_but_warned():
     with pytest.warns(UserWarning, match="client-gpus=0.5 reserves GPUs for clients that train"):
         cfg = resolve(overrides={"client-gpus": 0.5, "device": "cpu"})
     assert cfg["client-gpus"] == 0.5
+
+
+# -- strategy entries RULE[+MODIFIER...] ---------------------------------------------------------
+
+GRAPH = {"dataset": "karate", "num-clients": 2, "noisy-clients": 0, "hard-clean-clients": 0}
+ALL_RULES = "fedavg, inverse-noise-weights, noise-adaptive, oracle-noise-rates, qfedavg, fedprox"
+TWO_OPTIMIZERS = "repeats a modifier or names two optimizers; expected at most one of +sgd, +adam, "
+
+
+@pytest.mark.parametrize(
+    ("name", "rule", "modifiers"),
+    [
+        ("fedavg", "fedavg", ()),
+        ("noise-adaptive+adam+degree", "noise-adaptive", ("adam", "degree")),
+        ("fedprox+degree+adagrad", "fedprox", ("degree", "adagrad")),
+        ("qfedavg + sgd", "qfedavg", ("sgd",)),  # parts are stripped
+    ],
+)
+def test_parse_strategy_splits_rule_and_modifiers(name, rule, modifiers):
+    assert config.parse_strategy(name) == (rule, modifiers)
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        (
+            "fedmagic+adam",
+            f"strategies: unknown strategy 'fedmagic' in 'fedmagic+adam'; allowed: {ALL_RULES}",
+        ),
+        (
+            "fedavg+adamw",
+            "strategies: unknown modifier 'adamw' in 'fedavg+adamw'; "
+            "allowed: +sgd, +adam, +adagrad, +degree",
+        ),
+        (
+            "fedavg+",
+            "strategies: unknown modifier '' in 'fedavg+'; allowed: +sgd, +adam, +adagrad, +degree",
+        ),
+        (
+            "fedavg+adam+sgd",
+            f"strategies: 'fedavg+adam+sgd' {TWO_OPTIMIZERS}+adagrad and at most one +degree",
+        ),
+        (
+            "fedavg+degree+degree",
+            f"strategies: 'fedavg+degree+degree' {TWO_OPTIMIZERS}+adagrad and at most one +degree",
+        ),
+        (
+            "fedavg+adam+adam",
+            f"strategies: 'fedavg+adam+adam' {TWO_OPTIMIZERS}+adagrad and at most one +degree",
+        ),
+    ],
+)
+def test_parse_strategy_refuses_with_one_line(name, message):
+    with pytest.raises(ConfigError) as info:
+        config.parse_strategy(name)
+    assert str(info.value) == message
+    # resolve() refuses the same entry in `strategies` with the same line
+    assert one_line_error(message, strategies=f"fedavg,{name}", **GRAPH) == message
+
+
+def test_uses_degree_reads_the_modifier():
+    assert config.uses_degree("fedavg+degree") is True
+    assert config.uses_degree("noise-adaptive+adam+degree") is True
+    assert config.uses_degree("fedavg+adam") is False
+    assert config.uses_degree("fedavg") is False
+
+
+@pytest.mark.parametrize(
+    ("name", "cfg_optimizer", "optimizer", "lr"),
+    [
+        ("fedavg", "sgd", "sgd", 0.3),  # lr
+        ("fedavg", "adam", "adam", 0.02),  # the config's optimizer, with its base rate
+        ("fedavg", "adagrad", "adagrad", 0.07),
+        ("fedavg+adam", "sgd", "adam", 0.02),  # the modifier beats the config
+        ("fedavg+adagrad+degree", "adam", "adagrad", 0.07),
+        ("fedprox+sgd", "adam", "sgd", 0.3),
+    ],
+)
+def test_strategy_config_picks_the_optimizer_and_its_base_rate(name, cfg_optimizer, optimizer, lr):
+    cfg = resolve(
+        overrides={
+            **GRAPH,
+            "strategies": f"fedavg,{name}" if name != "fedavg" else "fedavg",
+            "optimizer": cfg_optimizer,
+            "lr": 0.3,
+            "adam-lr": 0.02,
+            "adagrad-lr": 0.07,
+        }
+    )
+    saved = dict(cfg)
+    out = config.strategy_config(name, cfg)
+    assert (out["optimizer"], out["lr"]) == (optimizer, lr)
+    assert cfg == saved  # the run config is not changed
+    assert {k: v for k, v in out.items() if k not in ("optimizer", "lr")} == {
+        k: v for k, v in cfg.items() if k not in ("optimizer", "lr")
+    }
+
+
+def test_is_graph():
+    assert config.is_graph(resolve(overrides=GRAPH))
+    assert config.is_graph(resolve(overrides={**GRAPH, "dataset": "ba"}))
+    assert not config.is_graph(resolve())
+    assert not config.is_graph(resolve(overrides={"dataset": "synthetic"}))
+
+
+# -- graph datasets: relations between keys ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            {"hard-clean-clients": 1},
+            "hard-clean-clients: expected 0 with a graph dataset (karate: a client holds a "
+            "subgraph, not chosen classes), got 1",
+        ),
+        (
+            {"estimator": "gradient"},
+            "estimator: expected loss, loss-margin or oracle with a graph dataset (karate), got "
+            "'gradient' (per-sample gradients are not defined for message passing)",
+        ),
+        (
+            {"ddp-procs": 2},
+            "ddp-procs: expected 1 with a graph dataset (karate: full-batch training in one "
+            "process), got 2",
+        ),
+        (
+            {"dataset": "ba", "graph-labels": "public"},
+            "graph-labels: the ba graph has no public split; expected random, got 'public'",
+        ),
+        (
+            {"strategies": "fedavg,fedavg+degree", "degree-mode": "embedding"},
+            "degree-mode: 'embedding' scales node-embedding rows, but embedding-dim is 0; "
+            "expected embedding-dim > 0, or degree-mode loss or both",
+        ),
+    ],
+)
+def test_graph_relations_are_refused_with_one_line(overrides, message):
+    assert one_line_error(message, **{**GRAPH, **overrides}) == message
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"graph-labels": "public"},  # karate has its own split
+        {"estimator": "oracle", "ddp-procs": 1},
+        {"strategies": "fedavg,fedavg+degree", "degree-mode": "embedding", "embedding-dim": 4},
+        {"strategies": "fedavg,fedavg+degree", "degree-mode": "loss"},
+        {"strategies": "fedavg,fedavg+degree", "degree-mode": "both"},
+        {"strategies": "fedavg", "degree-mode": "embedding"},  # no +degree: the mode is unused
+    ],
+)
+def test_graph_settings_that_are_allowed(overrides):
+    cfg = resolve(overrides={**GRAPH, **overrides})
+    assert {k: cfg[k] for k in overrides} == overrides
+
+
+def test_graph_keys_are_not_checked_for_tabular_data():
+    # The same values a graph run refuses are fine for digits.
+    cfg = resolve(overrides={"estimator": "gradient", "graph-labels": "public", "ddp-procs": 2})
+    assert cfg["hard-clean-clients"] == 1
+
+
+@pytest.mark.parametrize("dataset", ["digits", "synthetic"])
+def test_degree_modifier_needs_a_graph_dataset(dataset):
+    message = (
+        "strategies: 'noise-adaptive+adam+degree' uses +degree, which needs a graph dataset "
+        f"(cora, karate, ba), got dataset '{dataset}'"
+    )
+    overrides = {"dataset": dataset, "strategies": "fedavg+adam,noise-adaptive+adam+degree"}
+    assert one_line_error(message, **overrides) == message
+    assert resolve(overrides={**overrides, "strategies": "fedavg+adam"})["strategies"] == (
+        "fedavg+adam"
+    )

@@ -436,7 +436,7 @@ class PerClientRates(FedAvg):
         log_ = self.rounds.setdefault(server_round, RoundLog())
         accepted: list[Message] = []
         raw: dict[int, float] = {}
-        diagnostics: list[tuple[list[float], list[float], list[float]]] = []
+        diagnostics: dict[int, tuple[list[float], list[float], list[float]]] = {}
         for reply in replies:
             node = self.clients.get(reply.metadata.src_node_id)
             pid = node.partition_id if node else -1
@@ -466,7 +466,7 @@ class PerClientRates(FedAvg):
                     _float_list(metrics.get(keys.GRAD_NORM_SCALED)),
                 )
                 if all(r is not None for r in report) and len({len(r) for r in report}) == 1:
-                    diagnostics.append(report)  # type: ignore[arg-type]
+                    diagnostics[pid] = report  # type: ignore[assignment]
             if self.uses_estimates:
                 value = metrics.get(keys.NOISE_ESTIMATE)
                 if is_valid_estimate(value):
@@ -503,7 +503,8 @@ class PerClientRates(FedAvg):
             )
         if diagnostics:
             log_.gradient_slope, log_.gradient_profile = gradient_diagnostic(
-                diagnostics, with_profile=server_round == 1
+                [diagnostics[pid] for pid in sorted(diagnostics)],  # replies arrive in any order
+                with_profile=server_round == 1,
             )
         if not accepted:
             return None, None
@@ -537,8 +538,7 @@ class PerClientRates(FedAvg):
         server_round += self.round_offset
         log_ = self.rounds.setdefault(server_round, RoundLog())
         accepted = []
-        test_degree: list[int] = []
-        test_correct: list[int] = []
+        outcomes: dict[int, tuple[list[int], list[int]]] = {}  # partition -> (degree, correct)
         for reply in replies:
             if reply.has_error():
                 continue
@@ -560,11 +560,12 @@ class PerClientRates(FedAvg):
                 degrees = _int_list(metrics.get(keys.TEST_DEGREE))
                 correct = _int_list(metrics.get(keys.TEST_CORRECT))
                 if degrees is not None and correct is not None and len(degrees) == len(correct):
-                    test_degree.extend(degrees)
-                    test_correct.extend(correct)
+                    outcomes[node.partition_id] = (degrees, correct)
             # The weighting key is shared with training; evaluation weights are example counts.
             metrics[keys.AGGREGATION_WEIGHT] = _scalar(metrics.get(keys.NUM_EXAMPLES))
-        if test_degree:
+        if outcomes:
+            test_degree = [d for pid in sorted(outcomes) for d in outcomes[pid][0]]
+            test_correct = [c for pid in sorted(outcomes) for c in outcomes[pid][1]]
             log_.degree_fairness = degree_bucket_fairness(test_correct, test_degree)
             log_.degree_fairness["accuracy"] = float(np.mean(test_correct))
             log_.degree_fairness["nodes"] = len(test_correct)
