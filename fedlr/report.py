@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import LogFormatter, MaxNLocator
 
 from fedlr.config import OPTIMIZER_MODIFIERS
 from fedlr.metrics.fairness import clean_noisy_gap, fairness_summary, spearman_rho
@@ -568,10 +568,17 @@ def _notes(run: dict[str, Any]) -> list[str]:
 
 
 def _quartile_ranges(edges: list[float] | None) -> list[str]:
-    """Degrees in each quartile, e.g. ``["≤ 2", "3–5", "6", "≥ 7"]`` for edges 2, 5, 6.
+    """Integer degrees in each quartile, from the three inner quantile edges.
 
-    Quartile ``b`` holds the integer degrees ``e_b < d ≤ e_(b+1)`` (``fedlr.metrics.degree``:
-    a degree equal to an edge goes to the lower quartile); coinciding edges leave it empty.
+    Quartile ``b`` holds the degrees ``e_b < d ≤ e_(b+1)`` (``fedlr.metrics.degree``: a degree
+    equal to an edge goes to the lower quartile); coinciding edges leave a quartile empty.
+
+    Examples
+    --------
+    >>> _quartile_ranges([2.0, 5.0, 6.0])
+    ['≤ 2', '3–5', '6', '≥ 7']
+    >>> _quartile_ranges([1.0, 1.0, 2.25])
+    ['≤ 1', 'empty', '2', '≥ 3']
     """
     if edges is None:
         return [""] * _QUARTILES
@@ -627,18 +634,18 @@ def _degree_section(run: dict[str, Any]) -> list[str]:
         fairness = data["fairness"]
         if fairness is None or fairness["edges"] is None:
             continue
-        edges = (
-            " < ".join(f"Q{q + 1} ≤ {edge:g}" for q, edge in enumerate(fairness["edges"]))
-            + f" < Q{_QUARTILES}"
+        ranges = ", ".join(
+            f"Q{q + 1} {r}" for q, r in enumerate(_quartile_ranges(fairness["edges"]))
         )
+        edges = ", ".join(f"{edge:g}" for edge in fairness["edges"])
         sizes = ", ".join(NA if n is None else str(n) for n in fairness["sizes"])
-        described.setdefault(f"{edges} (test nodes per quartile: {sizes})", []).append(strategy)
+        text = f"{ranges} (quantile edges {edges}; test nodes per quartile: {sizes})"
+        described.setdefault(text, []).append(strategy)
     lines.append("")
-    if len(described) == 1:
-        lines += [f"Quartile edges (global degree): {next(iter(described))}.", ""]
-    for text, strategies in described.items() if len(described) > 1 else ():
+    for text, strategies in described.items():
         names = ", ".join(f"`{s}`" for s in strategies)
-        lines += [f"Quartile edges (global degree) for {names}: {text}.", ""]
+        scope = "" if len(described) == 1 else f" of {names}"
+        lines += [f"Global-degree quartiles{scope}: {text}.", ""]
     lines += [
         "Quartiles Q1 (lowest degree) to Q4 split all clients' test nodes by their degree in the "
         "global graph; Jain's index and the worst quartile count each quartile once. A gradient "
@@ -928,6 +935,9 @@ def _plot_degree_gradients(run: dict[str, Any], path: Path) -> Path:
                 profile_axes.plot(line_x, fitted, color=colour, ls="--", lw=1)
         profile_axes.set_xscale("log")
         profile_axes.set_yscale("log")
+        # Plain degrees (2, 3, 10) rather than 2×10⁰ on the few decades a graph spans.
+        profile_axes.xaxis.set_major_formatter(LogFormatter(labelOnlyBase=False))
+        profile_axes.xaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False))
         profile_axes.legend(loc="best", fontsize="small")
         profile_axes.set_title(f"Mean gradient norm per degree ({source}, round 1)")
     else:
@@ -943,14 +953,13 @@ def _plot_degree_gradients(run: dict[str, Any], path: Path) -> Path:
         for index, style in ((1, "-"), (2, "--")):
             points = [(p[0], p[index]) for p in data["slopes"] if p[index] is not None]
             if points:
-                label = strategy if index == 1 else None  # one legend entry per strategy
                 slope_axes.plot(
                     *zip(*points, strict=True),
                     color=colour,
                     ls=style,
                     marker=marker,
                     ms=4,
-                    label=label,
+                    label=strategy if index == 1 else None,  # one entry per strategy
                 )
                 plotted = True
     slope_axes.axhline(0, color="0.4", lw=1)
@@ -961,7 +970,7 @@ def _plot_degree_gradients(run: dict[str, Any], path: Path) -> Path:
     if plotted:
         slope_axes.plot([], [], color="0.4", label="before scaling (solid)")
         slope_axes.plot([], [], color="0.4", ls="--", label="after scaling (dashed)")
-        slope_axes.legend(loc="best", fontsize="x-small")
+        slope_axes.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize="x-small")
         slope_axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     else:
         _no_data(slope_axes, "no gradient slope recorded")

@@ -4,10 +4,12 @@ from pathlib import Path
 
 import pytest
 
-from fedlr.report import load_results, load_rounds, render_report, write_csv
+from fedlr.config import resolve, to_toml
+from fedlr.report import _quartile_ranges, load_results, load_rounds, render_report, write_csv
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 PNGS = ("accuracy_per_round.png", "client_accuracy_vs_noise.png", "rate_vs_noise.png")
+DEGREE_PNGS = ("degree_quartiles.png", "degree_gradients.png")
 
 # Four clients: 0 and 1 noisy, 2 hard-but-clean, 3 clean.
 ROLES = {0: "noisy", 1: "noisy", 2: "hard-clean", 3: "clean"}
@@ -205,3 +207,218 @@ def test_write_csv_one_row_per_strategy_and_client(tmp_path):
 def test_empty_run_dir_fails_loudly(tmp_path):
     with pytest.raises(ValueError, match="nothing to report"):
         render_report(tmp_path)
+
+
+# ------------------------------------------------------------------------------------------------
+# Graph runs: degree fairness
+# ------------------------------------------------------------------------------------------------
+
+GRAPH_STRATEGIES = ("fedavg", "fedavg+adam+degree")
+# Global-degree quartile edges 1, 3, 3: Q1 degree <= 1, Q2 2-3, Q3 empty, Q4 >= 4.
+EDGES = [1.0, 3.0, 3.0]
+SIZES = [4, 4, 0, 2]
+# Quartile accuracies per strategy and round; overall accuracy = size-weighted mean over 10 nodes.
+BUCKETS = {
+    "fedavg": {1: [0.25, 0.5, None, 1.0], 2: [0.5, 0.75, None, 1.0]},
+    "fedavg+adam+degree": {1: [0.5, 0.5, None, 0.5], 2: [0.75, 0.75, None, 1.0]},
+}
+# Gradient-norm slopes (before, after the degree scales) per round.
+SLOPES = {
+    "fedavg": {1: (0.5, 0.1), 2: (0.4, 0.0)},
+    "fedavg+adam+degree": {1: (0.5, -0.25), 2: (0.3, -0.05)},
+}
+
+
+def _degree_fairness(buckets: list) -> dict:
+    filled = [a for a in buckets if a is not None]
+    return {
+        "bucket-accuracy": buckets,
+        "bucket-size": SIZES,
+        "bucket-edges": EDGES,
+        "jain": sum(filled) ** 2 / (len(filled) * sum(a * a for a in filled)),
+        "worst": min(filled),
+        "gap": max(filled) - min(filled),
+        "low-high-gap": filled[0] - filled[-1],
+        "accuracy": sum(a * n for a, n in zip(buckets, SIZES, strict=True) if a is not None) / 10,
+        "nodes": 10,
+    }
+
+
+def _graph_round_line(strategy: str, round_number: int) -> dict:
+    before, after = SLOPES[strategy][round_number]
+    return {
+        "strategy": strategy,
+        "round": round_number,
+        "accuracy_mean": 0.5,
+        "accuracy_worst10": 0.5,
+        "clients": [
+            {"partition_id": k, "role": "clean", "noise_true": 0.0, "lr": 0.1, "accuracy": 0.5}
+            for k in (0, 1)
+        ],
+        "missing": [],
+        "invalid_estimates": [],
+        "degree_fairness": _degree_fairness(BUCKETS[strategy][round_number]),
+        "gradient_slope": {"before": before, "after": after},
+    }
+
+
+def _graph_results() -> dict:
+    def entry(strategy: str, optimizer: str, base_lr: float, gamma: float | None) -> dict:
+        return {
+            "fairness": {
+                "mean": 0.5,
+                "variance": 0.0,
+                "worst10": 0.5,
+                "best10": 0.5,
+                "jain": 1.0,
+                "gini": 0.0,
+            },
+            "gap_clean_noisy": None,
+            "estimator": {"name": None, "spearman": None},
+            "clients": [
+                {
+                    "partition_id": k,
+                    "role": "clean",
+                    "noise_true": 0.0,
+                    "noise_estimate": None,
+                    "lr": base_lr,
+                    "accuracy": 0.5,
+                    "num_examples": 5,
+                }
+                for k in (0, 1)
+            ],
+            "optimizer": optimizer,
+            "base_lr": base_lr,
+            "degree": {
+                "degree_rule": gamma is not None,
+                "gamma": gamma or 0.0,
+                "fairness": _degree_fairness(BUCKETS[strategy][2]),
+                "lowest_quartile_per_round": [BUCKETS[strategy][r][0] for r in (1, 2)],
+                "gradient_slope": {
+                    "before": [SLOPES[strategy][r][0] for r in (1, 2)],
+                    "after": [SLOPES[strategy][r][1] for r in (1, 2)],
+                },
+                # Mean norm 3 (d + 1)^0.5 before, constant after the scales.
+                "gradient_profile": {
+                    "degree": [0.0, 1.0, 3.0],
+                    "before": [3.0, 3.0 * 2**0.5, 6.0],
+                    "after": [3.0, 3.0, 3.0],
+                    "count": [4, 4, 2],
+                },
+            },
+        }
+
+    return {
+        "name": "graph",
+        "seed": 3,
+        "num_rounds": 2,
+        "strategies": {
+            "fedavg": entry("fedavg", "sgd", 0.1, None),
+            "fedavg+adam+degree": entry("fedavg+adam+degree", "adam", 0.01, 0.25),
+        },
+    }
+
+
+def make_graph_run(root: Path, *, finished: bool = True) -> Path:
+    """A fake karate run: 2 strategies x 2 clients x 2 rounds; unfinished: killed in round 2."""
+    run_dir = root / "2025-01-01T00-00-00-graph"
+    run_dir.mkdir()
+    config = resolve(
+        overrides={
+            "name": "graph",
+            "seed": 3,
+            "dataset": "karate",
+            "num-clients": 2,
+            "noisy-clients": 0,
+            "hard-clean-clients": 0,
+            "strategies": ",".join(GRAPH_STRATEGIES),
+            "num-server-rounds": 2,
+            "degree-gamma": 0.25,
+        }
+    )
+    (run_dir / "config.toml").write_text(to_toml(config))
+    lines = [
+        _graph_round_line(strategy, r)
+        for r in (1, 2)
+        for strategy in GRAPH_STRATEGIES
+        if finished or (strategy, r) != ("fedavg+adam+degree", 2)
+    ]
+    (run_dir / "rounds.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    if finished:
+        (run_dir / "results.json").write_text(json.dumps(_graph_results()))
+    return run_dir
+
+
+def _degree_row(report: str, strategy: str) -> list[str]:
+    return _row(report[report.index("## Degree fairness") :], strategy)
+
+
+# strategy, optimizer, degree rule, accuracy, Q1..Q4, Jain, worst quartile, slopes round 1 / last
+# Jain over Q1, Q2, Q4 = 2.25^2 / (3 * 1.8125) = 0.9310; accuracy (2 + 3 + 2) / 10
+FEDAVG_ROW = [
+    "`fedavg`", "sgd", "-", "70.0", "50.0", "75.0", "n/a", "100.0", "0.931", "50.0",
+    "0.50 → 0.10", "0.40 → 0.00",
+]  # fmt: skip
+# Jain = 2.5^2 / (3 * 2.125) = 0.9804; accuracy (3 + 3 + 2) / 10
+ADAM_DEGREE_ROW = [
+    "`fedavg+adam+degree`", "adam", "γ = 0.25", "80.0", "75.0", "75.0", "n/a", "100.0", "0.980",
+    "75.0", "0.50 → -0.25", "0.30 → -0.05",
+]  # fmt: skip
+
+
+def test_quartile_ranges():
+    assert _quartile_ranges([2.0, 5.0, 6.0]) == ["≤ 2", "3–5", "6", "≥ 7"]
+    assert _quartile_ranges(EDGES) == ["≤ 1", "2–3", "empty", "≥ 4"]
+    assert _quartile_ranges([1.0, 1.0, 2.25]) == ["≤ 1", "empty", "2", "≥ 3"]
+
+
+def test_degree_section_from_results(tmp_path):
+    run_dir = make_graph_run(tmp_path)
+    report = render_report(run_dir).read_text()
+    assert "Unfinished run" not in report
+    assert _degree_row(report, "fedavg") == FEDAVG_ROW
+    assert _degree_row(report, "fedavg+adam+degree") == ADAM_DEGREE_ROW
+    assert (
+        "Global-degree quartiles: Q1 ≤ 1, Q2 2–3, Q3 empty, Q4 ≥ 4 "
+        "(quantile edges 1, 3, 3; test nodes per quartile: 4, 4, 0, 2)."
+    ) in report
+    section = report[report.index("## Degree fairness") :]
+    for png in DEGREE_PNGS:
+        assert f"]({png})" in section
+        data = (run_dir / png).read_bytes()
+        assert data[:8] == PNG_MAGIC and len(data) > 10_000
+    # the rest of the report is still there, with '+' in a strategy name
+    assert _row(report, "fedavg+adam+degree")[1] == "**50.0**"  # a tie: both best
+    assert "### `fedavg+adam+degree`" in report
+
+
+def test_degree_section_of_killed_run_from_rounds(tmp_path):
+    run_dir = make_graph_run(tmp_path, finished=False)
+    report = render_report(run_dir).read_text()
+    assert "`fedavg+adam+degree` round 1 of 2" in report
+    # fedavg: its round-2 line equals what results.json would say
+    assert _degree_row(report, "fedavg") == FEDAVG_ROW
+    # killed in round 2: round-1 quartiles; optimizer and gamma from the name and config.toml
+    assert _degree_row(report, "fedavg+adam+degree") == [
+        "`fedavg+adam+degree`", "adam", "γ = 0.25", "50.0", "50.0", "50.0", "n/a", "50.0",
+        "1.000", "50.0", "0.50 → -0.25", "0.50 → -0.25",
+    ]  # fmt: skip
+    for png in DEGREE_PNGS:
+        assert (run_dir / png).read_bytes()[:8] == PNG_MAGIC
+
+
+@pytest.mark.parametrize("finished", [True, False])
+def test_degree_render_is_idempotent(tmp_path, finished):
+    run_dir = make_graph_run(tmp_path, finished=finished)
+    first = render_report(run_dir).read_text()
+    pngs = [(run_dir / png).read_bytes() for png in DEGREE_PNGS]
+    assert render_report(run_dir).read_text() == first
+    assert [(run_dir / png).read_bytes() for png in DEGREE_PNGS] == pngs
+
+
+@pytest.mark.parametrize("finished", [True, False])
+def test_non_graph_run_has_no_degree_section(tmp_path, finished):
+    run_dir = make_run(tmp_path, finished=finished)
+    report = render_report(run_dir).read_text()
+    assert "Degree" not in report and "degree_" not in report
+    assert not any((run_dir / png).exists() for png in DEGREE_PNGS)

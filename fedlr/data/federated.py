@@ -207,7 +207,8 @@ def _train_test_split(
     """Seeded split; ``ceil(test_fraction * n)`` test samples, at least one of each."""
     if n < 2:
         raise ValueError(f"test-fraction: a client with {n} sample(s) cannot be split")
-    n_test = min(max(math.ceil(test_fraction * n), 1), n - 1)
+    # rounded first: 0.07 * 100 is 7.000000000000001 in floating point, not 8 test samples
+    n_test = min(max(math.ceil(round(test_fraction * n, 9)), 1), n - 1)
     order = rng.permutation(n)
     return np.sort(order[n_test:]), np.sort(order[:n_test])
 

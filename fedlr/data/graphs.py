@@ -18,6 +18,7 @@ degrees (in its subgraph) and the *global* degrees of its nodes (in the whole gr
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 from dataclasses import dataclass
@@ -608,7 +609,8 @@ def label_masks(data: Data, cfg: Any) -> tuple[torch.Tensor, torch.Tensor]:
         return data.train_mask.clone(), data.test_mask.clone()
     rng = np.random.default_rng([int(cfg["seed"]), _TAG_GRAPH_LABELS])
     order = torch.from_numpy(rng.permutation(num_nodes))
-    num_test = min(max(int(np.ceil(float(cfg["test-fraction"]) * num_nodes)), 1), num_nodes - 1)
+    wanted = math.ceil(round(float(cfg["test-fraction"]) * num_nodes, 9))  # 0.07 * 100 is 7.0..01
+    num_test = min(max(wanted, 1), num_nodes - 1)
     test = torch.zeros(num_nodes, dtype=torch.bool)
     test[order[:num_test]] = True
     return ~test, test
@@ -654,7 +656,8 @@ def build_graph_run(cfg: Any) -> GraphRun:
             raise ValueError(
                 f"num-clients: partition {pid} of {cfg['dataset']} ({part.num_nodes} nodes) has "
                 f"{int(train.sum())} train and {int(test.sum())} test nodes; expected at least "
-                "one of each: use fewer clients, or graph-labels=random"
+                "one of each: use fewer clients"
+                + (", or graph-labels=random" if cfg["graph-labels"] == "public" else "")
             )
         y_clean = sub.y.clone()
         y = y_clean.clone()

@@ -460,13 +460,11 @@ class PerClientRates(FedAvg):
                 continue
             log_.train_loss[pid] = train_loss
             if self.graph:
-                report = (
-                    _float_list(metrics.get(keys.GRAD_DEGREE)),
-                    _float_list(metrics.get(keys.GRAD_NORM)),
-                    _float_list(metrics.get(keys.GRAD_NORM_SCALED)),
-                )
-                if all(r is not None for r in report) and len({len(r) for r in report}) == 1:
-                    diagnostics[pid] = report  # type: ignore[assignment]
+                degree = _float_list(metrics.get(keys.GRAD_DEGREE))
+                norm = _float_list(metrics.get(keys.GRAD_NORM))
+                scaled = _float_list(metrics.get(keys.GRAD_NORM_SCALED))
+                if degree and norm and scaled and len(degree) == len(norm) == len(scaled):
+                    diagnostics[pid] = (degree, norm, scaled)
             if self.uses_estimates:
                 value = metrics.get(keys.NOISE_ESTIMATE)
                 if is_valid_estimate(value):
@@ -514,13 +512,13 @@ class PerClientRates(FedAvg):
             for key in self.node_owned_keys
             if sent is not None and key in sent
         }
-        arrays, metrics = super().aggregate_train(server_round, accepted)
+        arrays, aggregated = super().aggregate_train(server_round, accepted)
         if arrays is not None and sent is not None:
             for key, tables in owned.items():
                 received = sent[key].numpy()
                 total = received + sum(table - received for table in tables)
                 arrays[key] = Array(np.asarray(total, dtype=received.dtype))
-        return arrays, metrics
+        return arrays, aggregated
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid

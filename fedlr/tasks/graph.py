@@ -284,8 +284,9 @@ def train_gnn(
 
     * ``degree_mode="embedding"`` — embedding row :math:`v` learns at
       :math:`\mathrm{lr} \cdot s_v`, :math:`s_v` = ``degree_scales(degree, gamma=gamma)``
-      (mean over *all* nodes of the table). With SGD, and no weight decay, this is the gradient
-      hook :func:`~fedlr.rates.degree.scale_row_grads`: SGD's step (momentum included) is linear
+      (mean over the nodes of ``data``: a client's subgraph when it has ``n_id``). With SGD,
+      and no weight decay, this is the gradient hook
+      :func:`~fedlr.rates.degree.scale_row_grads`: SGD's step (momentum included) is linear
       in the gradient, so scaling row :math:`v`'s gradient by :math:`s_v` scales its step by
       :math:`s_v`, at no cost. Adam and Adagrad divide each element by the running root mean
       square of its own gradient, which cancels a fixed per-row scale (up to ``eps``), so for

@@ -209,3 +209,120 @@ def test_ddp_procs_2_trains_on_the_global_batch_at_the_scaled_rate():
     for name, value in expected.state_dict().items():
         torch.testing.assert_close(state[name], value, rtol=0, atol=1e-5)
     assert reply.content.metric_records[keys.METRICS][keys.NUM_EXAMPLES] == len(data.y_train)
+
+
+# -- graph task (karate, two clients): per-node reports ----------------------------------------
+
+GRAPH_CFG = resolve(
+    overrides={
+        "dataset": "karate",
+        "num-clients": 2,
+        "noisy-clients": 1,
+        "hard-clean-clients": 0,
+        "graph-split": "random",
+        "embedding-dim": 4,
+        "hidden": 8,
+        "local-epochs": 2,
+        "degree-gamma": 1.0,
+        "degree-mode": "embedding",
+        "strategies": "fedavg,fedavg+degree",
+    }
+)
+GRAPH_CONTEXT = {keys.NODE_PARTITION_ID: PARTITION, keys.NODE_NUM_PARTITIONS: 2}
+GRAD_KEYS = (keys.GRAD_DEGREE, keys.GRAD_NORM, keys.GRAD_NORM_SCALED)
+
+
+def graph_message(message_type: str, **config: object) -> Message:
+    from fedlr.tasks import graph
+
+    content = RecordDict({keys.CONFIG: ConfigRecord({**GRAPH_CFG, **config})})
+    content[keys.ARRAYS] = ArrayRecord(graph.build_model(GRAPH_CFG, seed=11).state_dict())
+    return Message(content, dst_node_id=NODE_ID, message_type=message_type)
+
+
+def graph_train(**config: object) -> Message:
+    msg = graph_message(
+        MessageType.TRAIN,
+        **{keys.LR: 0.1, keys.SERVER_ROUND: 1, keys.ESTIMATE_NOISE: False, **config},
+    )
+    return client_app.train(msg, context(GRAPH_CONTEXT))
+
+
+def test_graph_train_reports_one_diagnostic_value_per_node_of_the_client():
+    from fedlr.tasks import graph
+
+    client = graph.client_data(GRAPH_CFG, PARTITION)
+    reply = graph_train()
+
+    metrics = reply.content.metric_records[keys.METRICS]
+    assert set(metrics) == {
+        keys.NUM_EXAMPLES,
+        keys.PARTITION_ID,
+        keys.TRAIN_LOSS,
+        keys.NOISE_ESTIMATE,
+        *GRAD_KEYS,
+    }
+    n = client.data.num_nodes
+    assert 0 < n < 34
+    assert [len(metrics[k]) for k in GRAD_KEYS] == [n, n, n]
+    assert metrics[keys.GRAD_DEGREE] == client.local_degree.float().tolist()
+    assert metrics[keys.NUM_EXAMPLES] == client.num_train
+    assert metrics[keys.PARTITION_ID] == PARTITION
+    received = graph.build_model(GRAPH_CFG, seed=11)
+    expected_norms = graph.gradient_norms_by_node(received, client.data)  # before training
+    np.testing.assert_allclose(metrics[keys.GRAD_NORM], expected_norms, rtol=1e-12)
+    assert metrics[keys.TRAIN_LOSS] == pytest.approx(graph.received_loss(received, client))
+
+    # the table has a row per node of the whole graph; only this client's rows moved
+    sent = received.state_dict()["embedding.weight"]
+    table = reply.content.array_records[keys.ARRAYS].to_torch_state_dict()["embedding.weight"]
+    assert table.shape == (34, 4)
+    others = torch.ones(34, dtype=torch.bool)
+    others[client.data.n_id] = False
+    assert torch.equal(table[others], sent[others])
+    assert not torch.equal(table[~others], sent[~others])
+
+
+def test_graph_train_applies_the_degree_rule_only_when_the_strategy_says_so():
+    plain, ruled = graph_train(**{keys.DEGREE_RULE: False}), graph_train(**{keys.DEGREE_RULE: True})
+    default = graph_train()  # a message without the key: no rule
+
+    def table(reply: Message) -> torch.Tensor:
+        return reply.content.array_records[keys.ARRAYS].to_torch_state_dict()["embedding.weight"]
+
+    assert not torch.equal(table(plain), table(ruled))
+    assert torch.equal(table(plain), table(default))
+    # the diagnostic is taken at the received weights, whatever the rule
+    for key in GRAD_KEYS:
+        assert (
+            plain.content.metric_records[keys.METRICS][key]
+            == ruled.content.metric_records[keys.METRICS][key]
+        )
+
+
+def test_graph_evaluate_reports_each_test_node():
+    from fedlr.tasks import graph
+
+    client = graph.client_data(GRAPH_CFG, PARTITION)
+    reply = client_app.evaluate(graph_message(MessageType.EVALUATE), context(GRAPH_CONTEXT))
+
+    metrics = reply.content.metric_records[keys.METRICS]
+    assert len(metrics[keys.TEST_DEGREE]) == len(metrics[keys.TEST_CORRECT]) == client.num_test
+    assert metrics[keys.NUM_EXAMPLES] == client.num_test
+    assert metrics[keys.TEST_DEGREE] == client.global_degree[client.data.test_mask].tolist()
+    assert set(metrics[keys.TEST_CORRECT]) <= {0, 1}
+    correct = metrics[keys.TEST_CORRECT]
+    assert metrics[keys.ACCURACY] == pytest.approx(sum(correct) / len(correct))
+
+
+def test_graph_query_describes_the_client():
+    from fedlr.tasks import graph
+
+    client = graph.client_data(GRAPH_CFG, 0)
+    msg = graph_message(MessageType.QUERY)
+    reply = client_app.query(msg, context({**GRAPH_CONTEXT, keys.NODE_PARTITION_ID: 0}))
+
+    metrics = reply.content.metric_records[keys.METRICS]
+    assert metrics[keys.NUM_EXAMPLES] == client.num_train
+    assert metrics["noise-true"] == client.flip_fraction > 0
+    assert reply.content.config_records["info"]["role"] == "noisy"
