@@ -40,17 +40,28 @@ ROLE_CLEAN = "clean"
 # (e.g. the label-noise model) leaves the others' draws unchanged.
 _TAG_HARD_CLEAN = 1
 _TAG_SPLIT = 2
-TAG_LABEL_NOISE = 3
+_TAG_LABEL_NOISE = 3
 TAG_FEATURE_NOISE = 4
 
 _LABEL_NOISE = {"symmetric": symmetric_label_noise, "pair-flip": pair_flip_label_noise}
 
 
-def label_noise_fn(name: str):
-    """The label-noise function called ``name`` (``symmetric`` or ``pair-flip``)."""
+def client_label_noise(
+    cfg: Mapping[str, Any], partition_id: int, rate: float, y: np.ndarray, num_classes: int
+) -> tuple[np.ndarray, float]:
+    """Client ``partition_id``'s train labels ``y`` after ``label-noise`` at ``rate``.
+
+    Draws from the client's own stream ``default_rng([seed, partition_id, 3])`` (tabular and
+    graph tasks alike); returns the labels and the fraction actually changed (0 at rate 0).
+    """
+    name = str(cfg["label-noise"])
     if name not in _LABEL_NOISE:
         raise ValueError(f"label-noise: expected {' or '.join(_LABEL_NOISE)}, got {name!r}")
-    return _LABEL_NOISE[name]
+    if rate <= 0:
+        return np.asarray(y).copy(), 0.0
+    rng = np.random.default_rng([int(cfg["seed"]), partition_id, _TAG_LABEL_NOISE])
+    noisy, changed = _LABEL_NOISE[name](y, rate, num_classes, rng)
+    return noisy, float(changed.mean())
 
 
 @dataclass(frozen=True, eq=False)
@@ -256,7 +267,10 @@ def build_federation(cfg: Mapping[str, Any]) -> Federation:
             f"hard-classes: expected class indices in 0..{num_classes - 1}, "
             f"got {cfg['hard-classes']!r}"
         )
-    label_noise = label_noise_fn(str(cfg["label-noise"]))
+    if str(cfg["label-noise"]) not in _LABEL_NOISE:
+        raise ValueError(
+            f"label-noise: expected {' or '.join(_LABEL_NOISE)}, got {cfg['label-noise']!r}"
+        )
 
     if cfg["dataset"] == "digits":
         x_all, y_all = load_digits_arrays()
@@ -280,16 +294,7 @@ def build_federation(cfg: Mapping[str, Any]) -> Federation:
             y.size, float(cfg["test-fraction"]), np.random.default_rng([seed, pid, _TAG_SPLIT])
         )
         y_train_clean = y[train]
-        y_train = y_train_clean.copy()
-        flip_fraction = 0.0
-        if rate > 0:
-            y_train, changed = label_noise(
-                y_train_clean,
-                rate,
-                num_classes,
-                np.random.default_rng([seed, pid, TAG_LABEL_NOISE]),
-            )
-            flip_fraction = float(changed.mean())
+        y_train, flip_fraction = client_label_noise(cfg, pid, rate, y_train_clean, num_classes)
         x_train, x_test = x[train], x[test]
         if sigma > 0:
             feature_rng = np.random.default_rng([seed, pid, TAG_FEATURE_NOISE])

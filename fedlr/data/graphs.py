@@ -644,7 +644,6 @@ def build_graph_run(cfg: Any) -> GraphRun:
             f"got {num_clients}"
         )
     split = split_graph(data, num_clients, str(cfg["graph-split"]), int(cfg["seed"]))
-    label_noise = fed.label_noise_fn(str(cfg["label-noise"]))
     seed = int(cfg["seed"])
     clients = []
     for pid, (part, (role, rate, sigma)) in enumerate(
@@ -661,16 +660,10 @@ def build_graph_run(cfg: Any) -> GraphRun:
             )
         y_clean = sub.y.clone()
         y = y_clean.clone()
-        flip_fraction = 0.0
-        if rate > 0:
-            noisy, changed = label_noise(
-                y_clean[train].numpy(),
-                rate,
-                num_classes,
-                np.random.default_rng([seed, pid, fed.TAG_LABEL_NOISE]),
-            )
-            y[train] = torch.from_numpy(noisy)
-            flip_fraction = float(changed.mean())
+        noisy, flip_fraction = fed.client_label_noise(
+            cfg, pid, rate, y_clean[train].numpy(), num_classes
+        )
+        y[train] = torch.from_numpy(noisy)
         x = sub.x
         if sigma > 0 and x is not None:
             rng = np.random.default_rng([seed, pid, fed.TAG_FEATURE_NOISE])
