@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 STRATEGIES = (
     "fedavg",
     "inverse-noise-weights",
@@ -36,14 +38,20 @@ OPTIMIZERS = ("sgd", "adam", "adagrad")
 # A strategy in `strategies` is RULE or RULE+MODIFIER[+MODIFIER]: an optimizer modifier sets the
 # strategy's local optimizer (and base rate: lr, adam-lr or adagrad-lr); `degree` turns on the
 # degree-aware rates of graph tasks (degree-gamma). See strategy_config().
+# `coupled` gives each client the rate for its own batch size (coupling-rule); `grow-batch` turns
+# each step of the rate decay (lr-decay-rounds) into batch growth at the same lr / B.
 OPTIMIZER_MODIFIERS = OPTIMIZERS
-MODIFIERS = (*OPTIMIZER_MODIFIERS, "degree")
+MODIFIERS = (*OPTIMIZER_MODIFIERS, "degree", "coupled", "grow-batch")
 GNN_KINDS = ("gcn", "sage", "gin")
 GRAPH_SPLITS = ("louvain", "random")
 GRAPH_LABELS = ("random", "public")
 DEGREE_MODES = ("embedding", "loss", "both")
 DEGREE_SOURCES = ("local", "global")
 DEVICES = ("auto", "cpu", "cuda")
+COUPLING_RULES = ("auto", "linear", "sqrt", "optimal")
+NOISE_SCALE_GROWTH = ("none", "batch", "clients")
+WEIGHT_DECAY_COUPLINGS = ("lr-proportional", "fixed-shrink")
+BATCH_SPREADS = ("log-uniform", "powers-of-two")
 
 
 class ConfigError(ValueError):
@@ -115,7 +123,7 @@ def parse_strategy(name: str) -> tuple[str, tuple[str, ...]]:
     if len(set(mods)) != len(mods) or sum(m in OPTIMIZER_MODIFIERS for m in mods) > 1:
         raise ConfigError(
             f"strategies: {name!r} repeats a modifier or names two optimizers; expected at most "
-            "one of +sgd, +adam, +adagrad and at most one +degree"
+            "one of +sgd, +adam, +adagrad and each other modifier at most once"
         )
     return rule, tuple(mods)
 
@@ -159,6 +167,61 @@ def uses_degree(name: str) -> bool:
     (True, False)
     """
     return "degree" in parse_strategy(name)[1]
+
+
+def uses_modifier(name: str, modifier: str) -> bool:
+    """Whether strategy ``name`` carries ``+modifier``.
+
+    >>> uses_modifier("fedavg+coupled", "coupled"), uses_modifier("fedavg", "grow-batch")
+    (True, False)
+    """
+    return modifier in parse_strategy(name)[1]
+
+
+def _batch_spec(value: str) -> bool:
+    """Whether ``value`` is ``""``, ``B1,B2,...`` (>= 1) or ``SPREAD:MIN:MAX``."""
+    if not value.strip():
+        return True
+    kind, _, rest = value.partition(":")
+    try:
+        if kind.strip() in BATCH_SPREADS:
+            low, high = (int(v) for v in rest.split(":"))
+            return 1 <= low <= high
+        return all(int(item) >= 1 for item in split_list(value)) and bool(split_list(value))
+    except ValueError:
+        return False
+
+
+def client_batch_sizes(cfg: Mapping[str, Any]) -> list[int]:
+    """Each client's local batch size, by partition id, from ``client-batch-sizes``.
+
+    ``""``: every client uses ``batch-size``. ``B1,B2,...``: one per client.
+    ``log-uniform:MIN:MAX``: each client draws ``round(exp(U(log MIN, log MAX)))``.
+    ``powers-of-two:MIN:MAX``: the powers of two in ``[MIN, MAX]`` dealt round-robin over the
+    clients in a seeded random order, so every size occurs. Draws are seeded by ``seed``.
+
+    >>> client_batch_sizes({"client-batch-sizes": "powers-of-two:8:32", "num-clients": 4,
+    ...                     "batch-size": 16, "seed": 0})
+    [16, 32, 8, 8]
+    """
+    spec, n = str(cfg["client-batch-sizes"]).strip(), int(cfg["num-clients"])
+    if not spec:
+        return [int(cfg["batch-size"])] * n
+    kind, _, rest = spec.partition(":")
+    rng = np.random.default_rng([int(cfg["seed"]), 0xBA7C])
+    if kind.strip() == "log-uniform":
+        low, high = (int(v) for v in rest.split(":"))
+        draws = np.exp(rng.uniform(np.log(low), np.log(high), size=n))
+        return [int(min(high, max(low, round(float(d))))) for d in draws]
+    if kind.strip() == "powers-of-two":
+        low, high = (int(v) for v in rest.split(":"))
+        powers = [2**e for e in range(0, 31) if low <= 2**e <= high] or [low]
+        order = rng.permutation(n)
+        sizes = [0] * n
+        for i, pid in enumerate(order):
+            sizes[int(pid)] = powers[i % len(powers)]
+        return sizes
+    return [int(item) for item in split_list(spec)]
 
 
 def is_graph(cfg: Mapping[str, Any]) -> bool:
@@ -354,6 +417,93 @@ SCHEMA: dict[str, Key] = {
     "adam-lr": Key(float, 0.01, "a number > 0", _POS, "base learning rate of Adam"),
     "adagrad-lr": Key(float, 0.05, "a number > 0", _POS, "base learning rate of Adagrad"),
     "momentum": Key(float, 0.0, "a number in [0, 1)", lambda v: 0 <= v < 1, "SGD momentum"),
+    "weight-decay": Key(
+        float,
+        0.0,
+        "a number >= 0",
+        _range(0),
+        "weight decay at the base rate (SGD: L2; Adam: AdamW's decoupled decay)",
+    ),
+    "weight-decay-coupling": Key(
+        str,
+        "lr-proportional",
+        " or ".join(WEIGHT_DECAY_COUPLINGS),
+        _choice(WEIGHT_DECAY_COUPLINGS),
+        "a client at another rate: keep weight-decay (shrink per step ~ lr) or lr * weight-decay",
+    ),
+    # -- batch size and gradient noise scale --------------------------------------------------
+    "client-batch-sizes": Key(
+        str,
+        "",
+        "'' (all batch-size), B1,B2,... (one per client), log-uniform:MIN:MAX or "
+        "powers-of-two:MIN:MAX",
+        _batch_spec,
+        "each client's local batch size (a SuperNode's node-config batch-size wins)",
+    ),
+    "coupling-rule": Key(
+        str,
+        "auto",
+        " or ".join(COUPLING_RULES),
+        _choice(COUPLING_RULES),
+        "+coupled: rate vs batch (auto: linear for SGD, sqrt for Adam/Adagrad; optimal: "
+        "lr_max / (1 + B_noise / B) with the measured noise scale)",
+    ),
+    "coupling-reference": Key(
+        int,
+        0,
+        "an integer >= 0",
+        _range(0),
+        "+coupled: the batch the base rate is tuned for (0: the clients' median batch)",
+    ),
+    "coupling-low": Key(
+        float, 0.05, "a number in (0, 1]", _range(0, 1, lo_open=True), "lowest coupling factor"
+    ),
+    "coupling-high": Key(float, 20.0, "a number >= 1", _range(1), "highest coupling factor"),
+    "coupling-warmup-rounds": Key(
+        int,
+        0,
+        "an integer >= 0",
+        _range(0),
+        "+coupled: rounds over which factors ramp linearly from 1 (Goyal et al.'s warm-up)",
+    ),
+    "measure-noise-scale": Key(
+        bool,
+        False,
+        "true or false",
+        lambda v: True,
+        "clients send a gradient at the received weights; the server estimates B_simple",
+    ),
+    "noise-scale-ema": Key(
+        float,
+        0.8,
+        "a number in [0, 1)",
+        lambda v: 0 <= v < 1,
+        "EMA decay of the |G|^2 and tr(Sigma) estimates (B_simple is their ratio)",
+    ),
+    "noise-scale-growth": Key(
+        str,
+        "none",
+        " or ".join(NOISE_SCALE_GROWTH),
+        _choice(NOISE_SCALE_GROWTH),
+        "grow local batches or clients per round as B_simple grows past its first estimate",
+    ),
+    "noise-scale-growth-max": Key(
+        float, 8.0, "a number >= 1", _range(1), "largest growth factor of noise-scale-growth"
+    ),
+    "lr-decay-rounds": Key(
+        str,
+        "",
+        "'' or increasing round numbers R1,R2,... in 1..num-server-rounds",
+        lambda v: not split_list(v) or _int_list(v),
+        "rounds from which the rate is multiplied by lr-decay-factor (+grow-batch: batch / it)",
+    ),
+    "lr-decay-factor": Key(
+        float,
+        0.2,
+        "a number in (0, 1)",
+        lambda v: 0 < v < 1,
+        "rate factor per decay step (Smith et al.: 1/5)",
+    ),
     # -- the rate rule -----------------------------------------------------------------------
     "estimator": Key(
         str, "loss-margin", " or ".join(ESTIMATORS), _choice(ESTIMATORS), "client noise estimator"
@@ -525,6 +675,7 @@ def validate(values: dict[str, Any]) -> dict[str, Any]:
             "CPU (device=cpu): set device=auto to use them, or client-gpus=0",
             stacklevel=2,
         )
+    _validate_batches(values)
     if is_graph(values):
         _validate_graph(values)
     else:
@@ -539,6 +690,44 @@ def validate(values: dict[str, Any]) -> dict[str, Any]:
         if bad:
             raise ConfigError(f"hard-classes: expected classes in 0..9, got {','.join(bad)}")
     return values
+
+
+def _validate_batches(values: Mapping[str, Any]) -> None:
+    """Relations of the batch-size, coupling and noise-scale keys."""
+    n, rounds = values["num-clients"], values["num-server-rounds"]
+    spec = str(values["client-batch-sizes"]).strip()
+    if spec and spec.partition(":")[0].strip() not in BATCH_SPREADS:
+        count = len(split_list(spec))
+        if count != n:
+            raise ConfigError(
+                f"client-batch-sizes: expected one batch size per client ({n}), got {count}"
+            )
+    milestones = [int(v) for v in split_list(values["lr-decay-rounds"])]
+    if milestones and (
+        milestones != sorted(set(milestones)) or not 1 <= milestones[0] <= milestones[-1] <= rounds
+    ):
+        raise ConfigError(
+            "lr-decay-rounds: expected strictly increasing round numbers in "
+            f"1..num-server-rounds ({rounds}), got {values['lr-decay-rounds']!r}"
+        )
+    names = split_list(values["strategies"])
+    growing = [name for name in names if uses_modifier(name, "grow-batch")]
+    if growing and not milestones:
+        raise ConfigError(
+            f"strategies: {growing[0]!r} turns rate decay into batch growth, but lr-decay-rounds "
+            "is empty; expected decay rounds, e.g. lr-decay-rounds = '10,20'"
+        )
+    coupled = any(uses_modifier(name, "coupled") for name in names)
+    if coupled and values["coupling-rule"] == "optimal" and not values["measure-noise-scale"]:
+        raise ConfigError(
+            "coupling-rule: 'optimal' reads the noise scale the server measures; expected "
+            "measure-noise-scale = true, or coupling-rule auto, linear or sqrt"
+        )
+    if values["noise-scale-growth"] != "none" and not values["measure-noise-scale"]:
+        raise ConfigError(
+            f"noise-scale-growth: {values['noise-scale-growth']!r} follows the measured noise "
+            "scale; expected measure-noise-scale = true, or noise-scale-growth = 'none'"
+        )
 
 
 def _validate_graph(values: Mapping[str, Any]) -> None:
@@ -562,6 +751,24 @@ def _validate_graph(values: Mapping[str, Any]) -> None:
     if values["graph-labels"] == "public" and dataset == "ba":
         raise ConfigError(
             "graph-labels: the ba graph has no public split; expected random, got 'public'"
+        )
+    batch_keyed = [
+        name
+        for name in split_list(values["strategies"])
+        if uses_modifier(name, "coupled") or uses_modifier(name, "grow-batch")
+    ]
+    if batch_keyed or values["measure-noise-scale"] or str(values["client-batch-sizes"]).strip():
+        what = (
+            f"strategies: {batch_keyed[0]!r}"
+            if batch_keyed
+            else "measure-noise-scale"
+            if values["measure-noise-scale"]
+            else "client-batch-sizes"
+        )
+        raise ConfigError(
+            f"{what}: batch sizes and the gradient noise scale need mini-batches; a graph "
+            f"dataset ({dataset}) trains full-batch; expected a tabular dataset "
+            f"({', '.join(TABULAR_DATASETS)})"
         )
     degree_rule = any(uses_degree(name) for name in split_list(values["strategies"]))
     if degree_rule and values["degree-mode"] == "embedding" and values["embedding-dim"] == 0:

@@ -4,6 +4,11 @@ A graph run (dataset cora, karate or ba) also gets a "Degree fairness" section a
 accuracy per global-degree quartile, and the gradient norm vs degree before and after the degree
 scales.
 
+A tabular run whose clients train with several batch sizes, or with a batch rule (``+coupled``,
+``+grow-batch``, ``lr-decay-rounds``), or that measured the gradient noise scale, also gets a
+"Batch size and noise scale" section and up to three more PNGs: ``B_simple`` per round (only when
+measured), mean test loss vs cumulative optimizer steps, and each client's rate vs its own batch.
+
 A run directory (``runs/<time>-<name>/``) holds ``config.toml``, ``rounds.jsonl`` (one line per
 strategy per round, appended as rounds finish) and ``results.json`` (rewritten each time a
 strategy finishes). Everything here reads those files and writes next to them; nothing is kept
@@ -12,7 +17,9 @@ between calls.
 A strategy missing from ``results.json`` (a run killed mid-way) is summarised from its last
 recorded round in ``rounds.jsonl``, and the report says so at the top. Its degree data comes from
 the same lines (``degree_fairness``, ``gradient_slope``), and its optimizer and degree rule from
-its name and ``config.toml`` (``fedavg+adam+degree``: adam, ``degree-gamma``).
+its name and ``config.toml`` (``fedavg+adam+degree``: adam, ``degree-gamma``); likewise its
+batch data (``batch_size``, ``steps_total``, ``loss_mean``, ``noise_scale``), with its coupling rule
+and step schedule from its name and ``config.toml`` (``fedavg+coupled``: ``coupling-rule``).
 
 Examples
 --------
@@ -28,7 +35,7 @@ import csv
 import json
 import math
 import tomllib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +44,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import LogFormatter, MaxNLocator
 
-from fedlr.config import OPTIMIZER_MODIFIERS
+from fedlr.config import OPTIMIZER_MODIFIERS, split_list
 from fedlr.metrics.fairness import clean_noisy_gap, fairness_summary, spearman_rho
+from fedlr.rates.coupling import rule_for_optimizer
 
 __all__ = ["load_config", "load_results", "load_rounds", "render_report", "write_csv"]
 
@@ -49,6 +57,9 @@ ACCURACY_VS_NOISE_PNG = "client_accuracy_vs_noise.png"
 RATE_VS_NOISE_PNG = "rate_vs_noise.png"
 DEGREE_QUARTILES_PNG = "degree_quartiles.png"  # graph runs only
 DEGREE_GRADIENTS_PNG = "degree_gradients.png"  # graph runs only
+NOISE_SCALE_PNG = "noise_scale.png"  # runs that measured the gradient noise scale only
+LOSS_VS_STEPS_PNG = "loss_vs_steps.png"  # tabular runs with batch data to show only
+RATE_VS_BATCH_PNG = "rate_vs_batch.png"  # tabular runs with batch data to show only
 
 CSV_COLUMNS = (
     "strategy",
@@ -357,6 +368,140 @@ def _degree_from_rounds(
     return degree
 
 
+def _coupling_rule(config: dict[str, Any], optimizer: Any) -> str | None:
+    """The rule a ``+coupled`` strategy used, resolved as the strategy does (auto: by optimizer)."""
+    rule = config.get("coupling-rule")
+    if rule == "auto":
+        try:
+            return rule_for_optimizer(str(optimizer))
+        except ValueError:
+            return "auto"
+    return None if rule is None else str(rule)
+
+
+def _decay_rounds(config: dict[str, Any]) -> list[int]:
+    """``lr-decay-rounds`` of ``config.toml`` as round numbers (empty when unset or unreadable)."""
+    try:
+        return [int(item) for item in split_list(str(config.get("lr-decay-rounds", "")))]
+    except ValueError:
+        return []
+
+
+def _last_value(values: Iterable[Any]) -> float | None:
+    """The last finite number among ``values`` (None if there is none)."""
+    numbers = [value for value in map(_num, values) if value is not None]
+    return numbers[-1] if numbers else None
+
+
+def _batches_from_results(
+    results: dict[str, Any], config: dict[str, Any]
+) -> dict[str, dict[str, Any]]:
+    batches = {}
+    for strategy, entry in results["strategies"].items():
+        raw = entry.get("batches")
+        if not isinstance(raw, dict):
+            continue
+        own, rates = {}, {}
+        for client in entry.get("clients") or []:
+            partition_id = client.get("partition_id")
+            batch, rate = _num(client.get("own_batch_size")), _num(client.get("lr"))
+            if batch is None:  # written before own batches were: the last round's batch
+                batch = _num(client.get("batch_size"))
+            if batch is not None:
+                own[partition_id] = batch
+            if rate is not None:
+                rates[partition_id] = rate
+        # Rounds with no step count add none, as the recorder's steps_total does.
+        steps = [_num(s) or 0.0 for s in raw.get("steps_per_round") or []]
+        losses = [_num(v) for v in raw.get("loss_per_round") or []]
+        cumulative = np.cumsum(steps).tolist()
+        smoothed, per_round = list(raw.get("b_simple") or []), list(raw.get("b_simple_round") or [])
+        count = max(len(smoothed), len(per_round))
+        smoothed, per_round = smoothed + [None] * count, per_round + [None] * count
+        batches[strategy] = {
+            "own": own,
+            "rates": rates,
+            "coupled": bool(raw.get("coupled")),
+            "rule": raw.get("coupling_rule"),
+            "grow_batch": bool(raw.get("grow_batch")),
+            "decay_rounds": [int(r) for r in raw.get("lr_decay_rounds") or []],
+            "decay_factor": _num(config.get("lr-decay-factor")),
+            # (cumulative steps, mean test loss) and (round, smoothed, per-round B_simple)
+            "curve": [(t, v) for t, v in zip(cumulative, losses, strict=False) if v is not None],
+            "noise": [(i + 1, _num(smoothed[i]), _num(per_round[i])) for i in range(count)],
+            "steps_total": _num(raw.get("steps_total")),
+            "final_loss": _num(raw.get("final_loss")),
+        }
+    return batches
+
+
+def _batches_from_rounds(
+    rounds: list[dict[str, Any]], config: dict[str, Any]
+) -> dict[str, dict[str, Any]]:
+    by_strategy: dict[str, dict[float, dict[str, Any]]] = {}
+    for record in rounds:
+        round_number = _num(record.get("round"))
+        if round_number is None or "steps_total" not in record:  # tabular lines only
+            continue
+        by_strategy.setdefault(record["strategy"], {})[round_number] = record
+    batches = {}
+    for strategy, by_round in by_strategy.items():
+        records = [record for _, record in sorted(by_round.items())]
+        own: dict[Any, float] = {}
+        rates: dict[Any, float] = {}
+        for record in records:
+            for client in record.get("clients") or []:
+                partition_id = client.get("partition_id")
+                batch, rate = _num(client.get("batch_size")), _num(client.get("lr"))
+                # Batches only grow during a run: the smallest one seen is the client's own.
+                if batch is not None:
+                    own[partition_id] = min(batch, own.get(partition_id, batch))
+                if rate is not None:  # a client's latest rate, as results.json keeps it
+                    rates[partition_id] = rate
+        noise = []
+        for record in records:
+            scale = record.get("noise_scale")
+            if isinstance(scale, dict):
+                noise.append(
+                    (
+                        record["round"],
+                        _num(scale.get("b_simple")),
+                        _num(scale.get("b_simple_round")),
+                    )
+                )
+        curve = [(_num(r.get("steps_total")), _num(r.get("loss_mean"))) for r in records]
+        curve = [(t, v) for t, v in curve if t is not None and v is not None]
+        _, *modifiers = (part.strip() for part in strategy.split("+"))
+        optimizer, _ = _settings_from_name(strategy, config)
+        coupled = "coupled" in modifiers
+        batches[strategy] = {
+            "own": own,
+            "rates": rates,
+            "coupled": coupled,
+            "rule": _coupling_rule(config, optimizer) if coupled else None,
+            "grow_batch": "grow-batch" in modifiers,
+            "decay_rounds": _decay_rounds(config),
+            "decay_factor": _num(config.get("lr-decay-factor")),
+            "curve": curve,
+            "noise": noise,
+            "steps_total": _last_value(r.get("steps_total") for r in records),
+            "final_loss": _last_value(r.get("loss_mean") for r in records),
+        }
+    return batches
+
+
+def _shows_batches(batches: dict[str, dict[str, Any]]) -> bool:
+    """Whether there is batch data to show: several batch sizes, a batch rule or a noise scale."""
+    return any(
+        len(set(data["own"].values())) > 1
+        or data["coupled"]
+        or data["grow_batch"]
+        or data["decay_rounds"]
+        or any(v is not None for point in data["noise"] for v in point[1:])
+        for data in batches.values()
+    )
+
+
 def _client_sort_key(client: dict[str, Any]) -> tuple[int, str]:
     partition_id = client.get("partition_id")
     if isinstance(partition_id, int):
@@ -381,8 +526,11 @@ def _load_run(run_dir: Path) -> dict[str, Any]:
         summary["clients"].sort(key=_client_sort_key)
     order = [s for s in _strategy_order(results, rounds, config) if s in summaries]
     degree = _degree_from_rounds(rounds, config)
+    batches = _batches_from_rounds(rounds, config)
     if results is not None:
         degree.update(_degree_from_results(results))
+        batches.update(_batches_from_results(results, config))
+    batches = {s: batches[s] for s in order if s in batches}
     source = results if results is not None else config
     return {
         "name": source.get("name") or config.get("name") or run_dir.name,
@@ -394,6 +542,8 @@ def _load_run(run_dir: Path) -> dict[str, Any]:
         "summaries": {s: summaries[s] for s in order},
         "rounds": rounds,
         "degree": {s: degree[s] for s in order if s in degree},  # empty unless a graph run
+        # empty unless a tabular run with several batch sizes, a batch rule or a noise scale
+        "batches": batches if _shows_batches(batches) else {},
         "colours": _colours(_strategy_order(results, rounds, config)),
     }
 
@@ -660,6 +810,101 @@ def _degree_section(run: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _batch_sizes_text(own: dict[Any, float]) -> str:
+    """Min–median–max of the clients' own batch sizes (one number when they are all equal).
+
+    Examples
+    --------
+    >>> _batch_sizes_text({0: 8.0, 1: 16.0, 2: 16.0, 3: 64.0})
+    '8–16–64'
+    >>> _batch_sizes_text({0: 32.0, 1: 32.0}), _batch_sizes_text({})
+    ('32', 'n/a')
+    """
+    if not own:
+        return NA
+    sizes = sorted(own.values())
+    if sizes[0] == sizes[-1]:
+        return f"{sizes[0]:g}"
+    return f"{sizes[0]:g}–{float(np.median(sizes)):g}–{sizes[-1]:g}"
+
+
+def _batch_rule_text(data: dict[str, Any]) -> str:
+    """The rate rule of a strategy, and its step schedule (rate decay or batch growth)."""
+    text = str(data["rule"] or "coupled") if data["coupled"] else "shared rate"
+    rounds = data["decay_rounds"]
+    if rounds:
+        factor = data["decay_factor"]
+        if data["grow_batch"]:
+            step = "batch grows" if factor is None else f"batch ×{1 / factor:g}"
+        else:
+            step = "rate decays" if factor is None else f"rate ×{factor:g}"
+        at = ", ".join(str(r) for r in rounds)
+        text += f"; {step} at round{'s' if len(rounds) > 1 else ''} {at}"
+    elif data["grow_batch"]:
+        text += "; grow batch"
+    return text
+
+
+def _last_b_simple(noise: list[tuple[Any, float | None, float | None]]) -> float | None:
+    """The last smoothed B_simple; the last per-round one if none was smoothed."""
+    smoothed = _last_value(point[1] for point in noise)
+    return smoothed if smoothed is not None else _last_value(point[2] for point in noise)
+
+
+def _measured_noise(run: dict[str, Any]) -> bool:
+    """Whether some strategy recorded a B_simple value (of any sign)."""
+    return any(
+        value is not None
+        for data in run["batches"].values()
+        for point in data["noise"]
+        for value in point[1:]
+    )
+
+
+def _batch_section(run: dict[str, Any]) -> list[str]:
+    rows = [
+        [
+            f"`{strategy}`",
+            _batch_sizes_text(data["own"]),
+            _batch_rule_text(data),
+            _fmt(data["steps_total"], ".0f"),
+            _fmt(data["final_loss"], ".3f"),
+            _fmt(_last_b_simple(data["noise"]), ".3g"),
+        ]
+        for strategy, data in run["batches"].items()
+    ]
+    header = [
+        "Strategy",
+        "Batch sizes (min–median–max)",
+        "Rule",
+        "Optimizer steps (total)",
+        "Final test loss",
+        "Last B_simple",
+    ]
+    lines = ["## Batch size and noise scale", ""]
+    lines += _table(header, rows, "lllrrr")
+    lines += [
+        "",
+        "Batch sizes are the clients' own; the rule is how a client's rate follows its batch "
+        "(`+coupled`) or one rate for every batch, with the step schedule of lr-decay-rounds "
+        "(`+grow-batch` grows the batch instead of decaying the rate). Optimizer steps are the "
+        "mean local steps per trained client, summed over rounds; the test loss is the mean clean "
+        "test loss over clients in the last round. B_simple = tr(Σ)/|G|² is the gradient noise "
+        "scale of McCandlish et al. (2018), measured each round from the clients' gradients at "
+        "the received weights (smoothed; a non-positive estimate is not plotted).",
+        "",
+    ]
+    if _measured_noise(run):
+        lines += [f"![Gradient noise scale per round]({NOISE_SCALE_PNG})", ""]
+    lines += [
+        f"![Test loss vs optimizer steps]({LOSS_VS_STEPS_PNG})",
+        "",
+        f"![Learning rate vs batch size]({RATE_VS_BATCH_PNG})",
+        "",
+    ]
+    return lines
+
+
 def _markdown(run: dict[str, Any]) -> str:
     seed = NA if run["seed"] is None else run["seed"]
     lines = [f"# fedlr run `{run['name']}` (seed {seed})", ""]
@@ -697,6 +942,8 @@ def _markdown(run: dict[str, Any]) -> str:
     ]
     if run["degree"]:
         lines += _degree_section(run)
+    if run["batches"]:
+        lines += _batch_section(run)
     lines += _notes(run)
     lines += ["## Clients per strategy", ""]
     for strategy in run["strategies"]:
@@ -977,6 +1224,121 @@ def _plot_degree_gradients(run: dict[str, Any], path: Path) -> Path:
     return _save(figure, path)
 
 
+def _plot_noise_scale(run: dict[str, Any], path: Path) -> Path:
+    figure = _new_figure()
+    axes = figure.add_subplot()
+    plotted = False
+    for strategy, data in run["batches"].items():
+        colour, marker = run["colours"][strategy]
+        # A log axis: non-positive estimates (tr(Σ) estimated below 0) are left out.
+        smoothed = [(r, s) for r, s, _ in data["noise"] if s is not None and s > 0]
+        per_round = [(r, b) for r, _, b in data["noise"] if b is not None and b > 0]
+        if smoothed:
+            axes.plot(
+                *zip(*smoothed, strict=True), color=colour, marker=marker, ms=3, label=strategy
+            )
+        if per_round:
+            axes.scatter(
+                [r for r, _ in per_round],
+                [b for _, b in per_round],
+                color=colour,
+                marker=marker,
+                s=30,
+                alpha=0.3,
+                label=None if smoothed else strategy,  # one entry per strategy
+            )
+        plotted = plotted or bool(smoothed or per_round)
+    axes.set_title("Gradient noise scale B_simple = tr(Σ) / |G|² per round")
+    axes.set_xlabel("Server round")
+    axes.set_ylabel("B_simple (examples, log)")
+    axes.grid(alpha=0.3, which="both")
+    if plotted:
+        axes.set_yscale("log")
+        # Plain values (20, 30, 60) rather than 2×10¹ on the few decades B_simple spans.
+        axes.yaxis.set_major_formatter(LogFormatter(labelOnlyBase=False))
+        axes.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False))
+        axes.plot([], [], color="0.4", marker="o", ms=3, label="smoothed (line)")
+        axes.scatter([], [], color="0.4", s=30, alpha=0.3, label="this round's estimate (faint)")
+        axes.legend(loc="best", fontsize="small")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    else:
+        _no_data(axes, "no positive B_simple estimate")
+    return _save(figure, path)
+
+
+def _plot_loss_vs_steps(run: dict[str, Any], path: Path) -> Path:
+    figure = _new_figure()
+    axes = figure.add_subplot()
+    plotted = False
+    for strategy, data in run["batches"].items():
+        colour, marker = run["colours"][strategy]
+        if data["curve"]:
+            axes.plot(
+                *zip(*data["curve"], strict=True), color=colour, marker=marker, ms=4, label=strategy
+            )
+            plotted = True
+    axes.set_title("Test loss vs optimizer steps: decay the rate or grow the batch")
+    axes.set_xlabel("optimizer steps (mean per client, cumulative)")
+    axes.set_ylabel("Mean clean test loss")
+    axes.grid(alpha=0.3)
+    if plotted:
+        axes.legend(loc="best", fontsize="small")
+    else:
+        _no_data(axes, "no round recorded a test loss and a step count")
+    return _save(figure, path)
+
+
+def _plot_rate_vs_batch(run: dict[str, Any], path: Path) -> Path:
+    figure = _new_figure()
+    axes = figure.add_subplot()
+    strategies = list(run["batches"])
+    points: list[tuple[float, float]] = []
+    for index, strategy in enumerate(strategies):
+        colour, marker = run["colours"][strategy]
+        data = run["batches"][strategy]
+        pairs = [(batch, data["rates"].get(pid)) for pid, batch in data["own"].items()]
+        pairs = [(b, lr) for b, lr in pairs if lr is not None and b > 0 and lr > 0]
+        if not pairs:
+            continue
+        # A log axis: dodge by a factor, so that equal batches sit side by side.
+        shift = math.exp(_dodge(index, len(strategies), 0.04))
+        axes.scatter(
+            [b * shift for b, _ in pairs],
+            [lr for _, lr in pairs],
+            color=colour,
+            marker=marker,
+            s=42,
+            alpha=0.85,
+            label=strategy,
+        )
+        points.extend(pairs)
+    if points:
+        batches, rates = np.array(points).T
+        middle_batch, middle_rate = float(np.median(batches)), float(np.median(rates))
+        line_x = np.geomspace(batches.min() / 1.2, batches.max() * 1.2, 50)
+        axes.plot(
+            line_x,
+            middle_rate * line_x / middle_batch,
+            color="0.4",
+            ls="--",
+            lw=1,
+            label="slope 1 (linear rule) through the median",
+        )
+        axes.set_xscale("log")
+        axes.set_yscale("log")
+        # Plain batch sizes (8, 16, 64) rather than 10¹ on the few decades batches span.
+        axes.xaxis.set_major_formatter(LogFormatter(labelOnlyBase=False))
+        axes.xaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False))
+        axes.legend(loc="best", fontsize="small")
+    else:
+        _no_data(axes, "no client reported a batch size and a rate")
+    axes.set_title("Final learning rate vs the client's own batch size")
+    axes.set_xlabel("Client's own batch size (log)")
+    axes.set_ylabel("Client learning rate, last round (log)")
+    axes.grid(alpha=0.3, which="both")
+    return _save(figure, path)
+
+
 # ------------------------------------------------------------------------------------------------
 # Entry point
 # ------------------------------------------------------------------------------------------------
@@ -986,9 +1348,14 @@ def render_report(run_dir: Path | str) -> Path:
     """Write ``report.md``, ``results.csv`` and the three PNGs of a run into its directory.
 
     A graph run (strategies with degree data) also gets ``degree_quartiles.png`` and
-    ``degree_gradients.png``. Works on a finished run (``results.json``) and on an unfinished
-    one (``rounds.jsonl`` only: the summary then comes from the last round of each strategy, as
-    the report says).
+    ``degree_gradients.png``. A tabular run with batch data to show (clients of several batch
+    sizes, a ``+coupled`` or ``+grow-batch`` strategy, ``lr-decay-rounds``, or a measured noise
+    scale) gets a "Batch size and noise scale" section, ``loss_vs_steps.png`` and
+    ``rate_vs_batch.png``, and ``noise_scale.png`` when some strategy measured
+    ``B_simple = tr(Σ)/|G|²``; other runs get neither.
+
+    Works on a finished run (``results.json``) and on an unfinished one (``rounds.jsonl`` only:
+    the summary then comes from the last round of each strategy, as the report says).
     Rendering twice gives the same files.
 
     Parameters
@@ -1016,6 +1383,11 @@ def render_report(run_dir: Path | str) -> Path:
     if run["degree"]:
         _plot_degree_quartiles(run, run_dir / DEGREE_QUARTILES_PNG)
         _plot_degree_gradients(run, run_dir / DEGREE_GRADIENTS_PNG)
+    if run["batches"]:
+        if _measured_noise(run):
+            _plot_noise_scale(run, run_dir / NOISE_SCALE_PNG)
+        _plot_loss_vs_steps(run, run_dir / LOSS_VS_STEPS_PNG)
+        _plot_rate_vs_batch(run, run_dir / RATE_VS_BATCH_PNG)
     _write_csv(run_dir, run)
     path = run_dir / REPORT_FILE
     path.write_text(_markdown(run), encoding="utf-8")

@@ -6,6 +6,7 @@ import math
 import tomllib
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from fedlr import config
@@ -187,6 +188,7 @@ def test_gpus_for_cpu_clients_is_legal_but_warned():
 GRAPH = {"dataset": "karate", "num-clients": 2, "noisy-clients": 0, "hard-clean-clients": 0}
 ALL_RULES = "fedavg, inverse-noise-weights, noise-adaptive, oracle-noise-rates, qfedavg, fedprox"
 TWO_OPTIMIZERS = "repeats a modifier or names two optimizers; expected at most one of +sgd, +adam, "
+ONCE = "+adagrad and each other modifier at most once"
 
 
 @pytest.mark.parametrize(
@@ -212,23 +214,24 @@ def test_parse_strategy_splits_rule_and_modifiers(name, rule, modifiers):
         (
             "fedavg+adamw",
             "strategies: unknown modifier 'adamw' in 'fedavg+adamw'; "
-            "allowed: +sgd, +adam, +adagrad, +degree",
+            "allowed: +sgd, +adam, +adagrad, +degree, +coupled, +grow-batch",
         ),
         (
             "fedavg+",
-            "strategies: unknown modifier '' in 'fedavg+'; allowed: +sgd, +adam, +adagrad, +degree",
+            "strategies: unknown modifier '' in 'fedavg+'; allowed: +sgd, +adam, +adagrad, "
+            "+degree, +coupled, +grow-batch",
         ),
         (
             "fedavg+adam+sgd",
-            f"strategies: 'fedavg+adam+sgd' {TWO_OPTIMIZERS}+adagrad and at most one +degree",
+            f"strategies: 'fedavg+adam+sgd' {TWO_OPTIMIZERS}{ONCE}",
         ),
         (
             "fedavg+degree+degree",
-            f"strategies: 'fedavg+degree+degree' {TWO_OPTIMIZERS}+adagrad and at most one +degree",
+            f"strategies: 'fedavg+degree+degree' {TWO_OPTIMIZERS}{ONCE}",
         ),
         (
             "fedavg+adam+adam",
-            f"strategies: 'fedavg+adam+adam' {TWO_OPTIMIZERS}+adagrad and at most one +degree",
+            f"strategies: 'fedavg+adam+adam' {TWO_OPTIMIZERS}{ONCE}",
         ),
     ],
 )
@@ -354,3 +357,133 @@ def test_degree_modifier_needs_a_graph_dataset(dataset):
     assert resolve(overrides={**overrides, "strategies": "fedavg+adam"})["strategies"] == (
         "fedavg+adam"
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# batch sizes, coupling and the noise scale
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("spec", "n", "expected"),
+    [
+        ("", 3, [16, 16, 16]),
+        ("8,16,256", 3, [8, 16, 256]),
+        (" 8 , 32 ", 2, [8, 32]),
+    ],
+)
+def test_client_batch_sizes_explicit(spec, n, expected):
+    cfg = {"client-batch-sizes": spec, "num-clients": n, "batch-size": 16, "seed": 0}
+    assert config.client_batch_sizes(cfg) == expected
+
+
+@pytest.mark.parametrize("seed", [0, 1, 7])
+def test_powers_of_two_deal_every_size(seed):
+    cfg = {"client-batch-sizes": "powers-of-two:8:256", "num-clients": 12, "batch-size": 16}
+    sizes = config.client_batch_sizes({**cfg, "seed": seed})
+    # 8, 16, 32, 64, 128, 256: six sizes dealt over twelve clients, each exactly twice
+    assert sorted(sizes) == sorted([8, 16, 32, 64, 128, 256] * 2)
+    assert sizes == config.client_batch_sizes({**cfg, "seed": seed})  # seeded
+
+
+def test_log_uniform_batch_sizes_stay_in_range_and_are_seeded():
+    cfg = {"client-batch-sizes": "log-uniform:8:256", "num-clients": 200, "batch-size": 16}
+    sizes = config.client_batch_sizes({**cfg, "seed": 3})
+    assert min(sizes) >= 8 and max(sizes) <= 256
+    assert sizes == config.client_batch_sizes({**cfg, "seed": 3})
+    assert sizes != config.client_batch_sizes({**cfg, "seed": 4})
+    # log-uniform: about half the draws below the geometric mean sqrt(8 * 256) = 45.3
+    assert 0.35 < np.mean(np.array(sizes) < 45.3) < 0.65
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            {"client-batch-sizes": "8,16"},
+            "client-batch-sizes: expected one batch size per client (10), got 2",
+        ),
+        (
+            {"client-batch-sizes": "8,0"},
+            "client-batch-sizes: expected '' (all batch-size), B1,B2,... (one per client), "
+            "log-uniform:MIN:MAX or powers-of-two:MIN:MAX, got '8,0'",
+        ),
+        (
+            {"client-batch-sizes": "log-uniform:64:8"},
+            "client-batch-sizes: expected '' (all batch-size), B1,B2,... (one per client), "
+            "log-uniform:MIN:MAX or powers-of-two:MIN:MAX, got 'log-uniform:64:8'",
+        ),
+        (
+            {"lr-decay-rounds": "20,10"},
+            "lr-decay-rounds: expected strictly increasing round numbers in "
+            "1..num-server-rounds (30), got '20,10'",
+        ),
+        (
+            {"lr-decay-rounds": "10,31"},
+            "lr-decay-rounds: expected strictly increasing round numbers in "
+            "1..num-server-rounds (30), got '10,31'",
+        ),
+        (
+            {"strategies": "fedavg,fedavg+grow-batch"},
+            "strategies: 'fedavg+grow-batch' turns rate decay into batch growth, but "
+            "lr-decay-rounds is empty; expected decay rounds, e.g. lr-decay-rounds = '10,20'",
+        ),
+        (
+            {"strategies": "fedavg+coupled", "coupling-rule": "optimal"},
+            "coupling-rule: 'optimal' reads the noise scale the server measures; expected "
+            "measure-noise-scale = true, or coupling-rule auto, linear or sqrt",
+        ),
+        (
+            {"noise-scale-growth": "batch"},
+            "noise-scale-growth: 'batch' follows the measured noise scale; expected "
+            "measure-noise-scale = true, or noise-scale-growth = 'none'",
+        ),
+        (
+            {"lr-decay-factor": 1.0},
+            "lr-decay-factor: expected a number in (0, 1), got 1.0",
+        ),
+        (
+            {"weight-decay-coupling": "fixed"},
+            "weight-decay-coupling: expected lr-proportional or fixed-shrink, got 'fixed'",
+        ),
+    ],
+)
+def test_batch_relations_are_refused_with_one_line(overrides, message):
+    assert one_line_error(message, **overrides) == message
+
+
+@pytest.mark.parametrize(
+    ("overrides", "what"),
+    [
+        ({"strategies": "fedavg,fedavg+coupled"}, "strategies: 'fedavg+coupled'"),
+        ({"measure-noise-scale": True}, "measure-noise-scale"),
+        ({"client-batch-sizes": "powers-of-two:8:64"}, "client-batch-sizes"),
+    ],
+)
+def test_batch_keys_need_a_tabular_dataset(overrides, what):
+    message = (
+        f"{what}: batch sizes and the gradient noise scale need mini-batches; a graph dataset "
+        "(karate) trains full-batch; expected a tabular dataset (digits, synthetic)"
+    )
+    assert one_line_error(message, **{**GRAPH, **overrides}) == message
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"strategies": "fedavg,fedavg+coupled,noise-adaptive+adam+coupled"},
+        {"strategies": "fedavg+coupled", "coupling-rule": "optimal", "measure-noise-scale": True},
+        {"strategies": "fedavg,fedavg+grow-batch", "lr-decay-rounds": "10,20"},
+        {"noise-scale-growth": "clients", "measure-noise-scale": True},
+        {"client-batch-sizes": "powers-of-two:8:256", "num-clients": 12},
+        {"weight-decay": 0.001, "weight-decay-coupling": "fixed-shrink"},
+    ],
+)
+def test_batch_settings_that_are_allowed(overrides):
+    cfg = resolve(overrides=overrides)
+    assert {k: cfg[k] for k in overrides} == overrides
+
+
+def test_uses_modifier():
+    assert config.uses_modifier("noise-adaptive+adam+coupled", "coupled")
+    assert not config.uses_modifier("noise-adaptive+adam+coupled", "grow-batch")

@@ -5,7 +5,17 @@ from pathlib import Path
 import pytest
 
 from fedlr.config import resolve, to_toml
-from fedlr.report import _quartile_ranges, load_results, load_rounds, render_report, write_csv
+from fedlr.report import (
+    LOSS_VS_STEPS_PNG,
+    NOISE_SCALE_PNG,
+    RATE_VS_BATCH_PNG,
+    _batch_sizes_text,
+    _quartile_ranges,
+    load_results,
+    load_rounds,
+    render_report,
+    write_csv,
+)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 PNGS = ("accuracy_per_round.png", "client_accuracy_vs_noise.png", "rate_vs_noise.png")
@@ -422,3 +432,260 @@ def test_non_graph_run_has_no_degree_section(tmp_path, finished):
     report = render_report(run_dir).read_text()
     assert "Degree" not in report and "degree_" not in report
     assert not any((run_dir / png).exists() for png in DEGREE_PNGS)
+
+
+# ------------------------------------------------------------------------------------------------
+# Tabular runs: batch size and noise scale
+# ------------------------------------------------------------------------------------------------
+
+BATCH_PNGS = ("noise_scale.png", "loss_vs_steps.png", "rate_vs_batch.png")
+BATCH_STRATEGIES = ("fedavg", "fedavg+coupled", "fedavg+grow-batch")
+OWN_BATCH = {0: 8, 1: 16, 2: 16, 3: 64}  # min-median-max 8-16-64
+# 256 examples per client: 32, 16, 16, 4 steps, mean 17; grown x5 in round 3 (batches 40, 80, 80,
+# 320 capped at 256): 7, 4, 4, 1 steps, mean 4.
+STEPS_MEAN = {
+    "fedavg": (17, 17, 17),
+    "fedavg+coupled": (17, 17, 17),
+    "fedavg+grow-batch": (17, 17, 4),
+}
+LOSS = {
+    "fedavg": (1.0, 0.8, 0.6),
+    "fedavg+coupled": (0.9, 0.7, 0.5),
+    "fedavg+grow-batch": (1.0, 0.8, 0.65),
+}
+# (smoothed, this round's) B_simple per round; None: no noise_scale in that round's line.
+NOISE = {
+    "fedavg": ((40.0, 40.0), (30.0, -5.0), (None, None)),
+    "fedavg+coupled": ((50.0, 50.0), (55.0, 60.0), (-1.0, -3.0)),
+    "fedavg+grow-batch": (None, (20.0, 20.0), (25.0, 30.0)),
+}
+
+
+def _batch_and_lr(strategy: str, pid: int, round_number: int, own: dict) -> tuple[int, float]:
+    """Round 3 is the decay round: the rate x 0.2, or (+grow-batch) the batch x 5."""
+    grow, decayed = strategy.endswith("+grow-batch"), round_number >= 3
+    batch = own[pid] * (5 if grow and decayed else 1)
+    coupling = own[pid] / 16 if strategy.endswith("+coupled") else 1.0  # linear, reference 16
+    return batch, 0.1 * coupling * (0.2 if decayed and not grow else 1.0)
+
+
+def _noise_scale(strategy: str, round_number: int, noise: dict) -> dict | None:
+    point = noise[strategy][round_number - 1]
+    if point is None:
+        return None
+    return {"clients": 4, "g2": 1.0, "trace": 1.0, "b_simple": point[0], "b_simple_round": point[1]}
+
+
+def _batch_round_line(strategy: str, round_number: int, own: dict, noise: dict) -> dict:
+    loss = LOSS[strategy][round_number - 1]
+    clients = []
+    for k in own:
+        batch, lr = _batch_and_lr(strategy, k, round_number, own)
+        clients.append(
+            {
+                "partition_id": k,
+                "role": "clean",
+                "noise_true": 0.0,
+                "lr": lr,
+                "accuracy": 0.5,
+                "eval_loss": loss,
+                "batch_size": batch,
+                "coupling_factor": own[k] / 16 if strategy.endswith("+coupled") else 1.0,
+                "steps": 256 // batch,
+            }
+        )
+    return {
+        "strategy": strategy,
+        "round": round_number,
+        "accuracy_mean": 0.5,
+        "accuracy_worst10": 0.5,
+        "clients": clients,
+        "missing": [],
+        "invalid_estimates": [],
+        "loss_mean": loss,
+        "steps_mean": STEPS_MEAN[strategy][round_number - 1],
+        "steps_total": sum(STEPS_MEAN[strategy][:round_number]),
+        "noise_scale": _noise_scale(strategy, round_number, noise),
+    }
+
+
+def _batch_results(strategies: tuple, own: dict, noise: dict, decay: list) -> dict:
+    def entry(strategy: str) -> dict:
+        coupled = strategy.endswith("+coupled")
+        points = [p or (None, None) for p in noise[strategy]]
+        clients = []
+        for k in own:
+            batch, lr = _batch_and_lr(strategy, k, 3, own)
+            clients.append(
+                {
+                    "partition_id": k,
+                    "role": "clean",
+                    "noise_true": 0.0,
+                    "noise_estimate": None,
+                    "lr": lr,
+                    "accuracy": 0.5,
+                    "num_examples": 256,
+                    "batch_size": batch,
+                    "own_batch_size": own[k],
+                    "coupling_factor": own[k] / 16 if coupled else 1.0,
+                }
+            )
+        return {
+            "fairness": {"mean": 0.5, "worst10": 0.5},
+            "gap_clean_noisy": None,
+            "estimator": {"name": None, "spearman": None},
+            "clients": clients,
+            "optimizer": "sgd",
+            "base_lr": 0.1,
+            "batches": {
+                "coupled": coupled,
+                "coupling_rule": "linear" if coupled else None,
+                "reference_batch": 16.0,
+                "grow_batch": strategy.endswith("+grow-batch"),
+                "lr_decay_rounds": decay,
+                "steps_per_round": list(STEPS_MEAN[strategy]),
+                "steps_total": float(sum(STEPS_MEAN[strategy])),
+                "loss_per_round": list(LOSS[strategy]),
+                "final_loss": LOSS[strategy][-1],
+                "b_simple": [s for s, _ in points],
+                "b_simple_round": [b for _, b in points],
+            },
+        }
+
+    return {
+        "name": "batches",
+        "seed": 5,
+        "num_rounds": 3,
+        "strategies": {s: entry(s) for s in strategies},
+    }
+
+
+def make_batch_run(
+    root: Path,
+    *,
+    finished: bool = True,
+    strategies: tuple = BATCH_STRATEGIES,
+    own: dict | None = None,
+    noise: dict | None = None,
+    decay: str = "3",
+) -> Path:
+    """A fake tabular run: 4 clients x 3 rounds; unfinished: no results.json, and
+    ``fedavg+coupled`` killed in round 3."""
+    own = OWN_BATCH if own is None else own
+    noise = NOISE if noise is None else noise
+    run_dir = root / "2025-01-01T00-00-00-batches"
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.toml").write_text(
+        f'name = "batches"\nseed = 5\nstrategies = "{",".join(strategies)}"\n'
+        'num-server-rounds = 3\nlr = 0.1\noptimizer = "sgd"\ncoupling-rule = "auto"\n'
+        f'lr-decay-rounds = "{decay}"\nlr-decay-factor = 0.2\n'
+    )
+    lines = [
+        _batch_round_line(strategy, r, own, noise)
+        for strategy in strategies
+        for r in (1, 2, 3)
+        if finished or (strategy, r) != ("fedavg+coupled", 3)
+    ]
+    (run_dir / "rounds.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    if finished:
+        decay_rounds = [int(r) for r in decay.split(",") if r]
+        (run_dir / "results.json").write_text(
+            json.dumps(_batch_results(strategies, own, noise, decay_rounds))
+        )
+    return run_dir
+
+
+def _batch_row(report: str, strategy: str) -> list[str]:
+    return _row(report[report.index("## Batch size and noise scale") :], strategy)
+
+
+# strategy, batch sizes, rule, optimizer steps, final test loss, last smoothed B_simple
+FEDAVG_BATCH_ROW = ["`fedavg`", "8–16–64", "shared rate; rate ×0.2 at round 3", "51", "0.600", "30"]
+GROW_BATCH_ROW = [
+    "`fedavg+grow-batch`", "8–16–64", "shared rate; batch ×5 at round 3", "38", "0.650", "25",
+]  # fmt: skip
+
+
+def _assert_batch_pngs(report: str, run_dir: Path, pngs: tuple = BATCH_PNGS) -> None:
+    section = report[report.index("## Batch size and noise scale") :]
+    for png in pngs:
+        assert f"]({png})" in section
+        data = (run_dir / png).read_bytes()
+        assert data[:8] == PNG_MAGIC and len(data) > 10_000
+
+
+def test_batch_sizes_text():
+    assert _batch_sizes_text({0: 8.0, 1: 16.0, 2: 16.0, 3: 64.0}) == "8–16–64"
+    assert _batch_sizes_text({0: 8.0, 1: 64.0}) == "8–36–64"
+    assert (_batch_sizes_text({0: 32.0, 1: 32.0}), _batch_sizes_text({})) == ("32", "n/a")
+
+
+def test_batch_section_from_results(tmp_path):
+    run_dir = make_batch_run(tmp_path)
+    report = render_report(run_dir).read_text()
+    assert "Unfinished run" not in report
+    assert _batch_row(report, "fedavg") == FEDAVG_BATCH_ROW
+    # the last smoothed estimate is kept even when negative (it is only left out of the plot)
+    assert _batch_row(report, "fedavg+coupled") == [
+        "`fedavg+coupled`", "8–16–64", "linear; rate ×0.2 at round 3", "51", "0.500", "-1",
+    ]  # fmt: skip
+    assert _batch_row(report, "fedavg+grow-batch") == GROW_BATCH_ROW
+    assert "McCandlish et al. (2018)" in report
+    _assert_batch_pngs(report, run_dir)
+    assert "### `fedavg+grow-batch`" in report  # the rest of the report is still there
+
+
+def test_batch_section_of_killed_run_from_rounds(tmp_path):
+    run_dir = make_batch_run(tmp_path, finished=False)
+    report = render_report(run_dir).read_text()
+    assert "`fedavg+coupled` round 2," in report
+    # the same as results.json would say, from rounds.jsonl and config.toml (auto + sgd: linear);
+    # +grow-batch: its own batches are the smallest it used (round 1, before growing)
+    assert _batch_row(report, "fedavg") == FEDAVG_BATCH_ROW
+    assert _batch_row(report, "fedavg+grow-batch") == GROW_BATCH_ROW
+    # killed in round 3: steps 17 + 17, round-2 loss and smoothed B_simple
+    assert _batch_row(report, "fedavg+coupled") == [
+        "`fedavg+coupled`", "8–16–64", "linear; rate ×0.2 at round 3", "34", "0.700", "55",
+    ]  # fmt: skip
+    _assert_batch_pngs(report, run_dir)
+
+
+@pytest.mark.parametrize("recorded", ["before batch data", "one batch size, no rule"])
+def test_plain_run_has_no_batch_section(tmp_path, recorded):
+    if recorded == "before batch data":
+        run_dir = make_run(tmp_path)
+    else:
+        run_dir = make_batch_run(
+            tmp_path,
+            strategies=("fedavg",),
+            own=dict.fromkeys(OWN_BATCH, 16),
+            noise={"fedavg": (None, None, None)},
+            decay="",
+        )
+    report = render_report(run_dir).read_text()
+    assert "Batch size" not in report and "B_simple" not in report
+    assert not any((run_dir / png).exists() for png in BATCH_PNGS)
+
+
+def test_noise_scale_plot_only_when_measured(tmp_path):
+    # several batch sizes but no noise scale: the section without the noise-scale plot
+    unmeasured = make_batch_run(
+        tmp_path / "unmeasured", strategies=("fedavg",), noise={"fedavg": (None, None, None)}
+    )
+    report = render_report(unmeasured).read_text()
+    assert _batch_row(report, "fedavg") == [
+        "`fedavg`", "8–16–64", "shared rate; rate ×0.2 at round 3", "51", "0.600", "n/a",
+    ]  # fmt: skip
+    assert NOISE_SCALE_PNG not in report and not (unmeasured / NOISE_SCALE_PNG).exists()
+    _assert_batch_pngs(report, unmeasured, (LOSS_VS_STEPS_PNG, RATE_VS_BATCH_PNG))
+    # measured, but never a positive or a smoothed estimate: an empty plot, not a crash
+    negative = make_batch_run(
+        tmp_path / "negative",
+        strategies=("fedavg",),
+        own=dict.fromkeys(OWN_BATCH, 16),
+        noise={"fedavg": ((None, None), (None, -4.0), (None, 0.0))},
+        decay="",
+    )
+    report = render_report(negative).read_text()
+    assert _batch_row(report, "fedavg") == ["`fedavg`", "16", "shared rate", "51", "0.600", "0"]
+    _assert_batch_pngs(report, negative)

@@ -21,10 +21,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from fedlr.config import SCHEMA, is_graph
+from fedlr.config import SCHEMA, client_batch_sizes, is_graph
 from fedlr.fl import keys
 from fedlr.rates import coupling
 from fedlr.tasks import ddp, tabular, task_for
@@ -61,6 +61,23 @@ def _setup(msg: Message, context: Context):
     return config, cfg, pid, data, model
 
 
+def own_batch_size(cfg: dict[str, Any], pid: int, context: Context) -> int:
+    """The client's own local batch size.
+
+    ``batch-size`` in its ``node_config`` (a SuperNode started with
+    ``--node-config '... batch-size=64'``, e.g. for its hardware), else the run config's
+    :func:`fedlr.config.client_batch_sizes`. Graph tasks train full-batch and report 0.
+    """
+    if is_graph(cfg):
+        return 0
+    if keys.BATCH_SIZE in context.node_config:
+        value = context.node_config[keys.BATCH_SIZE]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"node_config: batch-size: expected an integer >= 1, got {value!r}")
+        return int(value)
+    return client_batch_sizes(cfg)[pid]
+
+
 @app.query()
 def query(msg: Message, context: Context) -> Message:
     """Describe this client: partition id, size, role and (simulation only) true noise."""
@@ -70,6 +87,7 @@ def query(msg: Message, context: Context) -> Message:
             keys.PARTITION_ID: pid,
             keys.NUM_EXAMPLES: data.num_train,
             "noise-true": float(data.flip_fraction),
+            keys.BATCH_SIZE: own_batch_size(cfg, pid, context),
         }
     )
     info = ConfigRecord({"role": data.role})
@@ -85,17 +103,26 @@ def train(msg: Message, context: Context) -> Message:
     seed = int(np.random.SeedSequence([cfg["seed"], pid, server_round]).generate_state(1)[0])
     lr = float(config[keys.LR])
     proximal_mu = float(config.get(keys.PROXIMAL_MU, 0.0))
+    gradient = None
     if is_graph(cfg):
         metrics = _train_graph(config, cfg, data, model, lr, proximal_mu, seed)
     else:
-        metrics = _train_tabular(config, cfg, data, model, lr, proximal_mu, seed)
+        batch = int(config.get(keys.CLIENT_BATCH_SIZE, own_batch_size(cfg, pid, context)))
+        if bool(config.get(keys.MEASURE_NOISE_SCALE, False)):
+            # at the received weights, before any step; its own seed: training batches unchanged
+            gradient = tabular.mean_gradient(model, data, batch, seed=seed ^ 0x6E5)
+        metrics = _train_tabular(config, cfg, data, model, lr, proximal_mu, seed, batch)
+        if gradient is not None:
+            metrics[keys.GRADIENT_BATCH] = min(batch, data.num_train)
     metrics.update({keys.NUM_EXAMPLES: data.num_train, keys.PARTITION_ID: pid})
     arrays = ArrayRecord(model.cpu().state_dict())  # weights go back on the CPU
     content = RecordDict({keys.ARRAYS: arrays, keys.METRICS: MetricRecord(metrics)})
+    if gradient is not None:
+        content[keys.GRADIENT] = ArrayRecord({"flat": Array(gradient)})
     return Message(content, reply_to=msg)
 
 
-def _train_tabular(config, cfg, data, model, lr, proximal_mu, seed) -> dict[str, Any]:
+def _train_tabular(config, cfg, data, model, lr, proximal_mu, seed, batch) -> dict[str, Any]:
     # q-FFL's F_k: loss of the received global model on the client's data.
     received_loss, _ = tabular.evaluate(model, data.x_train, data.y_train)
     estimate = -1.0
@@ -104,11 +131,17 @@ def _train_tabular(config, cfg, data, model, lr, proximal_mu, seed) -> dict[str,
     procs = int(cfg.get("ddp-procs", 1))
     common = {
         "epochs": cfg["local-epochs"],
-        "batch_size": cfg["batch-size"],
+        "batch_size": batch,
         "optimizer": cfg["optimizer"],
         "momentum": cfg["momentum"],
         "proximal_mu": proximal_mu,
         "seed": seed,
+        "weight_decay": float(config.get(keys.CLIENT_WEIGHT_DECAY, cfg.get("weight-decay", 0.0))),
+        "adam_betas": (
+            float(config.get(keys.ADAM_BETA1, 0.9)),
+            float(config.get(keys.ADAM_BETA2, 0.999)),
+        ),
+        "adam_eps": float(config.get(keys.ADAM_EPS, 1e-8)),
     }
     if procs == 1:
         tabular.train_local(model, data, lr=lr, **common)
@@ -119,12 +152,18 @@ def _train_tabular(config, cfg, data, model, lr, proximal_mu, seed) -> dict[str,
             model,
             data,
             procs=procs,
-            lr=coupling.scale_lr(lr, procs * cfg["batch-size"], cfg["batch-size"], rule),
+            lr=coupling.scale_lr(lr, procs * batch, batch, rule),
             device=tabular.model_device(model),
             timeout=float(cfg.get("round-timeout", 600.0)),
             **common,
         )
-    return {keys.TRAIN_LOSS: received_loss, keys.NOISE_ESTIMATE: float(estimate)}
+    # DDP: P processes step on global batches of P * batch
+    steps = tabular.local_steps(data.num_train, procs * batch, cfg["local-epochs"])
+    return {
+        keys.TRAIN_LOSS: received_loss,
+        keys.NOISE_ESTIMATE: float(estimate),
+        keys.STEPS: steps,
+    }
 
 
 def _train_graph(config, cfg, data, model, lr, proximal_mu, seed) -> dict[str, Any]:

@@ -10,6 +10,13 @@ PROXIMAL_MU = "proximal-mu"  # the key Flower's FedProx writes
 SERVER_ROUND = "server-round"  # the key Flower's FedAvg writes
 ESTIMATE_NOISE = "estimate-noise"
 DEGREE_RULE = "degree-rule"  # graph tasks: apply the degree rule (a +degree strategy)
+# Per client, set by the server (not run-config keys: "batch-size" and "weight-decay" are those)
+CLIENT_BATCH_SIZE = "client-batch-size"  # this round's local batch size
+CLIENT_WEIGHT_DECAY = "client-weight-decay"  # weight decay at this client's rate
+ADAM_BETA1 = "adam-beta1"  # Malladi et al.'s square-root rule for Adam (with +coupled)
+ADAM_BETA2 = "adam-beta2"
+ADAM_EPS = "adam-eps"
+MEASURE_NOISE_SCALE = "measure-noise-scale"  # send the gradient at the received weights
 
 # MetricRecord keys (client -> server)
 NUM_EXAMPLES = "num-examples"  # Flower's default weighting key
@@ -19,6 +26,9 @@ NOISE_ESTIMATE = "noise-estimate"
 TRAIN_LOSS = "train_loss"  # the key Flower's QFedAvg reads
 ACCURACY = "accuracy"
 EVAL_LOSS = "eval-loss"
+BATCH_SIZE = "batch-size"  # query: the client's own local batch size
+STEPS = "steps"  # optimizer steps taken in local training
+GRADIENT_BATCH = "gradient-batch"  # examples behind the gradient in the GRADIENT record
 # graph tasks: per test node (evaluate) and per node at the received weights (train)
 TEST_DEGREE = "test-degree"  # global degree of each test node
 TEST_CORRECT = "test-correct"  # 1 when that test node is classified correctly
@@ -34,3 +44,4 @@ NODE_NUM_PARTITIONS = "num-partitions"
 ARRAYS = "arrays"
 CONFIG = "config"
 METRICS = "metrics"
+GRADIENT = "gradient"  # ArrayRecord: the mean gradient at the received weights (noise scale)

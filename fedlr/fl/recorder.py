@@ -169,8 +169,15 @@ class RunRecorder:
                     "accuracy": _finite_or_none(log_.accuracy.get(pid)),
                     "aggregation_weight": log_.aggregation_weight.get(pid),
                     "train_loss": _finite_or_none(log_.train_loss.get(pid)),
+                    "eval_loss": _finite_or_none(log_.eval_loss.get(pid)),
                 }
             )
+            if not strategy.graph:
+                rows[-1].update(
+                    batch_size=log_.batch_size.get(pid),
+                    coupling_factor=log_.coupling_factor.get(pid),
+                    steps=log_.steps.get(pid),
+                )
         accuracies = [r["accuracy"] for r in rows if r["accuracy"] is not None]
         summary = fairness_summary(accuracies) if accuracies else None
         line = {
@@ -184,9 +191,17 @@ class RunRecorder:
             "invalid_estimates": log_.invalid_estimates,
             "errors": log_.errors,
         }
+        losses = [r["eval_loss"] for r in rows if r["eval_loss"] is not None]
+        line["loss_mean"] = float(np.mean(losses)) if losses else None
         if strategy.graph:
             line["degree_fairness"] = _json_safe(log_.degree_fairness)
             line["gradient_slope"] = _json_safe(log_.gradient_slope)
+        else:
+            line["steps_mean"] = _steps_mean(log_)
+            line["steps_total"] = sum(
+                _steps_mean(strategy.rounds[r]) or 0.0 for r in strategy.rounds if r <= server_round
+            )
+            line["noise_scale"] = _json_safe(log_.noise_scale)
         self._rounds.write(json.dumps(line) + "\n")
         self._rounds.flush()
         if self.on_round is not None:
@@ -199,9 +214,13 @@ class RunRecorder:
         rounds = sorted(strategy.rounds)
         last_acc: dict[int, float] = {}
         last_lr: dict[int, float] = {}
+        last_batch: dict[int, int] = {}
+        last_coupling: dict[int, float] = {}
         for r in rounds:  # a client's latest value, even if it missed the last round
             last_acc.update(_finite_values(strategy.rounds[r].accuracy))
             last_lr.update(strategy.rounds[r].lr)
+            last_batch.update(strategy.rounds[r].batch_size)
+            last_coupling.update(strategy.rounds[r].coupling_factor)
         smoothed = strategy.ema.values if strategy.uses_estimates else {}
         rows: list[dict[str, Any]] = []
         for c in self.clients:
@@ -219,6 +238,12 @@ class RunRecorder:
                     "num_examples": c.num_examples,
                 }
             )
+            if not strategy.graph:
+                rows[-1].update(
+                    batch_size=last_batch.get(c.partition_id),
+                    own_batch_size=strategy.batch[c.partition_id],
+                    coupling_factor=last_coupling.get(c.partition_id),
+                )
         scored = [r for r in rows if r["accuracy"] is not None]
         acc = [r["accuracy"] for r in scored]
         est = [r for r in rows if r["noise_estimate"] is not None]
@@ -250,12 +275,47 @@ class RunRecorder:
         }
         if strategy.graph:
             self.results["strategies"][name]["degree"] = _degree_summary(strategy, rounds)
+        else:
+            self.results["strategies"][name]["batches"] = _batch_summary(strategy, rounds)
         _atomic_write(self.run_dir / "results.json", json.dumps(self.results, indent=2))
         return self.results["strategies"][name]
 
     def close(self) -> None:
         """Close the round log."""
         self._rounds.close()
+
+
+def _steps_mean(log_: Any) -> float | None:
+    """Mean local optimizer steps over the clients that trained in a round."""
+    return float(np.mean(list(log_.steps.values()))) if log_.steps else None
+
+
+def _batch_summary(strategy: PerClientRates, rounds: list[int]) -> dict[str, Any]:
+    """A tabular strategy's batch sizes, coupling, optimizer steps and noise scale per round."""
+    logs = [strategy.rounds[r] for r in rounds]
+    steps = [_steps_mean(log_) for log_ in logs]
+    losses = [
+        float(np.mean(list(_finite_values(log_.eval_loss).values())))
+        if _finite_values(log_.eval_loss)
+        else None
+        for log_ in logs
+    ]
+    noise = [log_.noise_scale or {} for log_ in logs]
+    return _json_safe(
+        {
+            "coupled": strategy.coupled,
+            "coupling_rule": strategy.coupling_rule if strategy.coupled else None,
+            "reference_batch": strategy.reference_batch,
+            "grow_batch": strategy.grow_batch,
+            "lr_decay_rounds": strategy.milestones,
+            "steps_per_round": steps,
+            "steps_total": float(sum(s for s in steps if s is not None)),
+            "loss_per_round": losses,
+            "final_loss": next((v for v in reversed(losses) if v is not None), None),
+            "b_simple": [n.get("b_simple") for n in noise],
+            "b_simple_round": [n.get("b_simple_round") for n in noise],
+        }
+    )
 
 
 def _degree_summary(strategy: PerClientRates, rounds: list[int]) -> dict[str, Any]:

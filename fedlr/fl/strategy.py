@@ -19,8 +19,23 @@ aggregation weight relative to its example count, whatever it reports.
 
 A strategy entry ``RULE+MODIFIER...`` (:func:`fedlr.config.parse_strategy`) is built from RULE;
 its modifiers change what clients do: the local optimizer and its base rate
-(:func:`fedlr.config.strategy_config`) and, on graphs, the degree rule (``degree-rule`` in each
-train message). On graphs the strategy also pools what clients report per node: accuracy by
+(:func:`fedlr.config.strategy_config`), on graphs the degree rule (``degree-rule`` in each
+train message), ``+coupled`` and ``+grow-batch`` (below).
+
+A client's rate is made as DESIGN.md says, one factor at a time, each bounded and logged:
+``lr[k, r] = base * schedule(r) * noise_factor[k] * coupling_factor[k]``. ``schedule`` is the
+step decay of ``lr-decay-rounds`` (:func:`fedlr.rates.coupling.decay_or_grow`; with
+``+grow-batch`` the batch grows instead, at the same ``lr / B``). ``coupling_factor`` (``+coupled``)
+moves the base rate, tuned for batch ``coupling-reference``, to each client's own batch size
+(:func:`fedlr.rates.coupling.coupling_factors`), so clients train at the same noise scale; with
+Adam the square-root rule also moves Adam's betas and epsilon (Malladi et al. 2022). With
+``measure-noise-scale`` every client sends the gradient of one batch at the received weights and
+the server estimates the gradient noise scale ``B_simple`` each round
+(:func:`fedlr.rates.coupling.federated_terms`, smoothed by
+:class:`fedlr.rates.coupling.NoiseScaleEMA`); ``noise-scale-growth`` grows local batches or
+clients per round with it, and ``coupling-rule = optimal`` reads it as ``B_noise``.
+
+On graphs the strategy also pools what clients report per node: accuracy by
 global-degree quartile (:func:`fedlr.metrics.degree.degree_bucket_fairness`) and the slope of
 gradient norm vs degree before and after the degree scales
 (:func:`fedlr.metrics.degree.loglog_slope`). Rows of a node-embedding table belong to the one
@@ -49,9 +64,17 @@ from flwr.app import (
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, FedProx, QFedAvg, Result
 
-from fedlr.config import is_graph, parse_strategy, strategy_config, uses_degree
+from fedlr.config import (
+    is_graph,
+    parse_strategy,
+    split_list,
+    strategy_config,
+    uses_degree,
+    uses_modifier,
+)
 from fedlr.fl import keys
 from fedlr.metrics.degree import degree_bucket_fairness, loglog_slope
+from fedlr.rates import coupling
 from fedlr.rates.noise import NoiseEMA, inverse_noise_rule, is_valid_estimate
 
 log = logging.getLogger("fedlr")
@@ -66,6 +89,7 @@ class ClientInfo:
     num_examples: int
     noise_true: float
     role: str
+    batch_size: int = 0  # the client's own local batch size (0: graph tasks, full-batch)
 
 
 @dataclass
@@ -86,6 +110,12 @@ class RoundLog:
     degree_fairness: dict[str, Any] | None = None
     gradient_slope: dict[str, float | None] | None = None
     gradient_profile: dict[str, list[float]] | None = None  # mean norm per degree (round 1)
+    # batch size and noise scale (tabular tasks)
+    batch_size: dict[int, int] = field(default_factory=dict)
+    coupling_factor: dict[int, float] = field(default_factory=dict)
+    steps: dict[int, int] = field(default_factory=dict)
+    eval_loss: dict[int, float] = field(default_factory=dict)
+    noise_scale: dict[str, Any] | None = None
 
 
 def _scalar(value: object) -> float:
@@ -154,6 +184,17 @@ def gradient_diagnostic(
     return slopes, profile
 
 
+def _gradient(record: ArrayRecord, batch: float) -> tuple[np.ndarray, int] | None:
+    """A client's noise-scale gradient as float64, with its batch; None when malformed."""
+    try:
+        flat = np.concatenate([a.reshape(-1) for a in record.to_numpy_ndarrays()])
+    except (ValueError, TypeError):
+        return None
+    if not (np.isfinite(batch) and batch >= 1 and flat.size and np.all(np.isfinite(flat))):
+        return None
+    return flat.astype(np.float64), int(batch)
+
+
 def query_nodes(
     grid: Grid, node_ids: Iterable[int], cfg: Mapping[str, Any], timeout: float
 ) -> tuple[list[ClientInfo], list[tuple[int, str]]]:
@@ -180,6 +221,7 @@ def query_nodes(
                     num_examples=int(_scalar(metrics[keys.NUM_EXAMPLES])),
                     noise_true=_scalar(metrics["noise-true"]),
                     role=str(reply.content.config_records["info"]["role"]),
+                    batch_size=int(_scalar(metrics.get(keys.BATCH_SIZE, 0))),
                 )
             )
         except (KeyError, ValueError) as error:  # int(nan) is a ValueError
@@ -255,6 +297,25 @@ class PerClientRates(FedAvg):
         self.degree_rule = False  # a +degree strategy (set by build_strategy)
         self.graph = is_graph(cfg)
         self._sent: ArrayRecord | None = None  # the arrays of this round's train messages
+        # batch sizes, coupling and the noise scale (tabular tasks; graphs train full-batch)
+        self.coupled = False  # a +coupled strategy (set by build_strategy)
+        self.grow_batch = False  # a +grow-batch strategy (set by build_strategy)
+        # the batch a client actually trains on: its own, at most its example count
+        self.batch = {
+            c.partition_id: min(c.batch_size or int(cfg["batch-size"]), max(1, c.num_examples))
+            for c in clients
+        }
+        self.reference_batch = float(
+            cfg["coupling-reference"] or np.median(list(self.batch.values()) or [1])
+        )
+        self.coupling_rule = str(cfg["coupling-rule"])
+        if self.coupling_rule == "auto":
+            self.coupling_rule = coupling.rule_for_optimizer(cfg["optimizer"])
+        self.milestones = [int(v) for v in split_list(cfg["lr-decay-rounds"])]
+        self.measure_noise_scale = bool(cfg["measure-noise-scale"]) and not self.graph
+        self.noise_scale = coupling.NoiseScaleEMA(decay=cfg["noise-scale-ema"])
+        self.first_b_simple: float | None = None  # the first usable smoothed estimate
+        self.growth = 1.0  # noise-scale-growth factor for the next round
 
     # -- state (checkpoint and resume) -------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -263,6 +324,9 @@ class PerClientRates(FedAvg):
             "ema": self.ema.to_dict(),
             "invalid_last": sorted(self.invalid_last),
             "rounds": {r: asdict(log_) for r, log_ in self.rounds.items()},
+            "noise_scale": self.noise_scale.to_dict(),
+            "first_b_simple": self.first_b_simple,
+            "growth": self.growth,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -270,6 +334,13 @@ class PerClientRates(FedAvg):
         self.ema = NoiseEMA.from_dict(state["ema"])
         self.invalid_last = {int(p) for p in state["invalid_last"]}
         self.rounds = {int(r): RoundLog(**log_) for r, log_ in state["rounds"].items()}
+        for log_ in self.rounds.values():  # JSON turned the partition ids into strings
+            for name in ("batch_size", "coupling_factor", "steps", "eval_loss"):
+                setattr(log_, name, {int(k): v for k, v in getattr(log_, name).items()})
+        if "noise_scale" in state:  # checkpoints written before noise scales have none
+            self.noise_scale = coupling.NoiseScaleEMA.from_dict(state["noise_scale"])
+            self.first_b_simple = state["first_b_simple"]
+            self.growth = float(state["growth"])
 
     def start(
         self,
@@ -328,18 +399,112 @@ class PerClientRates(FedAvg):
             out.update(zip(pids, (float(v) for v in values), strict=True))
         return out
 
-    def client_lr(self, server_round: int) -> dict[int, float]:
-        """Learning rate per partition id for this round."""
+    def noise_factors(self, server_round: int) -> dict[int, float]:
+        """The noise-inverse factor per partition id this round (1 when uniform or warming up)."""
         if self.rate_source == "uniform" or (
             self.rate_source == "estimate" and server_round <= self.cfg["warmup-rounds"]
         ):
-            return dict.fromkeys(self.by_partition, self.base_lr)
-        return {pid: self.base_lr * f for pid, f in self.factors().items()}
+            return dict.fromkeys(self.by_partition, 1.0)
+        return self.factors()
+
+    def coupling_factors(self, server_round: int) -> dict[int, float]:
+        """The batch-size coupling factor per partition id (``+coupled``; 1 otherwise).
+
+        Relative to ``coupling-reference`` (0: the clients' median batch), bounded by
+        ``[coupling-low, coupling-high]``, ramped from 1 over ``coupling-warmup-rounds`` rounds
+        (:func:`fedlr.rates.coupling.goyal_warmup_lr`). ``optimal`` uses the smoothed noise scale
+        as ``B_noise``; until one is measured it falls back to the optimizer's rule.
+        """
+        if not self.coupled or self.graph:
+            return dict.fromkeys(self.by_partition, 1.0)
+        rule, b_noise = self.coupling_rule, None
+        if rule == "optimal":
+            b_noise = self.noise_scale.b_simple
+            if b_noise is None or not np.isfinite(b_noise) or b_noise < 0:
+                rule, b_noise = coupling.rule_for_optimizer(self.cfg["optimizer"]), None
+        pids = sorted(self.by_partition)
+        values = coupling.coupling_factors(
+            [self.batch[p] for p in pids],
+            self.reference_batch,
+            rule,
+            b_noise=b_noise,
+            low=self.cfg["coupling-low"],
+            high=self.cfg["coupling-high"],
+        )
+        warmup = int(self.cfg["coupling-warmup-rounds"])
+        out = {}
+        for pid, value in zip(pids, values, strict=True):
+            out[pid] = (
+                coupling.goyal_warmup_lr(1.0, float(value), server_round - 1, warmup)
+                if warmup
+                else float(value)
+            )
+        return out
+
+    def schedule(self, server_round: int) -> dict[int, tuple[float, int]]:
+        """``(rate multiplier, local batch)`` per partition id this round.
+
+        The client's own batch (times the ``noise-scale-growth`` factor in batch mode), never
+        more than its examples; with ``lr-decay-rounds`` the step decay of
+        :func:`fedlr.rates.coupling.decay_or_grow` (``+grow-batch``: batch growth up to the
+        client's example count, then rate decay, at the decay schedule's ``lr / B``).
+        """
+        out = {}
+        grow = self.growth if self.cfg["noise-scale-growth"] == "batch" else 1.0
+        for pid, client in self.by_partition.items():
+            most = max(1, client.num_examples)
+            batch = min(most, max(1, round(self.batch[pid] * grow)))
+            if not self.milestones:
+                out[pid] = (1.0, batch)
+                continue
+            out[pid] = coupling.decay_or_grow(
+                server_round,
+                self.milestones,
+                self.cfg["lr-decay-factor"],
+                base_lr=1.0,
+                base_batch=batch,
+                max_batch=most,
+                mode="grow" if self.grow_batch else "decay",
+            )
+        return out
+
+    def client_lr(self, server_round: int) -> dict[int, float]:
+        """Learning rate per partition id for this round: base * schedule * noise * coupling."""
+        noise = self.noise_factors(server_round)
+        couple = self.coupling_factors(server_round)
+        plan = self.schedule(server_round)
+        return {
+            pid: self.base_lr * plan[pid][0] * noise[pid] * couple[pid] for pid in self.by_partition
+        }
+
+    def optimizer_settings(self, pid: int, lr: float, coupling_factor: float) -> dict[str, float]:
+        """Per-client optimizer settings beyond the rate: weight decay and Adam's betas/eps."""
+        out: dict[str, float] = {}
+        if self.cfg["weight-decay"] > 0:
+            out[keys.CLIENT_WEIGHT_DECAY] = coupling.coupled_weight_decay(
+                self.cfg["weight-decay"], lr, self.base_lr, self.cfg["weight-decay-coupling"]
+            )
+        if self.coupled and self.cfg["optimizer"] == "adam" and self.coupling_rule == "sqrt":
+            try:  # the sqrt factor is sqrt(kappa): kappa = factor^2 (bounds included)
+                hyper = coupling.malladi_sqrt(self.base_lr, 0.9, 0.999, 1e-8, coupling_factor**2)
+            except ValueError as error:
+                log.warning("fedlr: partition %d keeps Adam's betas: %s", pid, error)
+            else:
+                out.update(
+                    {
+                        keys.ADAM_BETA1: hyper.beta1,
+                        keys.ADAM_BETA2: hyper.beta2,
+                        keys.ADAM_EPS: hyper.eps,
+                    }
+                )
+        return out
 
     def sample(self, server_round: int) -> list[int]:
         """Partition ids trained this round: seeded by (seed, round), independent of node ids."""
         pids = sorted(self.by_partition)
         count = max(1, int(len(pids) * self.cfg["fraction-train"]))  # Flower floors too
+        if self.cfg["noise-scale-growth"] == "clients":
+            count = min(len(pids), round(count * self.growth))
         if count >= len(pids):
             return pids
         rng = np.random.default_rng([self.cfg["seed"], server_round])
@@ -353,12 +518,15 @@ class PerClientRates(FedAvg):
         server_round += self.round_offset
         config[keys.ESTIMATE_NOISE] = self.uses_estimates
         config[keys.DEGREE_RULE] = self.degree_rule
+        config[keys.MEASURE_NOISE_SCALE] = self.measure_noise_scale
         self._sent = arrays
         template = list(super().configure_train(server_round, arrays, config, grid))
         if not template:
             return []
         content = template[0].content
         rates = self.client_lr(server_round)
+        couple = self.coupling_factors(server_round)
+        plan = self.schedule(server_round)
         log_ = self.rounds.setdefault(server_round, RoundLog())
         log_.sampled = self.sample(server_round)
         connected = {m.metadata.dst_node_id for m in template}
@@ -371,6 +539,11 @@ class PerClientRates(FedAvg):
             client_config = ConfigRecord(dict(content.config_records[keys.CONFIG]))
             client_config[keys.LR] = rates[pid]
             log_.lr[pid] = rates[pid]
+            if not self.graph:
+                client_config[keys.CLIENT_BATCH_SIZE] = plan[pid][1]
+                log_.batch_size[pid] = plan[pid][1]
+                log_.coupling_factor[pid] = couple[pid]
+                client_config.update(self.optimizer_settings(pid, rates[pid], couple[pid]))
             messages.append(
                 Message(
                     RecordDict(
@@ -437,6 +610,7 @@ class PerClientRates(FedAvg):
         accepted: list[Message] = []
         raw: dict[int, float] = {}
         diagnostics: dict[int, tuple[list[float], list[float], list[float]]] = {}
+        gradients: dict[int, tuple[np.ndarray, int]] = {}
         for reply in replies:
             node = self.clients.get(reply.metadata.src_node_id)
             pid = node.partition_id if node else -1
@@ -459,6 +633,19 @@ class PerClientRates(FedAvg):
                 log_.errors.append({"partition_id": pid, "reason": "missing or non-finite loss"})
                 continue
             log_.train_loss[pid] = train_loss
+            steps = _scalar(metrics.get(keys.STEPS))
+            if np.isfinite(steps) and steps >= 0:
+                log_.steps[pid] = int(steps)
+            # the noise-scale gradient is not a model: it never reaches the aggregation
+            gradient = reply.content.array_records.get(keys.GRADIENT)
+            if gradient is not None:
+                del reply.content[keys.GRADIENT]
+                if self.measure_noise_scale:
+                    usable = _gradient(gradient, _scalar(metrics.get(keys.GRADIENT_BATCH)))
+                    if usable is None:
+                        log_.errors.append({"partition_id": pid, "reason": "malformed gradient"})
+                    else:
+                        gradients[pid] = usable
             if self.graph:
                 degree = _float_list(metrics.get(keys.GRAD_DEGREE))
                 norm = _float_list(metrics.get(keys.GRAD_NORM))
@@ -499,6 +686,8 @@ class PerClientRates(FedAvg):
                     keys.TRAIN_LOSS: log_.train_loss[node.partition_id],
                 }
             )
+        if gradients:
+            self.measure(log_, gradients)
         if diagnostics:
             log_.gradient_slope, log_.gradient_profile = gradient_diagnostic(
                 [diagnostics[pid] for pid in sorted(diagnostics)],  # replies arrive in any order
@@ -519,6 +708,40 @@ class PerClientRates(FedAvg):
                 total = received + sum(table - received for table in tables)
                 arrays[key] = Array(np.asarray(total, dtype=received.dtype))
         return arrays, aggregated
+
+    def measure(self, log_: RoundLog, gradients: Mapping[int, tuple[np.ndarray, int]]) -> None:
+        """Estimate the round's noise scale from the clients' gradients at the received weights.
+
+        Logs the round's unbiased ``|G|^2`` and ``tr(Sigma)`` and their ratio, and the ratio of
+        their smoothed values (``B_simple``); then sets the ``noise-scale-growth`` factor for the
+        next round: the smoothed ``B_simple`` over its first usable value, within
+        ``[1, noise-scale-growth-max]``. Gradients of unequal length (a client on another
+        model) are dropped; fewer than two clients give no estimate.
+        """
+        sizes = {len(g) for g, _ in gradients.values()}
+        pids = sorted(gradients)
+        if len(sizes) != 1 or len(pids) < 2:
+            log_.noise_scale = {"clients": len(pids), "b_simple": self.noise_scale.b_simple}
+            return
+        g2, trace = coupling.federated_terms(
+            np.stack([gradients[p][0] for p in pids]), [gradients[p][1] for p in pids]
+        )
+        smoothed = self.noise_scale.update(g2, trace)
+        log_.noise_scale = {
+            "clients": len(pids),
+            "examples": int(sum(gradients[p][1] for p in pids)),
+            "g2": g2,
+            "trace": trace,
+            "b_simple_round": coupling.b_simple(g2, trace),
+            "g2_smoothed": self.noise_scale.g2,
+            "trace_smoothed": self.noise_scale.trace,
+            "b_simple": smoothed,
+        }
+        if smoothed is not None and np.isfinite(smoothed) and smoothed > 0:
+            if self.first_b_simple is None:
+                self.first_b_simple = float(smoothed)
+            ratio = float(smoothed) / self.first_b_simple
+            self.growth = float(np.clip(ratio, 1.0, self.cfg["noise-scale-growth-max"]))
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -548,6 +771,9 @@ class PerClientRates(FedAvg):
                 continue
             accepted.append(reply)
             if node is not None:
+                loss = _scalar(metrics.get(keys.EVAL_LOSS))
+                if np.isfinite(loss):
+                    log_.eval_loss[node.partition_id] = loss
                 accuracy = _scalar(metrics.get(keys.ACCURACY))
                 if 0.0 <= accuracy <= 1.0:
                     log_.accuracy[node.partition_id] = accuracy
@@ -620,4 +846,6 @@ def build_strategy(name: str, cfg: Mapping[str, Any], clients: list[ClientInfo])
     else:
         raise ValueError(f"strategies: unknown strategy {name!r}")
     strategy.degree_rule = uses_degree(name)
+    strategy.coupled = uses_modifier(name, "coupled")
+    strategy.grow_batch = uses_modifier(name, "grow-batch")
     return strategy

@@ -69,6 +69,9 @@ def train_ddp(
     seed: int = 0,
     device: torch.device | str = "cpu",
     timeout: float = 600.0,
+    weight_decay: float = 0.0,
+    adam_betas: tuple[float, float] = (0.9, 0.999),
+    adam_eps: float = 1e-8,
 ) -> float:
     """Train ``model`` in place with ``procs`` DDP processes, each on batches of ``batch_size``.
 
@@ -116,6 +119,9 @@ def train_ddp(
         "seed": seed,
         "device": device_type,
         "timeout": timeout,
+        "weight_decay": weight_decay,
+        "adam_betas": list(adam_betas),
+        "adam_eps": adam_eps,
     }
     with tempfile.TemporaryDirectory(prefix="fedlr-ddp-") as tmp:
         workdir = Path(tmp)
@@ -281,6 +287,9 @@ def main(argv: list[str] | None = None) -> None:
             seed=settings["seed"],
             rank=rank,
             world_size=world_size,
+            weight_decay=settings["weight_decay"],
+            adam_betas=tuple(settings["adam_betas"]),
+            adam_eps=settings["adam_eps"],
         )
         loss = torch.tensor([share], dtype=torch.float64, device=device)
         dist.all_reduce(loss)  # the ranks' shares add up to the mean loss

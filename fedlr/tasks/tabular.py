@@ -143,6 +143,9 @@ def train_local(
     seed: int = 0,
     rank: int = 0,
     world_size: int = 1,
+    weight_decay: float = 0.0,
+    adam_betas: tuple[float, float] = (0.9, 0.999),
+    adam_eps: float = 1e-8,
 ) -> float:
     r"""Train ``model`` in place, on its device, on the client's (possibly noisy) train split.
 
@@ -160,6 +163,11 @@ def train_local(
     \sum_{i \in S} \nabla \ell_i`, the single-process gradient of the mean loss over :math:`S`.
     The proximal term is added unscaled on every rank, so its gradient survives the average.
 
+    ``weight_decay`` is SGD's and Adagrad's L2 term, and for Adam the decoupled decay of AdamW
+    (``torch.optim.AdamW``): with zero gradient each step shrinks the weights by
+    ``1 - lr * weight_decay`` (SGD without momentum, AdamW). ``adam_betas`` and ``adam_eps`` are
+    Adam's (Malladi et al.'s square-root rule changes them with the batch size).
+
     Returns
     -------
     float
@@ -169,12 +177,19 @@ def train_local(
     if not 0 <= rank < world_size:
         raise ValueError(f"rank: expected 0..{world_size - 1} (world_size), got {rank}")
     x, y = _tensors(data.x_train, data.y_train, model_device(model))
+    params = model.parameters()
     if optimizer == "sgd":
-        opt: torch.optim.Optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
+        opt: torch.optim.Optimizer = torch.optim.SGD(
+            params, lr=lr, momentum=momentum, weight_decay=weight_decay
+        )
+    elif optimizer == "adam" and weight_decay > 0:
+        opt = torch.optim.AdamW(
+            params, lr=lr, betas=adam_betas, eps=adam_eps, weight_decay=weight_decay
+        )
     elif optimizer == "adam":
-        opt = torch.optim.Adam(model.parameters(), lr=lr)
+        opt = torch.optim.Adam(params, lr=lr, betas=adam_betas, eps=adam_eps)
     elif optimizer == "adagrad":
-        opt = torch.optim.Adagrad(model.parameters(), lr=lr)
+        opt = torch.optim.Adagrad(params, lr=lr, weight_decay=weight_decay)
     else:
         raise ValueError(f"optimizer: expected sgd, adam or adagrad, got {optimizer!r}")
     global_params = [p.detach().clone() for p in model.parameters()] if proximal_mu > 0 else []
@@ -203,6 +218,35 @@ def train_local(
             loss.backward()
             opt.step()
     return total / max(steps, 1)
+
+
+def local_steps(num_examples: int, batch_size: int, epochs: int) -> int:
+    """Optimizer steps of :func:`train_local`: ``epochs * ceil(num_examples / batch_size)``.
+
+    >>> local_steps(100, 16, 2)
+    14
+    """
+    return epochs * -(-num_examples // batch_size)
+
+
+def mean_gradient(model: nn.Module, data: ClientData, batch_size: int, seed: int) -> np.ndarray:
+    """The gradient of the mean cross-entropy over one batch, at the model's current weights.
+
+    The batch is ``min(batch_size, N)`` train examples drawn without replacement (seeded); the
+    result is every parameter's gradient flattened into one float32 vector, in
+    ``named_parameters`` order. It is what the server's noise-scale estimate reads
+    (:func:`fedlr.rates.coupling.federated_terms`): one extra backward pass, no step.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    count = min(batch_size, data.num_train)
+    pick = torch.randperm(data.num_train, generator=generator)[:count].sort().values.numpy()
+    x, y = _tensors(data.x_train[pick], data.y_train[pick], model_device(model))
+    model.zero_grad(set_to_none=True)
+    model.train()
+    nn.functional.cross_entropy(model(x), y).backward()
+    flat = torch.cat([p.grad.reshape(-1) for p in model.parameters() if p.grad is not None])
+    model.zero_grad(set_to_none=True)
+    return flat.detach().cpu().numpy().astype(np.float32)
 
 
 @torch.no_grad()

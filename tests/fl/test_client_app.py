@@ -83,6 +83,87 @@ def test_query_describes_the_client():
     assert metrics[keys.NUM_EXAMPLES] == len(data.y_train)
     assert metrics["noise-true"] == data.flip_fraction > 0.5
     assert reply.content.config_records["info"]["role"] == "noisy"
+    assert metrics[keys.BATCH_SIZE] == 32  # batch-size: every client's when no spread is set
+
+
+def test_query_reports_the_clients_own_batch_size():
+    spread = {**CFG, "client-batch-sizes": "8,16,64,128"}
+    reply = client_app.query(message(MessageType.QUERY, with_arrays=False, **spread), context())
+    assert reply.content.metric_records[keys.METRICS][keys.BATCH_SIZE] == 16  # partition 1
+    # a SuperNode's node-config batch-size (its hardware) wins over the run config
+    node = {keys.NODE_PARTITION_ID: PARTITION, keys.NODE_NUM_PARTITIONS: 4, "batch-size": 48}
+    reply = client_app.query(message(MessageType.QUERY, with_arrays=False), context(node))
+    assert reply.content.metric_records[keys.METRICS][keys.BATCH_SIZE] == 48
+
+
+def test_a_bad_node_config_batch_size_names_the_key():
+    node = {keys.NODE_PARTITION_ID: PARTITION, keys.NODE_NUM_PARTITIONS: 4, "batch-size": 0}
+    with pytest.raises(ValueError, match="node_config: batch-size: expected an integer >= 1"):
+        client_app.query(message(MessageType.QUERY, with_arrays=False), context(node))
+
+
+def test_train_uses_the_batch_size_sent_to_this_client():
+    data = tabular.client_data(CFG, PARTITION)
+    reply = client_app.train(train_message(**{keys.CLIENT_BATCH_SIZE: 8}), context())
+    assert reply.content.metric_records[keys.METRICS][keys.STEPS] == math.ceil(data.num_train / 8)
+    other = client_app.train(train_message(**{keys.CLIENT_BATCH_SIZE: 64}), context())
+    first = reply.content.array_records[keys.ARRAYS].to_torch_state_dict()
+    second = other.content.array_records[keys.ARRAYS].to_torch_state_dict()
+    assert any(not torch.equal(first[k], second[k]) for k in first)
+
+
+def test_train_sends_the_gradient_at_the_received_weights_when_asked():
+    msg = train_message(**{keys.MEASURE_NOISE_SCALE: True, keys.CLIENT_BATCH_SIZE: 24})
+    reply = client_app.train(msg, context())
+    metrics = reply.content.metric_records[keys.METRICS]
+    assert metrics[keys.GRADIENT_BATCH] == 24
+    (flat,) = reply.content.array_records[keys.GRADIENT].to_numpy_ndarrays()
+
+    # the same gradient by hand: the received model, the same seeded batch, no step taken
+    model = tabular.build_model(CFG, seed=11)
+    data = tabular.client_data(CFG, PARTITION)
+    seed = int(np.random.SeedSequence([CFG["seed"], PARTITION, 3]).generate_state(1)[0])
+    expected = tabular.mean_gradient(model, data, 24, seed=seed ^ 0x6E5)
+    assert flat.shape == (sum(p.numel() for p in model.parameters()),)
+    np.testing.assert_array_equal(flat, expected)
+    # the training itself is unchanged by the measurement (its batches have their own seed)
+    plain = client_app.train(train_message(**{keys.CLIENT_BATCH_SIZE: 24}), context())
+    assert keys.GRADIENT not in plain.content.array_records
+    a = reply.content.array_records[keys.ARRAYS].to_torch_state_dict()
+    b = plain.content.array_records[keys.ARRAYS].to_torch_state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_mean_gradient_is_the_gradient_of_the_mean_loss_over_the_batch():
+    model = tabular.build_model(CFG, seed=11)
+    data = tabular.client_data(CFG, PARTITION)
+    flat = tabular.mean_gradient(model, data, data.num_train + 100, seed=0)  # all examples
+    x = torch.tensor(data.x_train, dtype=torch.float32)
+    y = torch.tensor(data.y_train, dtype=torch.int64)
+    loss = torch.nn.functional.cross_entropy(model(x), y)
+    grads = torch.autograd.grad(loss, list(model.parameters()))
+    np.testing.assert_allclose(
+        flat, torch.cat([g.reshape(-1) for g in grads]).numpy(), rtol=1e-5, atol=1e-7
+    )
+    assert all(p.grad is None for p in model.parameters())  # leaves no gradient behind
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_weight_decay_sent_to_this_client_shrinks_the_weights(optimizer):
+    # zero rate for the loss is impossible, so compare two runs that differ only in decay
+    cfg = {"optimizer": optimizer, keys.LR: 0.01}
+    plain = client_app.train(train_message(**cfg), context())
+    decayed = client_app.train(train_message(**cfg, **{keys.CLIENT_WEIGHT_DECAY: 5.0}), context())
+    norm = [
+        math.sqrt(
+            sum(
+                float((v**2).sum())
+                for v in r.content.array_records[keys.ARRAYS].to_torch_state_dict().values()
+            )
+        )
+        for r in (plain, decayed)
+    ]
+    assert norm[1] < 0.9 * norm[0]
 
 
 def test_train_reply_holds_the_trained_model_and_metrics():
@@ -104,8 +185,10 @@ def test_train_reply_holds_the_trained_model_and_metrics():
         keys.PARTITION_ID,
         keys.TRAIN_LOSS,
         keys.NOISE_ESTIMATE,
+        keys.STEPS,
     }
     assert metrics[keys.NUM_EXAMPLES] == len(data.y_train)
+    assert metrics[keys.STEPS] == math.ceil(len(data.y_train) / 32)  # one epoch of batches of 32
     assert metrics[keys.PARTITION_ID] == PARTITION
     # train_loss is q-FFL's F_k: the loss of the *received* model on the client's train split
     model = tabular.build_model(CFG, seed=11)

@@ -34,6 +34,10 @@ ROUND_KEYS = {
     "missing",
     "invalid_estimates",
     "errors",
+    "loss_mean",
+    "steps_mean",
+    "steps_total",
+    "noise_scale",
 }
 ROUND_CLIENT_KEYS = {
     "partition_id",
@@ -45,6 +49,10 @@ ROUND_CLIENT_KEYS = {
     "accuracy",
     "train_loss",
     "aggregation_weight",
+    "eval_loss",
+    "batch_size",
+    "coupling_factor",
+    "steps",
 }
 RESULT_CLIENT_KEYS = {
     "partition_id",
@@ -54,6 +62,9 @@ RESULT_CLIENT_KEYS = {
     "lr",
     "accuracy",
     "num_examples",
+    "batch_size",
+    "own_batch_size",
+    "coupling_factor",
 }
 
 
@@ -161,6 +172,10 @@ def test_round_line_has_one_row_per_client_and_nan_as_null(recorder, adaptive):
         "accuracy": 0.5,
         "train_loss": 2.0,
         "aggregation_weight": None,  # the hand-filled log has no aggregation
+        "eval_loss": None,  # nor batch sizes, steps or test losses
+        "batch_size": None,
+        "coupling_factor": None,
+        "steps": None,
     }
     assert rows[1]["noise_estimate"] is None  # NaN estimate
     assert rows[1]["noise_smoothed"] is None  # none this round
@@ -220,6 +235,9 @@ def test_strategy_done_summarises_into_results_json(recorder, adaptive, cfg):
         "lr": 0.05,
         "accuracy": 0.7,
         "num_examples": 100,
+        "batch_size": None,  # the hand-filled log has no batch sizes
+        "own_batch_size": 16,  # the config's batch-size
+        "coupling_factor": None,
     }
     assert [row["partition_id"] for row in rows] == [0, 1, 2, 3]
     assert [row["accuracy"] for row in rows] == [0.7, 0.6, 0.9, 0.8]  # 3: its round-1 value
@@ -321,3 +339,35 @@ def test_resume_without_a_checkpoint_starts_from_nothing(recorder, adaptive, cfg
     resumed.close()
     assert (recorder.run_dir / "rounds.jsonl").read_text() == ""
     assert strict_loads((recorder.run_dir / "results.json").read_text())["strategies"] == {}
+
+
+# -- batch sizes, optimizer steps and the noise scale -----------------------------------------
+
+
+def test_steps_losses_and_noise_scale_are_logged_per_round_and_summarised(recorder, adaptive):
+    adaptive.rounds[1].steps = {0: 10, 1: 20, 2: 30}  # partition 3 did not train
+    adaptive.rounds[1].eval_loss = {0: 1.0, 1: 2.0, 2: 3.0, 3: NAN}
+    adaptive.rounds[1].batch_size = {0: 8, 1: 16, 2: 32, 3: 64}
+    adaptive.rounds[1].coupling_factor = {0: 0.5, 1: 1.0, 2: 2.0, 3: 4.0}
+    adaptive.rounds[1].noise_scale = {"clients": 3, "b_simple": 120.0, "b_simple_round": NAN}
+    adaptive.rounds[2].steps = {0: 4, 1: 4, 2: 4, 3: 4}
+    adaptive.rounds[2].eval_loss = {0: 0.5, 1: 0.5}
+    recorder.start_strategy("noise-adaptive")
+    first = recorder.round_done("noise-adaptive", adaptive, 1)
+    second = recorder.round_done("noise-adaptive", adaptive, 2)
+
+    assert first["steps_mean"] == 20.0 and first["steps_total"] == 20.0
+    assert second["steps_mean"] == 4.0 and second["steps_total"] == 24.0  # cumulative
+    assert first["loss_mean"] == pytest.approx(2.0)  # NaN left out
+    assert first["noise_scale"] == {"clients": 3, "b_simple": 120.0, "b_simple_round": None}
+    assert [r["batch_size"] for r in first["clients"]] == [8, 16, 32, 64]
+    assert [r["steps"] for r in first["clients"]] == [10, 20, 30, None]
+    assert round_lines(recorder.run_dir)[1] == second
+
+    batches = recorder.strategy_done("noise-adaptive", adaptive)["batches"]
+    assert batches["steps_per_round"] == [20.0, 4.0]
+    assert batches["steps_total"] == 24.0
+    assert batches["loss_per_round"] == [pytest.approx(2.0), 0.5]
+    assert batches["final_loss"] == 0.5
+    assert batches["b_simple"] == [120.0, None]
+    assert batches["coupled"] is False and batches["coupling_rule"] is None
