@@ -186,6 +186,8 @@ def _batch_spec(value: str) -> bool:
     try:
         if kind.strip() in BATCH_SPREADS:
             low, high = (int(v) for v in rest.split(":"))
+            if kind.strip() == "powers-of-two":  # at least one power of two in [low, high]
+                return 1 <= low <= high and 2 ** (high.bit_length() - 1) >= low
             return 1 <= low <= high
         return all(int(item) >= 1 for item in split_list(value)) and bool(split_list(value))
     except ValueError:
@@ -215,7 +217,7 @@ def client_batch_sizes(cfg: Mapping[str, Any]) -> list[int]:
         return [int(min(high, max(low, round(float(d))))) for d in draws]
     if kind.strip() == "powers-of-two":
         low, high = (int(v) for v in rest.split(":"))
-        powers = [2**e for e in range(0, 31) if low <= 2**e <= high] or [low]
+        powers = [2**e for e in range(0, 31) if low <= 2**e <= high]
         order = rng.permutation(n)
         sizes = [0] * n
         for i, pid in enumerate(order):
@@ -722,6 +724,24 @@ def _validate_batches(values: Mapping[str, Any]) -> None:
         raise ConfigError(
             "coupling-rule: 'optimal' reads the noise scale the server measures; expected "
             "measure-noise-scale = true, or coupling-rule auto, linear or sqrt"
+        )
+    per_round = max(1, int(n * values["fraction-train"]))
+    if values["measure-noise-scale"] and per_round < 2:
+        raise ConfigError(
+            "measure-noise-scale: the estimate needs the gradients of at least 2 clients per "
+            f"round; expected num-clients * fraction-train >= 2, got {n} * "
+            f"{values['fraction-train']} -> {per_round}"
+        )
+    qfedavg = [
+        name
+        for name in names
+        if parse_strategy(name)[0] == "qfedavg"
+        and (uses_modifier(name, "coupled") or uses_modifier(name, "grow-batch") or milestones)
+    ]
+    if qfedavg:
+        raise ConfigError(
+            f"strategies: {qfedavg[0]!r}: q-FedAvg's update assumes the one rate lr "
+            "(L = 1 / lr); expected no +coupled, +grow-batch or lr-decay-rounds with qfedavg"
         )
     if values["noise-scale-growth"] != "none" and not values["measure-noise-scale"]:
         raise ConfigError(

@@ -439,6 +439,26 @@ def test_log_uniform_batch_sizes_stay_in_range_and_are_seeded():
             "measure-noise-scale = true, or noise-scale-growth = 'none'",
         ),
         (
+            {"client-batch-sizes": "powers-of-two:5:7"},
+            "client-batch-sizes: expected '' (all batch-size), B1,B2,... (one per client), "
+            "log-uniform:MIN:MAX or powers-of-two:MIN:MAX, got 'powers-of-two:5:7'",
+        ),
+        (
+            {"measure-noise-scale": True, "fraction-train": 0.1},
+            "measure-noise-scale: the estimate needs the gradients of at least 2 clients per "
+            "round; expected num-clients * fraction-train >= 2, got 10 * 0.1 -> 1",
+        ),
+        (
+            {"strategies": "fedavg,qfedavg+coupled"},
+            "strategies: 'qfedavg+coupled': q-FedAvg's update assumes the one rate lr "
+            "(L = 1 / lr); expected no +coupled, +grow-batch or lr-decay-rounds with qfedavg",
+        ),
+        (
+            {"strategies": "fedavg,qfedavg", "lr-decay-rounds": "5"},
+            "strategies: 'qfedavg': q-FedAvg's update assumes the one rate lr "
+            "(L = 1 / lr); expected no +coupled, +grow-batch or lr-decay-rounds with qfedavg",
+        ),
+        (
             {"lr-decay-factor": 1.0},
             "lr-decay-factor: expected a number in (0, 1), got 1.0",
         ),

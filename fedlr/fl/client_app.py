@@ -148,11 +148,14 @@ def _train_tabular(config, cfg, data, model, lr, proximal_mu, seed, batch) -> di
     else:
         # The server's rate is for one batch of batch-size B; P processes step on batches of P*B.
         rule = coupling.rule_for_optimizer(cfg["optimizer"])
+        ddp_lr = coupling.scale_lr(lr, procs * batch, batch, rule)
+        if cfg.get("weight-decay-coupling") == "fixed-shrink":  # keep lr * wd as the server set it
+            common["weight_decay"] = float(common["weight_decay"]) * lr / ddp_lr
         ddp.train_ddp(
             model,
             data,
             procs=procs,
-            lr=coupling.scale_lr(lr, procs * batch, batch, rule),
+            lr=ddp_lr,
             device=tabular.model_device(model),
             timeout=float(cfg.get("round-timeout", 600.0)),
             **common,

@@ -176,6 +176,7 @@ class RunRecorder:
                 rows[-1].update(
                     batch_size=log_.batch_size.get(pid),
                     coupling_factor=log_.coupling_factor.get(pid),
+                    schedule_factor=log_.schedule_factor.get(pid),
                     steps=log_.steps.get(pid),
                 )
         accuracies = [r["accuracy"] for r in rows if r["accuracy"] is not None]

@@ -47,6 +47,7 @@ each row's step by its owner's weight.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -113,6 +114,7 @@ class RoundLog:
     # batch size and noise scale (tabular tasks)
     batch_size: dict[int, int] = field(default_factory=dict)
     coupling_factor: dict[int, float] = field(default_factory=dict)
+    schedule_factor: dict[int, float] = field(default_factory=dict)  # lr-decay-rounds
     steps: dict[int, int] = field(default_factory=dict)
     eval_loss: dict[int, float] = field(default_factory=dict)
     noise_scale: dict[str, Any] | None = None
@@ -195,6 +197,18 @@ def _gradient(record: ArrayRecord, batch: float) -> tuple[np.ndarray, int] | Non
     return flat.astype(np.float64), int(batch)
 
 
+def _batch_size(value: object) -> int:
+    """A reported batch size; 0 (the run's ``batch-size``) when not an integer >= 1."""
+    number = _scalar(value)
+    if not (np.isfinite(number) and number >= 1 and float(number).is_integer()):
+        if value is not None:
+            log.warning(
+                "fedlr: reported batch size %r ignored; the run's batch-size is used", value
+            )
+        return 0
+    return int(number)
+
+
 def query_nodes(
     grid: Grid, node_ids: Iterable[int], cfg: Mapping[str, Any], timeout: float
 ) -> tuple[list[ClientInfo], list[tuple[int, str]]]:
@@ -221,7 +235,7 @@ def query_nodes(
                     num_examples=int(_scalar(metrics[keys.NUM_EXAMPLES])),
                     noise_true=_scalar(metrics["noise-true"]),
                     role=str(reply.content.config_records["info"]["role"]),
-                    batch_size=int(_scalar(metrics.get(keys.BATCH_SIZE, 0))),
+                    batch_size=_batch_size(metrics.get(keys.BATCH_SIZE)),
                 )
             )
         except (KeyError, ValueError) as error:  # int(nan) is a ValueError
@@ -316,6 +330,7 @@ class PerClientRates(FedAvg):
         self.noise_scale = coupling.NoiseScaleEMA(decay=cfg["noise-scale-ema"])
         self.first_b_simple: float | None = None  # the first usable smoothed estimate
         self.growth = 1.0  # noise-scale-growth factor for the next round
+        self._kept_betas: set[int] = set()  # clients past Malladi's range (warned once)
 
     # -- state (checkpoint and resume) -------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -334,8 +349,8 @@ class PerClientRates(FedAvg):
         self.ema = NoiseEMA.from_dict(state["ema"])
         self.invalid_last = {int(p) for p in state["invalid_last"]}
         self.rounds = {int(r): RoundLog(**log_) for r, log_ in state["rounds"].items()}
-        for log_ in self.rounds.values():  # JSON turned the partition ids into strings
-            for name in ("batch_size", "coupling_factor", "steps", "eval_loss"):
+        for log_ in self.rounds.values():  # partition ids as int (a JSON copy has strings)
+            for name in ("batch_size", "coupling_factor", "schedule_factor", "steps", "eval_loss"):
                 setattr(log_, name, {int(k): v for k, v in getattr(log_, name).items()})
         if "noise_scale" in state:  # checkpoints written before noise scales have none
             self.noise_scale = coupling.NoiseScaleEMA.from_dict(state["noise_scale"])
@@ -488,7 +503,9 @@ class PerClientRates(FedAvg):
             try:  # the sqrt factor is sqrt(kappa): kappa = factor^2 (bounds included)
                 hyper = coupling.malladi_sqrt(self.base_lr, 0.9, 0.999, 1e-8, coupling_factor**2)
             except ValueError as error:
-                log.warning("fedlr: partition %d keeps Adam's betas: %s", pid, error)
+                if pid not in self._kept_betas:  # once per client, not every round
+                    self._kept_betas.add(pid)
+                    log.warning("fedlr: partition %d keeps Adam's betas: %s", pid, error)
             else:
                 out.update(
                     {
@@ -543,6 +560,7 @@ class PerClientRates(FedAvg):
                 client_config[keys.CLIENT_BATCH_SIZE] = plan[pid][1]
                 log_.batch_size[pid] = plan[pid][1]
                 log_.coupling_factor[pid] = couple[pid]
+                log_.schedule_factor[pid] = plan[pid][0]
                 client_config.update(self.optimizer_settings(pid, rates[pid], couple[pid]))
             messages.append(
                 Message(
@@ -715,12 +733,19 @@ class PerClientRates(FedAvg):
         Logs the round's unbiased ``|G|^2`` and ``tr(Sigma)`` and their ratio, and the ratio of
         their smoothed values (``B_simple``); then sets the ``noise-scale-growth`` factor for the
         next round: the smoothed ``B_simple`` over its first usable value, within
-        ``[1, noise-scale-growth-max]``. Gradients of unequal length (a client on another
-        model) are dropped; fewer than two clients give no estimate.
+        ``[1, noise-scale-growth-max]``. The first value is taken once the average holds about
+        ``1 / (1 - noise-scale-ema)`` rounds (one round's ratio is biased low and noisy), and
+        the factor never shrinks: batches and clients per round only grow. A gradient whose
+        length differs from the model's (the most common length) is logged and dropped; fewer
+        than two clients give no estimate.
         """
-        sizes = {len(g) for g, _ in gradients.values()}
-        pids = sorted(gradients)
-        if len(sizes) != 1 or len(pids) < 2:
+        lengths = [len(g) for g, _ in gradients.values()]
+        common = max(set(lengths), key=lambda n: (lengths.count(n), n)) if lengths else 0
+        for pid in sorted(gradients):
+            if len(gradients[pid][0]) != common:
+                log_.errors.append({"partition_id": pid, "reason": "gradient of another length"})
+        pids = sorted(p for p in gradients if len(gradients[p][0]) == common)
+        if len(pids) < 2:
             log_.noise_scale = {"clients": len(pids), "b_simple": self.noise_scale.b_simple}
             return
         g2, trace = coupling.federated_terms(
@@ -737,11 +762,13 @@ class PerClientRates(FedAvg):
             "trace_smoothed": self.noise_scale.trace,
             "b_simple": smoothed,
         }
-        if smoothed is not None and np.isfinite(smoothed) and smoothed > 0:
+        settled = self.noise_scale.count >= math.ceil(1.0 / (1.0 - self.noise_scale.decay) - 1e-9)
+        if smoothed is not None and np.isfinite(smoothed) and smoothed > 0 and settled:
             if self.first_b_simple is None:
                 self.first_b_simple = float(smoothed)
             ratio = float(smoothed) / self.first_b_simple
-            self.growth = float(np.clip(ratio, 1.0, self.cfg["noise-scale-growth-max"]))
+            top = self.cfg["noise-scale-growth-max"]
+            self.growth = float(np.clip(max(ratio, self.growth), 1.0, top))
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid

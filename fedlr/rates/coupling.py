@@ -60,8 +60,9 @@ larger local batch, capped by the client's data.
 Weight decay
 ------------
 When a client's rate changes, its weight decay can either keep the per-step shrink
-:math:`1 - \mathrm{lr}\cdot\lambda` fixed (``fixed-shrink``: Composer's decoupled optimizers,
-Wang & Aitchison 2025's timescale :math:`1/(\mathrm{lr}\,\lambda)`) or let it follow the rate
+:math:`1 - \mathrm{lr}\cdot\lambda` fixed (``fixed-shrink``: Wang & Aitchison 2025's
+timescale :math:`1/(\mathrm{lr}\,\lambda)`; unlike Composer's decoupled optimizers, whose shrink
+still follows the schedule, it stays fixed across a schedule too) or let it follow the rate
 (``lr-proportional``: what PyTorch's ``AdamW`` and SGD's L2 decay do with a fixed
 ``weight_decay``); :func:`coupled_weight_decay` gives the ``weight_decay`` for either
 (``WEIGHT_DECAY_COUPLINGS``).
@@ -981,9 +982,11 @@ def coupled_weight_decay(weight_decay: float, lr: float, base_lr: float, couplin
 
     * ``"fixed-shrink"``: keep :math:`\mathrm{lr}\,\lambda = \mathrm{lr}_0 \lambda_0`, i.e.
       :math:`\lambda = \lambda_0 \mathrm{lr}_0 / \mathrm{lr}`, so the per-step shrink is the
-      same at every rate (Composer's ``DecoupledSGDW``/``DecoupledAdamW``, whose shrink is
-      :math:`\lambda_0` times the *schedule* :math:`\mathrm{lr}_t/\mathrm{lr}_0`, not the rate;
-      Wang & Aitchison 2025: the timescale :math:`1/(\mathrm{lr}\,\lambda)` is what to keep);
+      same at every rate and every round of a schedule (Wang & Aitchison 2025: the timescale
+      :math:`1/(\mathrm{lr}\,\lambda)` is what to keep; Composer's ``DecoupledSGDW`` and
+      ``DecoupledAdamW`` differ: their shrink :math:`\lambda_0\,\mathrm{lr}_t/\mathrm{lr}_0`
+      still follows the schedule). For Adagrad, whose ``weight_decay`` is an L2 term divided by
+      its accumulator, neither is an exact shrink;
     * ``"lr-proportional"``: :math:`\lambda = \lambda_0`, so the shrink
       :math:`\mathrm{lr}\,\lambda_0` is proportional to the rate (PyTorch ``AdamW``'s implicit
       coupling, and SGD's L2 decay): a rate schedule or rule then schedules the decay too.

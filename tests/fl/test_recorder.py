@@ -52,6 +52,7 @@ ROUND_CLIENT_KEYS = {
     "eval_loss",
     "batch_size",
     "coupling_factor",
+    "schedule_factor",
     "steps",
 }
 RESULT_CLIENT_KEYS = {
@@ -175,6 +176,7 @@ def test_round_line_has_one_row_per_client_and_nan_as_null(recorder, adaptive):
         "eval_loss": None,  # nor batch sizes, steps or test losses
         "batch_size": None,
         "coupling_factor": None,
+        "schedule_factor": None,
         "steps": None,
     }
     assert rows[1]["noise_estimate"] is None  # NaN estimate

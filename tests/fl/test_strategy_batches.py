@@ -293,20 +293,21 @@ def test_batches_grow_with_the_noise_scale_within_the_bound(make_clients, fake_g
 
 
 def test_clients_per_round_grow_with_the_noise_scale(make_clients, fake_grid):
-    clients = with_batches(make_clients([1000] * 3), [8, 8, 8])
+    clients = with_batches(make_clients([1000] * 8), [8] * 8)
     cfg = make_cfg(
+        num_clients=8,
         measure_noise_scale=True,
         noise_scale_ema=0.0,
         noise_scale_growth="clients",
-        fraction_train=0.34,  # one client of three
+        fraction_train=0.25,  # two clients of eight
     )
     strategy = build_strategy("fedavg", cfg, clients)
-    assert len(strategy.sample(1)) == 1
+    assert len(strategy.sample(1)) == 2
     log_ = strategy.rounds.setdefault(1, RoundLog())
     strategy.measure(log_, {p: (g, 8) for p, g in enumerate(equal_gradients(40.0))})
     strategy.measure(strategy.rounds[1], {p: (g, 8) for p, g in enumerate(equal_gradients(100.0))})
     assert strategy.growth == pytest.approx(2.5)
-    assert len(strategy.sample(2)) == 2  # round(1 * 2.5) = 2
+    assert len(strategy.sample(2)) == 5  # round(2 * 2.5) = 5
 
 
 def test_optimal_coupling_uses_the_measured_noise_scale(make_clients, fake_grid):
@@ -329,7 +330,7 @@ def test_optimal_coupling_uses_the_measured_noise_scale(make_clients, fake_grid)
 
 def test_state_dict_carries_the_noise_scale(make_clients, fake_grid):
     clients = with_batches(make_clients([100, 100, 100]), [8, 8, 8])
-    cfg = make_cfg(measure_noise_scale=True, noise_scale_growth="batch")
+    cfg = make_cfg(measure_noise_scale=True, noise_scale_ema=0.0, noise_scale_growth="batch")
     strategy = build_strategy("fedavg", cfg, clients)
     gradients_round(strategy, 1, fake_grid, equal_gradients(40.0), [8, 8, 8])
     gradients_round(strategy, 2, fake_grid, equal_gradients(80.0), [8, 8, 8])
@@ -340,3 +341,45 @@ def test_state_dict_carries_the_noise_scale(make_clients, fake_grid):
     assert again.growth == strategy.growth > 1.0
     assert again.rounds[2].steps == {0: 5, 1: 5, 2: 5}
     assert again.schedule(3) == strategy.schedule(3)
+
+
+@pytest.mark.parametrize("reported", [-5, 0, 2.5, float("nan"), "64", None])
+def test_a_bad_reported_batch_size_falls_back_to_the_runs(reported, make_clients, fake_grid):
+    from fedlr.fl.strategy import _batch_size
+
+    assert _batch_size(reported) == 0
+    clients = with_batches(make_clients([1000, 1000, 1000]), [8, _batch_size(reported), 128])
+    strategy = build_strategy("fedavg+coupled", make_cfg(), clients)
+    messages = sent(strategy, 1, fake_grid)  # no crash, whatever was reported
+    assert config_of(messages, keys.CLIENT_BATCH_SIZE) == {0: 8, 1: 16, 2: 128}
+
+
+def test_a_gradient_of_another_length_is_dropped_not_the_round(make_clients, fake_grid):
+    clients = with_batches(make_clients([100, 100, 100]), [8, 8, 8])
+    strategy = build_strategy("fedavg", make_cfg(measure_noise_scale=True), clients)
+    grads = {0: np.ones(4), 1: np.ones(4) * 2, 2: np.ones(5)}
+    strategy.measure(
+        strategy.rounds.setdefault(1, RoundLog()), {p: (g, 8) for p, g in grads.items()}
+    )
+    assert strategy.rounds[1].noise_scale["clients"] == 2
+    assert strategy.rounds[1].errors == [
+        {"partition_id": 2, "reason": "gradient of another length"}
+    ]
+
+
+def test_growth_waits_for_the_average_to_settle_and_never_shrinks(make_clients):
+    clients = with_batches(make_clients([1000] * 3), [8, 8, 8])
+    cfg = make_cfg(measure_noise_scale=True, noise_scale_ema=0.5, noise_scale_growth="batch")
+    strategy = build_strategy("fedavg", cfg, clients)
+    log_ = strategy.rounds.setdefault(1, RoundLog())
+    strategy.measure(log_, {p: (g, 8) for p, g in enumerate(equal_gradients(10.0))})
+    assert strategy.first_b_simple is None  # one round of a 0.5-average: not settled
+    strategy.measure(log_, {p: (g, 8) for p, g in enumerate(equal_gradients(30.0))})
+    first = strategy.first_b_simple
+    assert first is not None and strategy.growth == 1.0
+    strategy.measure(log_, {p: (g, 8) for p, g in enumerate(equal_gradients(200.0))})
+    grown = strategy.growth
+    assert grown > 1.0
+    for _ in range(5):  # the noise scale falls again: the batches stay grown
+        strategy.measure(log_, {p: (g, 8) for p, g in enumerate(equal_gradients(5.0))})
+    assert strategy.growth == grown
