@@ -21,7 +21,7 @@ scale) and the linear rule with ``coupling-high = 1`` (small batches slow down, 
 above the tuned rate). For reference it also tunes the shared rate on the spread federation
 itself (a baseline the issue does not ask for, reported beside).
 
-    .venv/bin/python benchmarks/coupling.py --json results/coupling.json
+    .venv/bin/python benchmarks/coupling.py --json results/coupling.json   # seeds 1..6
     .venv/bin/python benchmarks/coupling.py --part grow --seeds 0
 """
 
@@ -202,9 +202,10 @@ def part_batches(
     for label in VARIANTS:
         v_mean = [100 * (r[f"{label}_mean"] - r["shared_mean"]) for r in rows]
         v_worst = [100 * (r[f"{label}_worst10"] - r["shared_worst10"]) for r in rows]
+        higher = statistics.fmean(v_mean) > 0 and statistics.fmean(v_worst) > 0
         print(
             f"coupled ({label}) - shared: mean {mean_std(v_mean)} points, worst-10% "
-            f"{mean_std(v_worst)} points"
+            f"{mean_std(v_worst)} points; both higher: {'yes' if higher else 'no'}"
         )
     print(
         f"\ncoupled - shared (tuned for batch {median}), {len(seeds)} seeds: mean "
@@ -228,7 +229,7 @@ def part_batches(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--part", choices=("all", "grow", "batches"), default="all")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5, 6])
     parser.add_argument("--tune-seed", type=int, default=0)
     parser.add_argument("--grid", type=float, nargs="+", default=[0.1, 0.3, 1.0, 3.0])
     parser.add_argument("--set", action="append", default=[], help="extra key=value overrides")
