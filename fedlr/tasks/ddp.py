@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import signal
 import socket
@@ -52,6 +53,7 @@ WORKER = "fedlr.tasks.ddp"
 OUTPUT_TAIL = 3000
 # Seconds the launcher gives torchrun, after SIGTERM, to stop its workers itself.
 GRACE = 10.0
+log = logging.getLogger("fedlr")
 _INPUTS, _SETTINGS, _RESULT, _LOG = "inputs.pt", "settings.json", "result.pt", "output.log"
 
 
@@ -134,7 +136,15 @@ def train_ddp(
             workdir / _INPUTS,
         )
         (workdir / _SETTINGS).write_text(json.dumps(settings))
-        _run_workers(workdir, procs, timeout)
+        try:
+            _run_workers(workdir, procs, timeout)
+        except RuntimeError as error:
+            # gloo can abort a worker at random (SIGABRT in its TCP transport, pytorch#188266).
+            # The job is seeded, so running it again gives what the first run would have.
+            if "(SIGABRT)" not in str(error):
+                raise
+            log.warning("fedlr: a DDP worker aborted (SIGABRT); running the job once more")
+            _run_workers(workdir, procs, timeout)
         result = torch.load(workdir / _RESULT, weights_only=True)
     model.load_state_dict(result["state_dict"])
     return float(result["loss"])

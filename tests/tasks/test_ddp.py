@@ -126,3 +126,34 @@ def test_workers_past_the_timeout_are_killed(monkeypatch, tmp_path):
     while processes_naming(tmp_path) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert processes_naming(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("first_error", "calls"),
+    [
+        ("ddp: 2 workers failed (torchrun exit code 1); ... exitcode  : -6 (pid: 7) (SIGABRT)", 2),
+        ("ddp: 2 workers failed (torchrun exit code 1); ... IndexError: out of bounds", 1),
+    ],
+)
+def test_only_a_gloo_abort_is_run_once_more(monkeypatch, caplog, first_error, calls):
+    # No torchrun: the fake workers fail once, then write the result a healthy job writes.
+    model = tabular.build_model(CFG)
+    trained = {k: v + 1.0 for k, v in weights(model).items()}
+    seen: list[Path] = []
+
+    def fake_workers(workdir: Path, procs: int, timeout: float) -> None:
+        seen.append(workdir)
+        if len(seen) == 1:
+            raise RuntimeError(first_error)
+        torch.save({"state_dict": trained, "loss": 0.25}, workdir / "result.pt")
+
+    monkeypatch.setattr(ddp, "_run_workers", fake_workers)
+    if calls == 1:
+        with pytest.raises(RuntimeError, match="out of bounds"):
+            ddp.train_ddp(model, first(40), procs=2, lr=0.1, epochs=1, batch_size=8)
+        assert max_abs_difference(weights(model), trained) == 1.0  # left as it was
+    else:
+        loss = ddp.train_ddp(model, first(40), procs=2, lr=0.1, epochs=1, batch_size=8)
+        assert loss == 0.25 and max_abs_difference(weights(model), trained) == 0.0
+        assert "aborted (SIGABRT); running the job once more" in caplog.text
+    assert len(seen) == calls
