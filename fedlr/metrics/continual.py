@@ -1,0 +1,152 @@
+r"""Continual-learning metrics from an accuracy matrix (pure numpy).
+
+The accuracy matrix
+-------------------
+After training through task :math:`i` (tasks :math:`0..T-1` in arrival order) the model is
+evaluated on every task :math:`j`: :math:`R_{i,j}`. Row :math:`i` is one evaluation, column
+:math:`j` one task's history. ``baseline[j]`` (:math:`\bar b_j`) is the accuracy on task
+:math:`j` of the model before any training, which forward transfer needs. Everything else is a
+function of :math:`R`, so a run logs :math:`R` (per client and pooled) and derives the rest.
+
+Definitions (0-based; :math:`T` tasks)
+--------------------------------------
+* Average accuracy (GEM, Lopez-Paz & Ranzato 2017):
+  :math:`\mathrm{ACC} = \frac1T \sum_{j} R_{T-1,j}`.
+* Backward transfer (GEM): :math:`\mathrm{BWT} = \frac{1}{T-1}\sum_{j<T-1} (R_{T-1,j} - R_{j,j})`;
+  negative is forgetting.
+* Forward transfer (GEM): :math:`\mathrm{FWT} = \frac{1}{T-1}\sum_{j\ge1} (R_{j-1,j} - \bar b_j)`:
+  what earlier tasks already taught about task :math:`j` before it was trained.
+* Forgetting (Chaudhry et al. 2018, "Riemannian Walk"), max-based: after task :math:`k`,
+  :math:`f^k_j = \max_{l<k} R_{l,j} - R_{k,j}` for :math:`j<k`, and
+  :math:`F_k = \frac1k\sum_{j<k} f^k_j`. It compares with the *best* accuracy the task ever had,
+  so it is at least Avalanche's "accuracy just after training minus now" (:math:`-` BWT per task).
+* Average accuracy after task :math:`k`: :math:`A_k = \frac{1}{k+1}\sum_{j\le k} R_{k,j}`.
+
+>>> R = [[0.9, 0.1], [0.6, 0.8]]
+>>> summary(R, baseline=[0.1, 0.1])
+{'acc': 0.7, 'bwt': -0.3, 'fwt': 0.0, 'forgetting': 0.3, 'forgetting_per_task': [0.3]}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+
+def _matrix(R: Any) -> np.ndarray:
+    array = np.asarray(R, dtype=float)
+    if array.ndim != 2 or array.shape[0] != array.shape[1] or array.shape[0] < 1:
+        raise ValueError(f"R: expected a square T x T matrix with T >= 1, got shape {array.shape}")
+    if not np.all(np.isfinite(array)):
+        raise ValueError("R: expected finite accuracies, got NaN or inf")
+    return array
+
+
+def _baseline(baseline: Any, tasks: int) -> np.ndarray:
+    array = np.asarray(baseline, dtype=float)
+    if array.shape != (tasks,) or not np.all(np.isfinite(array)):
+        raise ValueError(
+            f"baseline: expected {tasks} finite accuracies (one per task), got shape {array.shape}"
+        )
+    return array
+
+
+def average_accuracy(R: Any, after: int | None = None) -> float:
+    """:math:`A_k`: mean accuracy over tasks ``0..k`` after task ``k`` (default: the last, ACC).
+
+    >>> average_accuracy([[0.9, 0.1], [0.6, 0.8]]), average_accuracy([[0.9, 0.1], [0.6, 0.8]], 0)
+    (0.7, 0.9)
+    """
+    matrix = _matrix(R)
+    k = matrix.shape[0] - 1 if after is None else after
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 0 <= k < len(matrix):
+        raise ValueError(f"after: expected a task index in 0..{len(matrix) - 1}, got {after!r}")
+    return float(np.round(np.mean(matrix[k, : k + 1]), 12))
+
+
+def backward_transfer(R: Any) -> float:
+    """GEM's BWT: mean over earlier tasks of final accuracy minus accuracy just after training.
+
+    Raises ``ValueError`` for a single task (no earlier task to look back at).
+
+    >>> backward_transfer([[0.9, 0.1], [0.6, 0.8]])
+    -0.3
+    """
+    matrix = _matrix(R)
+    tasks = len(matrix)
+    if tasks < 2:
+        raise ValueError("R: backward transfer needs at least 2 tasks, got 1")
+    last = matrix[tasks - 1, : tasks - 1]
+    diagonal = np.diag(matrix)[: tasks - 1]
+    return float(np.round(np.mean(last - diagonal), 12))
+
+
+def forward_transfer(R: Any, baseline: Any) -> float:
+    """GEM's FWT: mean over tasks 1.. of accuracy before training it minus the untrained model's.
+
+    >>> forward_transfer([[0.9, 0.3], [0.6, 0.8]], [0.1, 0.1])
+    0.2
+    """
+    matrix = _matrix(R)
+    tasks = len(matrix)
+    base = _baseline(baseline, tasks)
+    if tasks < 2:
+        raise ValueError("R: forward transfer needs at least 2 tasks, got 1")
+    before = np.array([matrix[j - 1, j] for j in range(1, tasks)])
+    return float(np.round(np.mean(before - base[1:]), 12))
+
+
+def forgetting_per_task(R: Any, after: int | None = None) -> list[float]:
+    r"""Chaudhry et al.'s :math:`f^k_j = \max_{l<k} R_{l,j} - R_{k,j}` for tasks ``j < k``.
+
+    ``after`` is :math:`k` (default: the last task). Empty for ``k = 0``.
+
+    >>> forgetting_per_task([[0.9, 0.1, 0.1], [0.95, 0.8, 0.1], [0.5, 0.9, 0.7]])
+    [0.45, -0.1]
+    """
+    matrix = _matrix(R)
+    k = len(matrix) - 1 if after is None else after
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 0 <= k < len(matrix):
+        raise ValueError(f"after: expected a task index in 0..{len(matrix) - 1}, got {after!r}")
+    return [float(np.round(matrix[:k, j].max() - matrix[k, j], 12)) for j in range(k)]
+
+
+def forgetting(R: Any, after: int | None = None) -> float:
+    """:math:`F_k`: mean of :func:`forgetting_per_task` (``ValueError`` when ``k = 0``).
+
+    >>> forgetting([[0.9, 0.1, 0.1], [0.95, 0.8, 0.1], [0.5, 0.9, 0.7]])
+    0.175
+    """
+    values = forgetting_per_task(R, after)
+    if not values:
+        raise ValueError("after: forgetting needs at least one earlier task, got task 0")
+    return float(np.round(np.mean(values), 12))
+
+
+def summary(R: Any, baseline: Any | None = None) -> dict[str, Any]:
+    """ACC, BWT, FWT (``None`` without ``baseline``), forgetting and forgetting per task.
+
+    With one task only ACC is defined; the others are ``None`` (and the per-task list empty).
+    """
+    matrix = _matrix(R)
+    several = len(matrix) >= 2
+    return {
+        "acc": average_accuracy(matrix),
+        "bwt": backward_transfer(matrix) if several else None,
+        "fwt": forward_transfer(matrix, baseline) if several and baseline is not None else None,
+        "forgetting": forgetting(matrix) if several else None,
+        "forgetting_per_task": forgetting_per_task(matrix),
+    }
+
+
+def per_client(
+    matrices: Sequence[Any], baselines: Sequence[Any] | None = None
+) -> list[dict[str, Any]]:
+    """:func:`summary` of each client's own accuracy matrix (same task order for all)."""
+    if baselines is not None and len(baselines) != len(matrices):
+        raise ValueError(
+            f"baselines: expected one per client ({len(matrices)}), got {len(baselines)}"
+        )
+    return [summary(m, None if baselines is None else baselines[i]) for i, m in enumerate(matrices)]
