@@ -1,0 +1,201 @@
+"""Task streams for continual federated learning: one client's data cut into tasks over time.
+
+Three standard settings (van de Ven & Tolias 2019, "Three scenarios for continual learning"):
+
+* ``class-incremental``: split digits, ``num-tasks`` tasks of ``10 / num-tasks`` classes each
+  (5 tasks of 2 classes: {0, 1}, {2, 3}, ...); the model must tell all classes seen so far apart.
+* ``task-incremental``: the same split, but the task is known at test time: predictions are
+  restricted to the task's own classes (:func:`task_mask`, a multi-head evaluation).
+* ``permuted`` / ``rotated`` (domain-incremental): every task holds all ten digits; task ``t``
+  applies a fixed pixel permutation (task 0: identity; Goodfellow et al. 2013) or rotates the
+  8x8 image by ``t * max-angle / (num-tasks - 1)`` degrees (``scipy.ndimage.rotate``). The
+  permutation of a task is the same at every client (seeded by the run seed and the task).
+
+Clients are stateless between messages, so nothing here keeps state: a task's data, and the
+replay sample a client mixes in (:func:`replay_indices`), are functions of the client's data,
+the task index and the seed. :func:`arrival_rounds` gives the round each task arrives at each
+client, together or staggered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+STREAMS = ("class-incremental", "task-incremental", "permuted", "rotated")
+
+
+@dataclass(frozen=True, eq=False)
+class Task:
+    """One task of one client: its classes and its train/test arrays."""
+
+    index: int
+    classes: tuple[int, ...]
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+
+def _check_stream(kind: str, num_tasks: int, num_classes: int) -> None:
+    if kind not in STREAMS:
+        raise ValueError(f"stream: expected {', '.join(STREAMS)}, got {kind!r}")
+    if isinstance(num_tasks, bool) or not isinstance(num_tasks, int) or num_tasks < 1:
+        raise ValueError(f"num_tasks: expected an integer >= 1, got {num_tasks!r}")
+    if kind in ("class-incremental", "task-incremental") and num_classes % num_tasks:
+        raise ValueError(
+            f"num_tasks: expected a divisor of the {num_classes} classes for a split stream, "
+            f"got {num_tasks}"
+        )
+
+
+def task_classes(num_tasks: int, num_classes: int = 10) -> list[tuple[int, ...]]:
+    """The classes of each task of a split stream, in label order.
+
+    >>> task_classes(5)
+    [(0, 1), (2, 3), (4, 5), (6, 7), (8, 9)]
+    """
+    _check_stream("class-incremental", num_tasks, num_classes)
+    per = num_classes // num_tasks
+    return [tuple(range(t * per, (t + 1) * per)) for t in range(num_tasks)]
+
+
+def task_mask(classes: Sequence[int], num_classes: int = 10) -> np.ndarray:
+    """Boolean mask over the logits that keeps a task's own classes (task-incremental heads).
+
+    >>> task_mask((2, 3), 5).tolist()
+    [False, False, True, True, False]
+    """
+    mask = np.zeros(num_classes, dtype=bool)
+    mask[list(classes)] = True
+    return mask
+
+
+def permutation(num_features: int, task: int, seed: int) -> np.ndarray:
+    """The pixel permutation of ``task`` (identity for task 0), the same at every client."""
+    if task == 0:
+        return np.arange(num_features)
+    return np.random.default_rng([seed, 0x5EED, task]).permutation(num_features)
+
+
+def rotate(x: np.ndarray, angle: float, shape: tuple[int, int] = (8, 8)) -> np.ndarray:
+    """Rotate flattened images ``x`` (``(N, H*W)``) by ``angle`` degrees about their centre.
+
+    Bilinear (``order=1``), same size, pixels outside the image are 0; ``angle == 0`` returns
+    ``x`` unchanged.
+    """
+    if angle == 0:
+        return x
+    images = x.reshape(-1, *shape)
+    turned = ndimage.rotate(images, angle, axes=(2, 1), reshape=False, order=1, mode="constant")
+    return turned.reshape(len(x), -1).astype(x.dtype)
+
+
+def build_stream(
+    kind: str,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    *,
+    num_tasks: int,
+    seed: int,
+    num_classes: int = 10,
+    max_angle: float = 90.0,
+    image_shape: tuple[int, int] = (8, 8),
+) -> list[Task]:
+    """Cut one client's train and test data into ``num_tasks`` tasks of stream ``kind``.
+
+    Split streams keep the examples of each task's classes (a client without any example of a
+    task's classes gets an empty task). Domain streams transform all examples per task.
+    """
+    _check_stream(kind, num_tasks, num_classes)
+    tasks = []
+    if kind in ("class-incremental", "task-incremental"):
+        for t, classes in enumerate(task_classes(num_tasks, num_classes)):
+            keep_train, keep_test = np.isin(y_train, classes), np.isin(y_test, classes)
+            tasks.append(
+                Task(
+                    t,
+                    classes,
+                    x_train[keep_train],
+                    y_train[keep_train],
+                    x_test[keep_test],
+                    y_test[keep_test],
+                )
+            )
+        return tasks
+    everything = tuple(range(num_classes))
+    for t in range(num_tasks):
+        if kind == "permuted":
+            order = permutation(x_train.shape[1], t, seed)
+            train, test = x_train[:, order], x_test[:, order]
+        else:
+            angle = t * max_angle / (num_tasks - 1) if num_tasks > 1 else 0.0
+            train, test = rotate(x_train, angle, image_shape), rotate(x_test, angle, image_shape)
+        tasks.append(Task(t, everything, train, y_train, test, y_test))
+    return tasks
+
+
+def arrival_rounds(
+    num_rounds: int, num_tasks: int, num_clients: int, stagger: int = 0
+) -> np.ndarray:
+    """First round of each task at each client, shape ``(num_clients, num_tasks)``.
+
+    Together (``stagger = 0``) task ``t`` arrives everywhere in round
+    ``1 + floor(t * num_rounds / num_tasks)``. Staggered, client ``k`` gets every task
+    ``min(k * stagger, L - 1)`` rounds later, where ``L`` is the shortest task's length, so each
+    task still has at least one round at every client.
+
+    >>> arrival_rounds(10, 2, 3, stagger=2).tolist()
+    [[1, 6], [3, 8], [5, 10]]
+    """
+    for name, value, low in (
+        ("num_rounds", num_rounds, 1),
+        ("num_tasks", num_tasks, 1),
+        ("num_clients", num_clients, 1),
+        ("stagger", stagger, 0),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
+    if num_tasks > num_rounds:
+        raise ValueError(
+            f"num_tasks: expected at most num_rounds ({num_rounds}) tasks, got {num_tasks}"
+        )
+    base = np.array([1 + (t * num_rounds) // num_tasks for t in range(num_tasks)])
+    shortest = int(np.min(np.diff(np.append(base, num_rounds + 1))))
+    offsets = np.minimum(np.arange(num_clients) * stagger, shortest - 1)
+    return base[None, :] + offsets[:, None]
+
+
+def replay_indices(
+    task_sizes: Sequence[int], task: int, capacity: int, seed: int
+) -> list[np.ndarray]:
+    """A small replay sample of the tasks before ``task``: indices into their train sets.
+
+    ``capacity`` examples in all, split as evenly as the earlier tasks allow, drawn without
+    replacement and seeded by ``(seed, task)``; the same call always returns the same sample
+    (a stateless client rebuilds its buffer each round). Entry ``j`` is for task ``j < task``.
+
+    >>> [len(i) for i in replay_indices([10, 10, 3], task=2, capacity=8, seed=0)]
+    [4, 4]
+    """
+    if capacity < 0:
+        raise ValueError(f"capacity: expected an integer >= 0, got {capacity!r}")
+    if not 0 <= task <= len(task_sizes):
+        raise ValueError(f"task: expected 0..{len(task_sizes)}, got {task!r}")
+    rng = np.random.default_rng([seed, 0xB0FF, task])
+    earlier = list(task_sizes[:task])
+    share = [0] * len(earlier)
+    left = capacity
+    while left > 0 and any(share[j] < earlier[j] for j in range(len(earlier))):
+        for j in range(len(earlier)):
+            if left > 0 and share[j] < earlier[j]:
+                share[j] += 1
+                left -= 1
+    return [
+        np.sort(rng.choice(earlier[j], size=share[j], replace=False)) for j in range(len(earlier))
+    ]
