@@ -29,17 +29,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
+from gnn_cora import run_seed  # the same `fedlr simulate` subprocess, run as a user runs it
+
 ROOT = Path(__file__).resolve().parents[1]
-ENV = dict(os.environ, FLWR_TELEMETRY_ENABLED="0", FLWR_DISABLE_UPDATE_CHECK="1")
 GROW = ROOT / "simulations" / "coupling_grow.toml"
 BATCHES = ROOT / "simulations" / "coupling_batches.toml"
 # other couplings of the same tuned base rate, run on the same seeds
@@ -47,19 +44,11 @@ VARIANTS = {"optimal": {"coupling-rule": "optimal"}, "capped": {"coupling-high":
 
 
 def simulate(config: Path, out: Path, overrides: dict[str, Any]) -> dict[str, Any]:
-    """One ``fedlr simulate`` run; its ``results.json`` (plus wall time)."""
-    out.mkdir(parents=True, exist_ok=True)
-    args = [sys.executable, "-m", "fedlr.cli", "simulate", str(config), "--out", str(out)]
-    for key, value in overrides.items():
-        args += ["--set", f"{key}={value}"]
-    started = time.perf_counter()
-    done = subprocess.run(args, cwd=ROOT, env=ENV, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise SystemExit(f"{overrides} failed:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}")
-    (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
-    results = json.loads((run_dir / "results.json").read_text())
-    results["wall_s"] = time.perf_counter() - started
-    return results
+    """One ``fedlr simulate`` run with ``overrides``; its ``results.json`` (plus wall time)."""
+    settings = dict(overrides)
+    seed = int(settings.pop("seed"))
+    extra = [arg for key, value in settings.items() for arg in ("--set", f"{key}={value}")]
+    return run_seed(config, seed, out, extra)
 
 
 def mean_std(values: list[float]) -> str:

@@ -483,14 +483,27 @@ class PerClientRates(FedAvg):
             )
         return out
 
-    def client_lr(self, server_round: int) -> dict[int, float]:
-        """Learning rate per partition id for this round: base * schedule * noise * coupling."""
+    def round_plan(self, server_round: int) -> dict[int, tuple[float, int, float, float]]:
+        """Per partition id: ``(lr, batch, coupling factor, schedule factor)`` this round.
+
+        ``lr = base * schedule * noise * coupling``, each factor computed once here.
+        """
         noise = self.noise_factors(server_round)
         couple = self.coupling_factors(server_round)
         plan = self.schedule(server_round)
         return {
-            pid: self.base_lr * plan[pid][0] * noise[pid] * couple[pid] for pid in self.by_partition
+            pid: (
+                self.base_lr * plan[pid][0] * noise[pid] * couple[pid],
+                plan[pid][1],
+                couple[pid],
+                plan[pid][0],
+            )
+            for pid in self.by_partition
         }
+
+    def client_lr(self, server_round: int) -> dict[int, float]:
+        """Learning rate per partition id for this round (:meth:`round_plan`'s first entry)."""
+        return {pid: entry[0] for pid, entry in self.round_plan(server_round).items()}
 
     def optimizer_settings(self, pid: int, lr: float, coupling_factor: float) -> dict[str, float]:
         """Per-client optimizer settings beyond the rate: weight decay and Adam's betas/eps."""
@@ -541,9 +554,7 @@ class PerClientRates(FedAvg):
         if not template:
             return []
         content = template[0].content
-        rates = self.client_lr(server_round)
-        couple = self.coupling_factors(server_round)
-        plan = self.schedule(server_round)
+        plan = self.round_plan(server_round)
         log_ = self.rounds.setdefault(server_round, RoundLog())
         log_.sampled = self.sample(server_round)
         connected = {m.metadata.dst_node_id for m in template}
@@ -554,14 +565,15 @@ class PerClientRates(FedAvg):
             if node.node_id not in connected:  # gone: recorded as missing, not waited for
                 continue
             client_config = ConfigRecord(dict(content.config_records[keys.CONFIG]))
-            client_config[keys.LR] = rates[pid]
-            log_.lr[pid] = rates[pid]
+            lr, batch, coupling_factor, schedule_factor = plan[pid]
+            client_config[keys.LR] = lr
+            log_.lr[pid] = lr
             if not self.graph:
-                client_config[keys.CLIENT_BATCH_SIZE] = plan[pid][1]
-                log_.batch_size[pid] = plan[pid][1]
-                log_.coupling_factor[pid] = couple[pid]
-                log_.schedule_factor[pid] = plan[pid][0]
-                client_config.update(self.optimizer_settings(pid, rates[pid], couple[pid]))
+                client_config[keys.CLIENT_BATCH_SIZE] = batch
+                log_.batch_size[pid] = batch
+                log_.coupling_factor[pid] = coupling_factor
+                log_.schedule_factor[pid] = schedule_factor
+                client_config.update(self.optimizer_settings(pid, lr, coupling_factor))
             messages.append(
                 Message(
                     RecordDict(
