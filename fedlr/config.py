@@ -40,8 +40,20 @@ OPTIMIZERS = ("sgd", "adam", "adagrad")
 # degree-aware rates of graph tasks (degree-gamma). See strategy_config().
 # `coupled` gives each client the rate for its own batch size (coupling-rule); `grow-batch` turns
 # each step of the rate decay (lr-decay-rounds) into batch growth at the same lr / B.
+# A schedule modifier (`+cosine`, `+phases`, ...) multiplies the strategy's rate by a round-indexed
+# schedule (fedlr.rates.schedules, `schedule-*` keys); `replay` mixes `replay-size` examples of
+# earlier tasks into a continual client's training (`stream`).
 OPTIMIZER_MODIFIERS = OPTIMIZERS
-MODIFIERS = (*OPTIMIZER_MODIFIERS, "degree", "coupled", "grow-batch")
+SCHEDULE_MODIFIERS = (
+    "step",
+    "exponential",
+    "cosine",
+    "warm-restarts",
+    "cyclical",
+    "one-cycle",
+    "phases",
+)
+MODIFIERS = (*OPTIMIZER_MODIFIERS, "degree", "coupled", "grow-batch", *SCHEDULE_MODIFIERS, "replay")
 GNN_KINDS = ("gcn", "sage", "gin")
 GRAPH_SPLITS = ("louvain", "random")
 GRAPH_LABELS = ("random", "public")
@@ -52,6 +64,8 @@ COUPLING_RULES = ("auto", "linear", "sqrt", "optimal")
 NOISE_SCALE_GROWTH = ("none", "batch", "clients")
 WEIGHT_DECAY_COUPLINGS = ("lr-proportional", "fixed-shrink")
 BATCH_SPREADS = ("log-uniform", "powers-of-two")
+# continual task streams (fedlr.tasks.streams); "none": one task, all of a client's data
+STREAMS = ("class-incremental", "task-incremental", "permuted", "rotated")
 
 
 class ConfigError(ValueError):
@@ -125,6 +139,11 @@ def parse_strategy(name: str) -> tuple[str, tuple[str, ...]]:
             f"strategies: {name!r} repeats a modifier or names two optimizers; expected at most "
             "one of +sgd, +adam, +adagrad and each other modifier at most once"
         )
+    if sum(m in SCHEDULE_MODIFIERS for m in mods) > 1:
+        raise ConfigError(
+            f"strategies: {name!r} names two schedules; expected at most one of +"
+            + ", +".join(SCHEDULE_MODIFIERS)
+        )
     return rule, tuple(mods)
 
 
@@ -176,6 +195,15 @@ def uses_modifier(name: str, modifier: str) -> bool:
     (True, False)
     """
     return modifier in parse_strategy(name)[1]
+
+
+def schedule_of(name: str) -> str:
+    """The round-indexed schedule of strategy ``name``: its schedule modifier, else constant.
+
+    >>> schedule_of("noise-adaptive+phases+replay"), schedule_of("fedavg")
+    ('phases', 'constant')
+    """
+    return next((m for m in parse_strategy(name)[1] if m in SCHEDULE_MODIFIERS), "constant")
 
 
 def _batch_spec(value: str) -> bool:
@@ -248,7 +276,10 @@ SCHEMA: dict[str, Key] = {
         str,
         ",".join(STRATEGIES),
         "a comma list, without repeats, of " + ", ".join(STRATEGIES) + ", each optionally "
-        "followed by +sgd, +adam or +adagrad (local optimizer) and +degree (degree-aware rates)",
+        "followed by modifiers: +sgd, +adam or +adagrad (local optimizer), +degree "
+        "(degree-aware rates), +coupled, +grow-batch, one schedule (+"
+        + ", +".join(SCHEDULE_MODIFIERS)
+        + ") and +replay",
         _strategy_list,
         "strategies run side by side",
     ),
@@ -506,6 +537,79 @@ SCHEMA: dict[str, Key] = {
         lambda v: 0 < v < 1,
         "rate factor per decay step (Smith et al.: 1/5)",
     ),
+    # -- schedules and continual learning -----------------------------------------------------
+    "schedule-period": Key(
+        int,
+        0,
+        "an integer >= 0",
+        _range(0),
+        "+step: rounds per step; +warm-restarts: rounds of the first cycle; +cyclical: rounds "
+        "per cycle (half up, half down); 0: num-server-rounds / num-tasks",
+    ),
+    "schedule-gamma": Key(
+        float,
+        0.5,
+        "a number in (0, 1]",
+        _range(0, 1, lo_open=True),
+        "+step: factor per step; +exponential: factor per round",
+    ),
+    "schedule-floor": Key(
+        float,
+        0.0,
+        "a number in [0, 1]",
+        _UNIT,
+        "+cosine, +warm-restarts, +cyclical, +phases: lowest multiplier of the base rate",
+    ),
+    "schedule-warmup": Key(
+        int,
+        1,
+        "an integer >= 0",
+        _range(0),
+        "+phases: rounds of linear warm-up at the start of each phase (task)",
+    ),
+    "schedule-peak-decay": Key(
+        float,
+        1.0,
+        "a number in (0, 1]",
+        _range(0, 1, lo_open=True),
+        "+phases: each phase's peak relative to the previous phase's",
+    ),
+    "stream": Key(
+        str,
+        "none",
+        "none or " + " or ".join(STREAMS),
+        _choice(("none", *STREAMS)),
+        "continual learning: each client learns num-tasks tasks in turn (none: one task)",
+    ),
+    "num-tasks": Key(
+        int,
+        5,
+        "an integer >= 1",
+        _range(1),
+        "tasks of the stream (split streams: a divisor of the 10 classes); without a stream, "
+        "the phases of +phases",
+    ),
+    "task-stagger": Key(
+        int,
+        0,
+        "an integer >= 0",
+        _range(0),
+        "rounds by which each client's tasks arrive after the previous client's (0: together)",
+    ),
+    "rotation-max": Key(
+        float,
+        90.0,
+        "a number in [0, 360]",
+        _range(0.0, 360.0),
+        "stream rotated: angle in degrees of the last task (task t: t / (T - 1) of it)",
+    ),
+    "replay-size": Key(
+        int,
+        20,
+        "an integer >= 0",
+        _range(0),
+        "+replay: examples of earlier tasks a client mixes into each round's training",
+    ),
     # -- the rate rule -----------------------------------------------------------------------
     "estimator": Key(
         str, "loss-margin", " or ".join(ESTIMATORS), _choice(ESTIMATORS), "client noise estimator"
@@ -678,6 +782,7 @@ def validate(values: dict[str, Any]) -> dict[str, Any]:
             stacklevel=2,
         )
     _validate_batches(values)
+    _validate_stream(values)
     if is_graph(values):
         _validate_graph(values)
     else:
@@ -736,17 +841,70 @@ def _validate_batches(values: Mapping[str, Any]) -> None:
         name
         for name in names
         if parse_strategy(name)[0] == "qfedavg"
-        and (uses_modifier(name, "coupled") or uses_modifier(name, "grow-batch") or milestones)
+        and (
+            uses_modifier(name, "coupled")
+            or uses_modifier(name, "grow-batch")
+            or milestones
+            or schedule_of(name) != "constant"
+        )
     ]
     if qfedavg:
         raise ConfigError(
             f"strategies: {qfedavg[0]!r}: q-FedAvg's update assumes the one rate lr "
-            "(L = 1 / lr); expected no +coupled, +grow-batch or lr-decay-rounds with qfedavg"
+            "(L = 1 / lr); expected no +coupled, +grow-batch, schedule or lr-decay-rounds "
+            "with qfedavg"
+        )
+    scheduled = [name for name in names if schedule_of(name) != "constant"]
+    if scheduled and milestones:
+        raise ConfigError(
+            f"strategies: {scheduled[0]!r} has its own schedule, and lr-decay-rounds sets a "
+            "step decay for every strategy; expected one of them (lr-decay-rounds = '' or no "
+            "schedule modifier)"
         )
     if values["noise-scale-growth"] != "none" and not values["measure-noise-scale"]:
         raise ConfigError(
             f"noise-scale-growth: {values['noise-scale-growth']!r} follows the measured noise "
             "scale; expected measure-noise-scale = true, or noise-scale-growth = 'none'"
+        )
+
+
+def _validate_stream(values: Mapping[str, Any]) -> None:
+    """Relations of the continual-learning keys (``stream``, ``num-tasks``, ``+replay``)."""
+    stream, tasks = values["stream"], values["num-tasks"]
+    names = split_list(values["strategies"])
+    replaying = [name for name in names if uses_modifier(name, "replay")]
+    phased = any(schedule_of(name) == "phases" for name in names)
+    if (stream != "none" or phased) and tasks > values["num-server-rounds"]:
+        raise ConfigError(
+            f"num-tasks: expected at most num-server-rounds ({values['num-server-rounds']}) "
+            f"tasks or phases (each needs a round), got {tasks}"
+        )
+    if stream == "none":
+        if replaying:
+            raise ConfigError(
+                f"strategies: {replaying[0]!r} replays earlier tasks, but stream is 'none'; "
+                f"expected a stream ({', '.join(STREAMS)})"
+            )
+        return
+    if is_graph(values):
+        raise ConfigError(
+            f"stream: continual streams split digits or synthetic examples; expected 'none' "
+            f"with a graph dataset ({values['dataset']}), got {stream!r}"
+        )
+    if stream == "rotated" and values["dataset"] != "digits":
+        raise ConfigError(
+            f"stream: 'rotated' turns 8x8 images; expected dataset digits, got "
+            f"{values['dataset']!r} (use permuted)"
+        )
+    if stream in ("class-incremental", "task-incremental") and 10 % tasks:
+        raise ConfigError(
+            f"num-tasks: a split stream deals the 10 classes evenly; expected 1, 2, 5 or 10, "
+            f"got {tasks}"
+        )
+    if stream == "task-incremental" and values["ddp-procs"] != 1:
+        raise ConfigError(
+            "ddp-procs: expected 1 with stream task-incremental (its per-task output heads "
+            f"train in one process), got {values['ddp-procs']}"
         )
 
 

@@ -214,12 +214,14 @@ def test_parse_strategy_splits_rule_and_modifiers(name, rule, modifiers):
         (
             "fedavg+adamw",
             "strategies: unknown modifier 'adamw' in 'fedavg+adamw'; "
-            "allowed: +sgd, +adam, +adagrad, +degree, +coupled, +grow-batch",
+            "allowed: +sgd, +adam, +adagrad, +degree, +coupled, +grow-batch, +step, "
+            "+exponential, +cosine, +warm-restarts, +cyclical, +one-cycle, +phases, +replay",
         ),
         (
             "fedavg+",
             "strategies: unknown modifier '' in 'fedavg+'; allowed: +sgd, +adam, +adagrad, "
-            "+degree, +coupled, +grow-batch",
+            "+degree, +coupled, +grow-batch, +step, +exponential, +cosine, +warm-restarts, "
+            "+cyclical, +one-cycle, +phases, +replay",
         ),
         (
             "fedavg+adam+sgd",
@@ -451,12 +453,14 @@ def test_log_uniform_batch_sizes_stay_in_range_and_are_seeded():
         (
             {"strategies": "fedavg,qfedavg+coupled"},
             "strategies: 'qfedavg+coupled': q-FedAvg's update assumes the one rate lr "
-            "(L = 1 / lr); expected no +coupled, +grow-batch or lr-decay-rounds with qfedavg",
+            "(L = 1 / lr); expected no +coupled, +grow-batch, schedule or lr-decay-rounds "
+            "with qfedavg",
         ),
         (
             {"strategies": "fedavg,qfedavg", "lr-decay-rounds": "5"},
             "strategies: 'qfedavg': q-FedAvg's update assumes the one rate lr "
-            "(L = 1 / lr); expected no +coupled, +grow-batch or lr-decay-rounds with qfedavg",
+            "(L = 1 / lr); expected no +coupled, +grow-batch, schedule or lr-decay-rounds "
+            "with qfedavg",
         ),
         (
             {"lr-decay-factor": 1.0},

@@ -131,3 +131,26 @@ def check_same_federation(checkpoint: Checkpoint, clients: Sequence[ClientInfo])
             "the clients answering now do not hold the data the checkpoint was made with "
             "(partition ids, sizes, roles or noise differ); resume with the same config and nodes"
         )
+
+
+def snapshot_path(run_dir: Path, strategy: str, server_round: int) -> Path:
+    """Where the global model after ``server_round`` of ``strategy`` is kept (continual runs)."""
+    return Path(run_dir) / "snapshots" / strategy / f"round-{server_round:04d}.pt"
+
+
+def save_snapshot(run_dir: Path, strategy: str, server_round: int, arrays: ArrayRecord) -> Path:
+    """Keep a snapshot of the global model (written to a temp file, then renamed)."""
+    path = snapshot_path(run_dir, strategy, server_round)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".pt.tmp")
+    torch.save(arrays.to_torch_state_dict(), tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_snapshot(run_dir: Path, strategy: str, server_round: int) -> ArrayRecord | None:
+    """The snapshot :func:`save_snapshot` kept, or None when there is none."""
+    path = snapshot_path(run_dir, strategy, server_round)
+    if not path.is_file():
+        return None
+    return ArrayRecord(torch.load(path, weights_only=True))

@@ -27,7 +27,7 @@ from flwr.clientapp import ClientApp
 from fedlr.config import SCHEMA, client_batch_sizes, is_graph
 from fedlr.fl import keys
 from fedlr.rates import coupling
-from fedlr.tasks import ddp, tabular, task_for
+from fedlr.tasks import ddp, streams, tabular, task_for
 
 app = ClientApp()
 
@@ -108,10 +108,15 @@ def train(msg: Message, context: Context) -> Message:
         metrics = _train_graph(config, cfg, data, model, lr, proximal_mu, seed)
     else:
         batch = int(config.get(keys.CLIENT_BATCH_SIZE, own_batch_size(cfg, pid, context)))
+        heads = None
+        if cfg["stream"] != "none":  # continual: this round's task (+ replay of earlier ones)
+            task, data, heads = _task_view(config, cfg, pid, data, server_round)
         if bool(config.get(keys.MEASURE_NOISE_SCALE, False)):
             # at the received weights, before any step; its own seed: training batches unchanged
             gradient = tabular.mean_gradient(model, data, batch, seed=seed ^ 0x6E5)
-        metrics = _train_tabular(config, cfg, data, model, lr, proximal_mu, seed, batch)
+        metrics = _train_tabular(config, cfg, data, model, lr, proximal_mu, seed, batch, heads)
+        if cfg["stream"] != "none":
+            metrics[keys.TASK] = task
         if gradient is not None:
             metrics[keys.GRADIENT_BATCH] = min(batch, data.num_train)
     metrics.update({keys.NUM_EXAMPLES: data.num_train, keys.PARTITION_ID: pid})
@@ -122,7 +127,40 @@ def train(msg: Message, context: Context) -> Message:
     return Message(content, reply_to=msg)
 
 
-def _train_tabular(config, cfg, data, model, lr, proximal_mu, seed, batch) -> dict[str, Any]:
+def client_stream(cfg: dict[str, Any], data: Any, pid: int) -> tuple[list[Any], np.ndarray]:
+    """A client's tasks (:func:`fedlr.tasks.streams.build_stream`) and their arrival rounds."""
+    tasks = streams.build_stream(
+        cfg["stream"],
+        data.x_train,
+        data.y_train,
+        data.x_test,
+        data.y_test,
+        num_tasks=cfg["num-tasks"],
+        seed=cfg["seed"],
+        max_angle=cfg["rotation-max"],
+    )
+    starts = streams.arrival_rounds(
+        cfg["num-server-rounds"], cfg["num-tasks"], cfg["num-clients"], cfg["task-stagger"]
+    )[pid]
+    return tasks, starts
+
+
+def _task_view(config, cfg, pid, data, server_round):
+    """``(task, data of this round, per-example heads or None)`` of a continual client."""
+    tasks, starts = client_stream(cfg, data, pid)
+    task = streams.current_task(starts, server_round)
+    replay = int(cfg["replay-size"]) if bool(config.get(keys.REPLAY, False)) else 0
+    replay_seed = int(np.random.SeedSequence([cfg["seed"], pid]).generate_state(1)[0])
+    view, owner = streams.training_view(data, tasks, task, replay, replay_seed)
+    heads = streams.logit_masks(tasks, owner) if cfg["stream"] == "task-incremental" else None
+    return task, view, heads
+
+
+def _train_tabular(
+    config, cfg, data, model, lr, proximal_mu, seed, batch, heads=None
+) -> dict[str, Any]:
+    if data.num_train == 0:  # a continual task this client holds no example of
+        return {keys.TRAIN_LOSS: float("nan"), keys.NOISE_ESTIMATE: -1.0, keys.STEPS: 0}
     # q-FFL's F_k: loss of the received global model on the client's data.
     received_loss, _ = tabular.evaluate(model, data.x_train, data.y_train)
     estimate = -1.0
@@ -144,7 +182,7 @@ def _train_tabular(config, cfg, data, model, lr, proximal_mu, seed, batch) -> di
         "adam_eps": float(config.get(keys.ADAM_EPS, 1e-8)),
     }
     if procs == 1:
-        tabular.train_local(model, data, lr=lr, **common)
+        tabular.train_local(model, data, lr=lr, logit_mask=heads, **common)
     else:
         # The server's rate is for one batch of batch-size B; P processes step on batches of P*B.
         rule = coupling.rule_for_optimizer(cfg["optimizer"])
@@ -201,8 +239,48 @@ def evaluate(msg: Message, context: Context) -> Message:
     if is_graph(cfg):
         loss, accuracy, test_degree, test_correct = task_for(cfg).evaluate_client(model, data)
         values.update({keys.TEST_DEGREE: test_degree, keys.TEST_CORRECT: test_correct})
+    elif cfg["stream"] != "none":
+        loss, accuracy = _evaluate_stream(msg, cfg, pid, data, model, values)
     else:
         loss, accuracy = tabular.evaluate(model, data.x_test, data.y_test)
     values.update({keys.ACCURACY: accuracy, keys.EVAL_LOSS: loss})
     metrics = MetricRecord(values)
     return Message(RecordDict({keys.METRICS: metrics}), reply_to=msg)
+
+
+def _evaluate_stream(msg, cfg, pid, data, model, values) -> tuple[float, float]:
+    """Loss and accuracy over all tasks' test examples; per task into ``values``.
+
+    Per task: accuracy on its test split (a row of the accuracy matrix, -1 where the client holds
+    none) and, for a message carrying snapshots, the snapshot ensemble's accuracy.
+    """
+    tasks, _ = client_stream(cfg, data, pid)
+    heads = [
+        streams.task_mask(t.classes) if cfg["stream"] == "task-incremental" else None for t in tasks
+    ]
+    counts = [len(t.y_test) for t in tasks]
+    scored = [
+        tabular.evaluate(model, t.x_test, t.y_test, head) if n else (0.0, -1.0)
+        for t, head, n in zip(tasks, heads, counts, strict=True)
+    ]
+    values[keys.TASK_ACCURACY] = [float(acc) for _, acc in scored]
+    values[keys.TASK_EXAMPLES] = counts
+    values[keys.NUM_EXAMPLES] = int(sum(counts))
+    config = msg.content.config_records[keys.CONFIG]
+    snapshots = int(config.get(keys.SNAPSHOTS, 0))
+    if snapshots > 0:
+        device = tabular.model_device(model)
+        members = []
+        for i in range(snapshots):
+            member = tabular.build_model(cfg)
+            record = msg.content.array_records[keys.SNAPSHOT.format(i)]
+            member.load_state_dict(record.to_torch_state_dict())
+            members.append(member.to(device))
+        values[keys.ENSEMBLE_TASK_ACCURACY] = [
+            float(tabular.evaluate_ensemble(members, t.x_test, t.y_test, head)[1]) if n else -1.0
+            for t, head, n in zip(tasks, heads, counts, strict=True)
+        ]
+    total = max(1, sum(counts))
+    loss = sum(n * s[0] for s, n in zip(scored, counts, strict=True)) / total
+    accuracy = sum(n * s[1] for s, n in zip(scored, counts, strict=True)) / total
+    return float(loss), float(accuracy)

@@ -17,6 +17,8 @@ ADAM_BETA1 = "adam-beta1"  # Malladi et al.'s square-root rule for Adam (with +c
 ADAM_BETA2 = "adam-beta2"
 ADAM_EPS = "adam-eps"
 MEASURE_NOISE_SCALE = "measure-noise-scale"  # send the gradient at the received weights
+REPLAY = "replay"  # continual: mix replay-size examples of earlier tasks into training (+replay)
+SNAPSHOTS = "snapshots"  # continual evaluate: how many SNAPSHOT-i ArrayRecords to ensemble
 
 # MetricRecord keys (client -> server)
 NUM_EXAMPLES = "num-examples"  # Flower's default weighting key
@@ -29,6 +31,12 @@ EVAL_LOSS = "eval-loss"
 BATCH_SIZE = "batch-size"  # query: the client's own local batch size
 STEPS = "steps"  # optimizer steps taken in local training
 GRADIENT_BATCH = "gradient-batch"  # examples behind the gradient in the GRADIENT record
+# continual streams: the task trained on (train); accuracy and test examples per task (evaluate),
+# and the same for the snapshot ensemble (an evaluate message carrying snapshots)
+TASK = "task"
+TASK_ACCURACY = "task-accuracy"  # one per task; -1 where the client holds no test example
+TASK_EXAMPLES = "task-examples"
+ENSEMBLE_TASK_ACCURACY = "ensemble-task-accuracy"
 # graph tasks: per test node (evaluate) and per node at the received weights (train)
 TEST_DEGREE = "test-degree"  # global degree of each test node
 TEST_CORRECT = "test-correct"  # 1 when that test node is classified correctly
@@ -45,3 +53,4 @@ ARRAYS = "arrays"
 CONFIG = "config"
 METRICS = "metrics"
 GRADIENT = "gradient"  # ArrayRecord: the mean gradient at the received weights (noise scale)
+SNAPSHOT = "snapshot-{}"  # ArrayRecord: the global model kept at the end of task i

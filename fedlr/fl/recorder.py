@@ -20,6 +20,7 @@ import numpy as np
 from fedlr.config import to_toml
 from fedlr.fl.checkpoint import Checkpoint
 from fedlr.fl.strategy import ClientInfo, PerClientRates
+from fedlr.metrics import continual
 from fedlr.metrics.fairness import clean_noisy_gap, fairness_summary, spearman_rho
 
 RoundCallback = Callable[[str, int, dict[str, Any]], None]
@@ -172,12 +173,17 @@ class RunRecorder:
                     "eval_loss": _finite_or_none(log_.eval_loss.get(pid)),
                 }
             )
+            rows[-1]["schedule_factor"] = log_.schedule_factor.get(pid)
             if not strategy.graph:
                 rows[-1].update(
                     batch_size=log_.batch_size.get(pid),
                     coupling_factor=log_.coupling_factor.get(pid),
-                    schedule_factor=log_.schedule_factor.get(pid),
                     steps=log_.steps.get(pid),
+                )
+            if strategy.stream != "none":
+                rows[-1].update(
+                    task=log_.task.get(pid),
+                    task_accuracy=_json_safe(log_.task_accuracy.get(pid)),
                 )
         accuracies = [r["accuracy"] for r in rows if r["accuracy"] is not None]
         summary = fairness_summary(accuracies) if accuracies else None
@@ -278,6 +284,8 @@ class RunRecorder:
             self.results["strategies"][name]["degree"] = _degree_summary(strategy, rounds)
         else:
             self.results["strategies"][name]["batches"] = _batch_summary(strategy, rounds)
+        if strategy.stream != "none":
+            self.results["strategies"][name]["continual"] = _continual_summary(strategy, rounds)
         _atomic_write(self.run_dir / "results.json", json.dumps(self.results, indent=2))
         return self.results["strategies"][name]
 
@@ -339,5 +347,90 @@ def _degree_summary(strategy: PerClientRates, rounds: list[int]) -> dict[str, An
                 "after": [s.get("after") for s in slopes],
             },
             "gradient_profile": profile,
+        }
+    )
+
+
+def _continual_summary(strategy: PerClientRates, rounds: list[int]) -> dict[str, Any]:
+    """A continual strategy's accuracy matrices, GEM / Chaudhry metrics and snapshot ensemble.
+
+    Client ``k``'s matrix takes row ``i`` from its evaluation at the end of its own task ``i``
+    (:func:`fedlr.tasks.streams.task_ends`); the pooled matrix weights each client's column
+    ``j`` by its test examples of task ``j`` (:func:`fedlr.metrics.continual.pooled`). The last
+    row is the final model. ``ensemble`` is the snapshot ensemble on every task, pooled the same
+    way, next to the final model's row.
+    """
+    from fedlr.tasks import streams
+
+    cfg = strategy.cfg
+    tasks = int(cfg["num-tasks"])
+    starts = strategy.task_starts()
+    ends = streams.task_ends(starts, cfg["num-server-rounds"])
+    pids = sorted(strategy.by_partition)
+    matrices, examples, clients = [], [], []
+    logs = {r: strategy.rounds[r] for r in rounds}
+    for pid in pids:
+        history = {r: g.task_accuracy[pid] for r, g in logs.items() if pid in g.task_accuracy}
+        seen = [g.task_examples[pid] for g in logs.values() if pid in g.task_examples]
+        counts = seen[-1] if seen else [0] * tasks
+        matrix = continual.matrix_at(history, [int(e) for e in ends[pid]])
+        matrices.append(matrix)
+        examples.append(counts)
+        own = strategy.task_baseline.get(pid)
+        complete = bool(np.all(np.isfinite(matrix)))
+        base_ok = own is not None and all(0 <= b <= 1 for b in own)
+        clients.append(
+            {
+                "partition_id": pid,
+                "task_ends": [int(e) for e in ends[pid]],
+                "R": _json_safe(matrix.tolist()),
+                **(continual.summary(matrix, own if base_ok else None) if complete else {}),
+            }
+        )
+    R = continual.pooled(matrices, examples)
+    base_rows = [strategy.task_baseline.get(pid) for pid in pids]
+    baseline = (
+        continual.pooled(
+            [[np.nan if b < 0 else b for b in row] for row in base_rows if row is not None],
+            [examples[i] for i, row in enumerate(base_rows) if row is not None],
+        )
+        if any(row is not None for row in base_rows)
+        else None
+    )
+    ens_pids = [pid for pid in pids if pid in strategy.task_ensemble]
+    ensemble = (
+        continual.pooled(
+            [[np.nan if a < 0 else a for a in strategy.task_ensemble[pid]] for pid in ens_pids],
+            [strategy.ensemble_examples.get(pid, [0] * tasks) for pid in ens_pids],
+        )
+        if ens_pids
+        else None
+    )
+    complete = bool(np.all(np.isfinite(R)))
+    usable_base = baseline is not None and bool(np.all(np.isfinite(baseline)))
+    lr_mean = [
+        float(np.mean(list(strategy.rounds[r].lr.values()))) if strategy.rounds[r].lr else None
+        for r in rounds
+    ]
+    return _json_safe(
+        {
+            "stream": strategy.stream,
+            "num_tasks": tasks,
+            "schedule": strategy.schedule_name,
+            "replay": strategy.replay,
+            "task_starts": starts.tolist(),
+            "snapshot_rounds": strategy.snapshot_rounds(),
+            "R": R.tolist(),
+            "baseline": baseline.tolist() if baseline is not None else None,
+            **(continual.summary(R, baseline if usable_base else None) if complete else {}),
+            "final_task_accuracy": R[-1].tolist(),
+            "final_acc": float(np.mean(R[-1])) if complete else None,
+            "ensemble_task_accuracy": ensemble.tolist() if ensemble is not None else None,
+            "ensemble_acc": float(np.mean(ensemble))
+            if ensemble is not None and np.all(np.isfinite(ensemble))
+            else None,
+            "lr_mean_per_round": lr_mean,
+            "multipliers": strategy.multipliers(pids[0]) if pids else [],
+            "clients": clients,
         }
     )

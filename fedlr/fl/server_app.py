@@ -128,6 +128,11 @@ def run_strategy(
     recorder.start_strategy(name, elapsed_s=resumed.elapsed_s if resumed else 0.0)
     latest: dict[str, Any] = {"round": first_round - 1, "arrays": arrays}
     every = cfg["checkpoint-every"]
+    continual = cfg["stream"] != "none"
+    keep = set(strategy.snapshot_rounds()) if continual else set()
+    if continual and not strategy.task_baseline:  # forward transfer's b_j: the untrained model
+        baseline = strategy.evaluate_tasks(grid, initial)
+        strategy.task_baseline = {pid: acc for pid, (acc, _, _) in baseline.items()}
 
     def save(finished: bool) -> None:
         ckpt.save(
@@ -147,6 +152,8 @@ def run_strategy(
     def after_round(server_round: int, arrays: ArrayRecord) -> None:
         if server_round > 0:
             latest.update(round=server_round, arrays=arrays)
+            if server_round in keep:  # before the round's line: a kill never loses a snapshot
+                ckpt.save_snapshot(recorder.run_dir, name, server_round, arrays)
             recorder.round_done(name, strategy, server_round)
             if every and server_round % every == 0:
                 save(finished=False)
@@ -163,6 +170,14 @@ def run_strategy(
             evaluate_fn=after_round,
             first_round=first_round,
         )
+    if continual and not strategy.task_ensemble:
+        snapshots = [ckpt.load_snapshot(recorder.run_dir, name, r) for r in sorted(keep)]
+        if any(snapshot is None for snapshot in snapshots):
+            log.warning("fedlr: %s: a snapshot is missing; the ensemble has the others", name)
+        kept = [snapshot for snapshot in snapshots if snapshot is not None]
+        final = strategy.evaluate_tasks(grid, latest["arrays"], kept)
+        strategy.task_ensemble = {pid: ens for pid, (_, _, ens) in final.items() if ens}
+        strategy.ensemble_examples = {pid: n for pid, (_, n, _) in final.items()}
     recorder.strategy_done(name, strategy)
     save(finished=True)
     return strategy

@@ -68,6 +68,7 @@ from flwr.serverapp.strategy import FedAvg, FedProx, QFedAvg, Result
 from fedlr.config import (
     is_graph,
     parse_strategy,
+    schedule_of,
     split_list,
     strategy_config,
     uses_degree,
@@ -75,10 +76,61 @@ from fedlr.config import (
 )
 from fedlr.fl import keys
 from fedlr.metrics.degree import degree_bucket_fairness, loglog_slope
-from fedlr.rates import coupling
+from fedlr.rates import coupling, schedules
 from fedlr.rates.noise import NoiseEMA, inverse_noise_rule, is_valid_estimate
 
 log = logging.getLogger("fedlr")
+
+
+# RoundLog fields keyed by partition id that are not in the first checkpoint format
+_PER_CLIENT_LOGS = (
+    "batch_size",
+    "coupling_factor",
+    "schedule_factor",
+    "steps",
+    "eval_loss",
+    "task",
+    "task_accuracy",
+    "task_examples",
+)
+
+
+def schedule_params(name: str, cfg: Mapping[str, Any], starts: Iterable[int]) -> dict[str, Any]:
+    """Schedule ``name``'s parameters, from the run config's ``schedule-*`` keys.
+
+    They are :func:`fedlr.rates.schedules.round_multipliers`'s; ``starts`` are a client's task
+    arrival rounds (the phases of ``+phases``).
+
+    ``schedule-period`` 0 means ``num-server-rounds // num-tasks`` (at least 1): one period per
+    task. A cyclical period is one whole cycle, half up and half down.
+
+    >>> cfg = {"schedule-period": 0, "num-server-rounds": 20, "num-tasks": 4,
+    ...        "schedule-gamma": 0.5, "schedule-floor": 0.0, "schedule-warmup": 1,
+    ...        "schedule-peak-decay": 1.0}
+    >>> schedule_params("step", cfg, [1, 6, 11, 16])
+    {'step_size': 5, 'gamma': 0.5}
+    """
+    period = int(cfg["schedule-period"]) or max(1, cfg["num-server-rounds"] // cfg["num-tasks"])
+    floor = float(cfg["schedule-floor"])
+    if name == "step":
+        return {"step_size": period, "gamma": float(cfg["schedule-gamma"])}
+    if name == "exponential":
+        return {"gamma": float(cfg["schedule-gamma"])}
+    if name == "cosine":
+        return {"floor": floor}
+    if name == "warm-restarts":
+        return {"t_0": period, "floor": floor}
+    if name == "cyclical":
+        up = max(1, period // 2)
+        return {"step_size_up": up, "step_size_down": max(1, period - up), "floor": floor}
+    if name == "phases":
+        return {
+            "starts": [int(v) for v in starts],
+            "warmup": int(cfg["schedule-warmup"]),
+            "floor": floor,
+            "peak_decay": float(cfg["schedule-peak-decay"]),
+        }
+    return {}  # constant, one-cycle (torch's defaults)
 
 
 @dataclass(frozen=True)
@@ -118,6 +170,10 @@ class RoundLog:
     steps: dict[int, int] = field(default_factory=dict)
     eval_loss: dict[int, float] = field(default_factory=dict)
     noise_scale: dict[str, Any] | None = None
+    # continual streams: the task each client trained on, its accuracy and test size per task
+    task: dict[int, int] = field(default_factory=dict)
+    task_accuracy: dict[int, list[float]] = field(default_factory=dict)
+    task_examples: dict[int, list[int]] = field(default_factory=dict)
 
 
 def _scalar(value: object) -> float:
@@ -184,6 +240,23 @@ def gradient_diagnostic(
         "count": [int(np.count_nonzero(degree[keep] == d)) for d in values],
     }
     return slopes, profile
+
+
+def _task_lists(
+    metrics: MetricRecord, accuracy_key: str, num_tasks: int
+) -> tuple[list[float], list[int]] | None:
+    """A continual reply's accuracy per task (-1: no test example) and test examples per task.
+
+    None when either list is missing, has another length than ``num_tasks``, or holds an
+    accuracy outside ``[0, 1]`` that is not -1.
+    """
+    accuracy = _float_list(metrics.get(accuracy_key))
+    examples = _int_list(metrics.get(keys.TASK_EXAMPLES))
+    if accuracy is None or examples is None or not len(accuracy) == len(examples) == num_tasks:
+        return None
+    if not all(a == -1.0 or 0.0 <= a <= 1.0 for a in accuracy) or min(examples) < 0:
+        return None
+    return [float(a) for a in accuracy], [int(n) for n in examples]
 
 
 def _gradient(record: ArrayRecord, batch: float) -> tuple[np.ndarray, int] | None:
@@ -331,6 +404,54 @@ class PerClientRates(FedAvg):
         self.first_b_simple: float | None = None  # the first usable smoothed estimate
         self.growth = 1.0  # noise-scale-growth factor for the next round
         self._kept_betas: set[int] = set()  # clients past Malladi's range (warned once)
+        # round-indexed schedule (a schedule modifier) and continual streams
+        self.schedule_name = "constant"  # set by build_strategy
+        self.replay = False  # a +replay strategy (set by build_strategy)
+        self.stream = str(cfg.get("stream", "none"))
+        self._multipliers: dict[tuple[int, ...], list[float]] = {}
+        self.task_baseline: dict[int, list[float]] = {}  # per task, of the initial model
+        self.task_ensemble: dict[int, list[float]] = {}  # per task, of the snapshot ensemble
+        self.ensemble_examples: dict[int, list[int]] = {}
+
+    # -- tasks and schedules -------------------------------------------------------------------
+    def task_starts(self) -> np.ndarray:
+        """Arrival round of each task at each partition id, ``(num-clients, num-tasks)``.
+
+        A stream's :func:`fedlr.tasks.streams.arrival_rounds`; without a stream, ``num-tasks``
+        even phases, the same at every client (the phases of ``+phases``).
+        """
+        from fedlr.tasks import streams
+
+        stagger = int(self.cfg["task-stagger"]) if self.stream != "none" else 0
+        return streams.arrival_rounds(
+            self.cfg["num-server-rounds"],
+            self.cfg["num-tasks"],
+            max(self.by_partition, default=0) + 1,
+            stagger,
+        )
+
+    def snapshot_rounds(self) -> list[int]:
+        """Rounds after which the global model is kept: each task's end at every client."""
+        from fedlr.tasks import streams
+
+        return streams.snapshot_rounds(self.task_starts(), self.cfg["num-server-rounds"])
+
+    def multipliers(self, pid: int) -> list[float]:
+        """The schedule's rate multiplier of every round for partition ``pid``.
+
+        One list for all clients, except ``+phases`` in a staggered stream, where each client's
+        phases start when its own tasks arrive.
+        """
+        starts = (
+            tuple(int(v) for v in self.task_starts()[pid]) if self.schedule_name == "phases" else ()
+        )
+        if starts not in self._multipliers:
+            self._multipliers[starts] = schedules.round_multipliers(
+                self.schedule_name,
+                self.cfg["num-server-rounds"],
+                **schedule_params(self.schedule_name, self.cfg, starts),
+            )
+        return self._multipliers[starts]
 
     # -- state (checkpoint and resume) -------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -342,6 +463,9 @@ class PerClientRates(FedAvg):
             "noise_scale": self.noise_scale.to_dict(),
             "first_b_simple": self.first_b_simple,
             "growth": self.growth,
+            "task_baseline": self.task_baseline,
+            "task_ensemble": self.task_ensemble,
+            "ensemble_examples": self.ensemble_examples,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -350,12 +474,14 @@ class PerClientRates(FedAvg):
         self.invalid_last = {int(p) for p in state["invalid_last"]}
         self.rounds = {int(r): RoundLog(**log_) for r, log_ in state["rounds"].items()}
         for log_ in self.rounds.values():  # partition ids as int (a JSON copy has strings)
-            for name in ("batch_size", "coupling_factor", "schedule_factor", "steps", "eval_loss"):
+            for name in _PER_CLIENT_LOGS:
                 setattr(log_, name, {int(k): v for k, v in getattr(log_, name).items()})
         if "noise_scale" in state:  # checkpoints written before noise scales have none
             self.noise_scale = coupling.NoiseScaleEMA.from_dict(state["noise_scale"])
             self.first_b_simple = state["first_b_simple"]
             self.growth = float(state["growth"])
+        for name in ("task_baseline", "task_ensemble", "ensemble_examples"):
+            setattr(self, name, {int(k): list(v) for k, v in state.get(name, {}).items()})
 
     def start(
         self,
@@ -393,6 +519,54 @@ class PerClientRates(FedAvg):
             evaluate_config=evaluate_config,
             evaluate_fn=shifted_fn if evaluate_fn is not None else None,
         )
+
+    def evaluate_tasks(
+        self,
+        grid: Grid,
+        arrays: ArrayRecord,
+        snapshots: list[ArrayRecord] | None = None,
+    ) -> dict[int, tuple[list[float], list[int], list[float] | None]]:
+        """Evaluate ``arrays`` on every task of every client, outside Flower's round loop.
+
+        Used for the model before training (the baseline of forward transfer) and, with
+        ``snapshots``, for the final model next to the snapshot ensemble. Returns, per partition
+        id that answered, ``(accuracy per task, test examples per task, ensemble accuracy per
+        task or None)``; a failed or malformed reply is logged and left out.
+        """
+        snapshots = snapshots or []
+        connected = set(grid.get_node_ids())
+        messages = []
+        for client in self.by_partition.values():
+            if client.node_id not in connected:
+                continue
+            config = ConfigRecord(dict(self.cfg))
+            config[keys.SNAPSHOTS] = len(snapshots)
+            content = RecordDict({keys.ARRAYS: arrays, keys.CONFIG: config})
+            for i, snapshot in enumerate(snapshots):
+                content[keys.SNAPSHOT.format(i)] = snapshot
+            messages.append(
+                Message(content, dst_node_id=client.node_id, message_type=MessageType.EVALUATE)
+            )
+        out: dict[int, tuple[list[float], list[int], list[float] | None]] = {}
+        timeout = float(self.cfg["round-timeout"])
+        for reply in grid.send_and_receive(messages, timeout=timeout):
+            node = self.clients.get(reply.metadata.src_node_id)
+            if node is None or reply.has_error():
+                reason = str(reply.error.reason) if reply.has_error() else "unknown node"
+                log.warning("fedlr: task evaluation failed on a node: %s", reason)
+                continue
+            metrics = reply.content.metric_records.get(keys.METRICS, MetricRecord())
+            tasks = _task_lists(metrics, keys.TASK_ACCURACY, self.cfg["num-tasks"])
+            ensemble = (
+                _task_lists(metrics, keys.ENSEMBLE_TASK_ACCURACY, self.cfg["num-tasks"])
+                if snapshots
+                else None
+            )
+            if tasks is None or (snapshots and ensemble is None):
+                log.warning("fedlr: partition %d sent no usable task accuracies", node.partition_id)
+                continue
+            out[node.partition_id] = (*tasks, ensemble[0] if ensemble else None)
+        return out
 
     # -- rates -------------------------------------------------------------------------------
     def noise_for_rule(self) -> dict[int, float]:
@@ -459,18 +633,24 @@ class PerClientRates(FedAvg):
     def schedule(self, server_round: int) -> dict[int, tuple[float, int]]:
         """``(rate multiplier, local batch)`` per partition id this round.
 
-        The client's own batch (times the ``noise-scale-growth`` factor in batch mode), never
+        The multiplier is the strategy's round-indexed schedule (:meth:`multipliers`), or the
+        step decay of ``lr-decay-rounds`` (the two are never configured together). The client's
+        own batch (times the ``noise-scale-growth`` factor in batch mode), never
         more than its examples; with ``lr-decay-rounds`` the step decay of
         :func:`fedlr.rates.coupling.decay_or_grow` (``+grow-batch``: batch growth up to the
         client's example count, then rate decay, at the decay schedule's ``lr / B``).
         """
         out = {}
         grow = self.growth if self.cfg["noise-scale-growth"] == "batch" else 1.0
+        last = self.cfg["num-server-rounds"]
         for pid, client in self.by_partition.items():
             most = max(1, client.num_examples)
             batch = min(most, max(1, round(self.batch[pid] * grow)))
             if not self.milestones:
-                out[pid] = (1.0, batch)
+                if self.schedule_name == "constant":
+                    out[pid] = (1.0, batch)
+                else:  # a round past the run (never sent) keeps the last multiplier
+                    out[pid] = (self.multipliers(pid)[min(max(server_round, 1), last) - 1], batch)
                 continue
             out[pid] = coupling.decay_or_grow(
                 server_round,
@@ -549,6 +729,7 @@ class PerClientRates(FedAvg):
         config[keys.ESTIMATE_NOISE] = self.uses_estimates
         config[keys.DEGREE_RULE] = self.degree_rule
         config[keys.MEASURE_NOISE_SCALE] = self.measure_noise_scale
+        config[keys.REPLAY] = self.replay
         self._sent = arrays
         template = list(super().configure_train(server_round, arrays, config, grid))
         if not template:
@@ -568,11 +749,11 @@ class PerClientRates(FedAvg):
             lr, batch, coupling_factor, schedule_factor = plan[pid]
             client_config[keys.LR] = lr
             log_.lr[pid] = lr
+            log_.schedule_factor[pid] = schedule_factor
             if not self.graph:
                 client_config[keys.CLIENT_BATCH_SIZE] = batch
                 log_.batch_size[pid] = batch
                 log_.coupling_factor[pid] = coupling_factor
-                log_.schedule_factor[pid] = schedule_factor
                 client_config.update(self.optimizer_settings(pid, lr, coupling_factor))
             messages.append(
                 Message(
@@ -663,6 +844,9 @@ class PerClientRates(FedAvg):
                 log_.errors.append({"partition_id": pid, "reason": "missing or non-finite loss"})
                 continue
             log_.train_loss[pid] = train_loss
+            task = _scalar(metrics.get(keys.TASK))
+            if np.isfinite(task) and task >= 0:
+                log_.task[pid] = int(task)
             steps = _scalar(metrics.get(keys.STEPS))
             if np.isfinite(steps) and steps >= 0:
                 log_.steps[pid] = int(steps)
@@ -819,6 +1003,12 @@ class PerClientRates(FedAvg):
                 else:  # NaN, a list, or out of range: logged, never averaged into the fairness
                     reason = f"invalid accuracy {metrics.get(keys.ACCURACY)!r}"
                     log_.errors.append({"partition_id": node.partition_id, "reason": reason})
+            if self.stream != "none" and node is not None:
+                tasks = _task_lists(metrics, keys.TASK_ACCURACY, self.cfg["num-tasks"])
+                if tasks is not None:
+                    log_.task_accuracy[node.partition_id], log_.task_examples[node.partition_id] = (
+                        tasks
+                    )
             if self.graph:
                 degrees = _int_list(metrics.get(keys.TEST_DEGREE))
                 correct = _int_list(metrics.get(keys.TEST_CORRECT))
@@ -887,4 +1077,6 @@ def build_strategy(name: str, cfg: Mapping[str, Any], clients: list[ClientInfo])
     strategy.degree_rule = uses_degree(name)
     strategy.coupled = uses_modifier(name, "coupled")
     strategy.grow_batch = uses_modifier(name, "grow-batch")
+    strategy.schedule_name = schedule_of(name)
+    strategy.replay = uses_modifier(name, "replay")
     return strategy

@@ -29,7 +29,7 @@ Definitions (0-based; :math:`T` tasks)
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -150,3 +150,52 @@ def per_client(
             f"baselines: expected one per client ({len(matrices)}), got {len(baselines)}"
         )
     return [summary(m, None if baselines is None else baselines[i]) for i, m in enumerate(matrices)]
+
+
+def matrix_at(history: Mapping[int, Sequence[float | None]], ends: Sequence[int]) -> np.ndarray:
+    """One client's accuracy matrix from its per-round evaluations.
+
+    ``history[r]`` is the client's accuracy on every task after round ``r`` (``None`` or a
+    negative value where it has no test example of a task); row ``i`` of the result is the
+    evaluation at round ``ends[i]`` (the end of task ``i``), or at the latest round before it
+    that has one (a client that missed an evaluation). Entries nobody measured are NaN.
+
+    >>> matrix_at({2: [0.9, 0.1], 3: [0.8, 0.2], 4: [0.5, 0.9]}, [3, 4]).tolist()
+    [[0.8, 0.2], [0.5, 0.9]]
+    """
+    tasks = len(ends)
+    out = np.full((tasks, tasks), np.nan)
+    rounds = sorted(history)
+    for i, end in enumerate(ends):
+        seen = [r for r in rounds if r <= end]
+        if not seen:
+            continue
+        row = [np.nan if v is None or v < 0 else float(v) for v in history[seen[-1]]]
+        if len(row) != tasks:
+            raise ValueError(f"history: expected {tasks} accuracies per round, got {len(row)}")
+        out[i] = row
+    return out
+
+
+def pooled(values: Sequence[Any], examples: Sequence[Sequence[int]]) -> np.ndarray:
+    """Example-weighted mean over clients, entry by entry; NaN where no client has a value.
+
+    ``values[k]`` is client ``k``'s matrix (``T x T``) or vector (``T``); ``examples[k][j]``
+    its test examples of task ``j``, the weight of its column ``j``.
+
+    >>> pooled([[1.0, 0.0], [0.5, np.nan]], [[1, 3], [3, 0]]).tolist()
+    [0.625, 0.0]
+    """
+    if len(values) != len(examples) or not values:
+        raise ValueError(
+            f"examples: expected one row per client ({len(values)}), got {len(examples)}"
+        )
+    stack = np.asarray(values, dtype=float)
+    weight = np.asarray(examples, dtype=float)
+    if stack.ndim == 3:
+        weight = np.broadcast_to(weight[:, None, :], stack.shape)
+    usable = np.isfinite(stack) & (weight > 0)
+    total = np.where(usable, weight, 0.0).sum(axis=0)
+    summed = np.where(usable, stack * weight, 0.0).sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, summed / np.where(total > 0, total, 1.0), np.nan)

@@ -20,12 +20,12 @@ client, together or staggered.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
-from scipy import ndimage
 
-STREAMS = ("class-incremental", "task-incremental", "permuted", "rotated")
+from fedlr.config import STREAMS
+from fedlr.data.federated import ClientData
 
 
 @dataclass(frozen=True, eq=False)
@@ -38,6 +38,7 @@ class Task:
     y_train: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
+    train_index: np.ndarray  # rows of the client's train split this task's train set comes from
 
 
 def _check_stream(kind: str, num_tasks: int, num_classes: int) -> None:
@@ -89,6 +90,8 @@ def rotate(x: np.ndarray, angle: float, shape: tuple[int, int] = (8, 8)) -> np.n
     """
     if angle == 0:
         return x
+    from scipy import ndimage  # only rotated streams need it
+
     images = x.reshape(-1, *shape)
     turned = ndimage.rotate(images, angle, axes=(2, 1), reshape=False, order=1, mode="constant")
     return turned.reshape(len(x), -1).astype(x.dtype)
@@ -125,6 +128,7 @@ def build_stream(
                     y_train[keep_train],
                     x_test[keep_test],
                     y_test[keep_test],
+                    np.flatnonzero(keep_train),
                 )
             )
         return tasks
@@ -136,7 +140,7 @@ def build_stream(
         else:
             angle = t * max_angle / (num_tasks - 1) if num_tasks > 1 else 0.0
             train, test = rotate(x_train, angle, image_shape), rotate(x_test, angle, image_shape)
-        tasks.append(Task(t, everything, train, y_train, test, y_test))
+        tasks.append(Task(t, everything, train, y_train, test, y_test, np.arange(len(y_train))))
     return tasks
 
 
@@ -199,3 +203,75 @@ def replay_indices(
     return [
         np.sort(rng.choice(earlier[j], size=share[j], replace=False)) for j in range(len(earlier))
     ]
+
+
+def current_task(starts: Sequence[int], server_round: int) -> int:
+    """The task a client trains on in ``server_round``: the last one that has arrived.
+
+    ``starts`` is the client's row of :func:`arrival_rounds`; before its first task arrives a
+    client trains on task 0.
+
+    >>> current_task([1, 6], 5), current_task([1, 6], 6)
+    (0, 1)
+    """
+    return max(0, int(np.searchsorted(np.asarray(starts), server_round, side="right")) - 1)
+
+
+def task_ends(starts: np.ndarray, num_rounds: int) -> np.ndarray:
+    """Last round of each task at each client (shape of ``starts``): the round before the next.
+
+    >>> task_ends(arrival_rounds(10, 2, 2, stagger=2), 10).tolist()
+    [[5, 10], [7, 10]]
+    """
+    starts = np.atleast_2d(np.asarray(starts))
+    last = np.full((starts.shape[0], 1), num_rounds)
+    return np.concatenate([starts[:, 1:] - 1, last], axis=1)
+
+
+def snapshot_rounds(starts: np.ndarray, num_rounds: int) -> list[int]:
+    """The round each task has ended at every client: where the global model is kept.
+
+    The latest client's end of each task (together: the round before the next task arrives;
+    the last task ends with the run).
+
+    >>> snapshot_rounds(arrival_rounds(10, 2, 2, stagger=2), 10)
+    [7, 10]
+    """
+    return [int(v) for v in task_ends(starts, num_rounds).max(axis=0)]
+
+
+def training_view(
+    data: ClientData, tasks: Sequence[Task], task: int, replay: int, seed: int
+) -> tuple[ClientData, np.ndarray]:
+    """The client's data as one round of continual training sees it.
+
+    Train split: task ``task``'s train examples followed by a replay sample of ``replay``
+    examples of the earlier tasks (:func:`replay_indices`, seeded by ``seed``); test split:
+    task ``task``'s test examples. Clean labels (``y_train_clean``) follow the same rows, so
+    noise estimators keep working. Also returns each train example's task index (per-task
+    output heads of ``task-incremental`` mask the logits by it).
+    """
+    current = tasks[task]
+    sizes = [len(t.y_train) for t in tasks]
+    picks = replay_indices(sizes, task, replay, seed) if replay > 0 else []
+    parts = [(current, np.arange(len(current.y_train)))]
+    parts += [(tasks[j], idx) for j, idx in enumerate(picks) if len(idx)]
+    x = np.concatenate([t.x_train[i] for t, i in parts]).astype(data.x_train.dtype, copy=False)
+    y = np.concatenate([t.y_train[i] for t, i in parts]).astype(data.y_train.dtype, copy=False)
+    clean = np.concatenate([data.y_train_clean[t.train_index[i]] for t, i in parts])
+    owner = np.concatenate([np.full(len(i), t.index) for t, i in parts]).astype(np.int64)
+    view = replace(
+        data,
+        x_train=x,
+        y_train=y,
+        y_train_clean=clean.astype(data.y_train_clean.dtype, copy=False),
+        x_test=current.x_test,
+        y_test=current.y_test,
+    )
+    return view, owner
+
+
+def logit_masks(tasks: Sequence[Task], owner: np.ndarray, num_classes: int = 10) -> np.ndarray:
+    """Per-example mask of the logits of its task's classes, shape ``(len(owner), classes)``."""
+    heads = np.stack([task_mask(t.classes, num_classes) for t in tasks])
+    return heads[np.asarray(owner, dtype=np.int64)]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -46,6 +46,8 @@ DATA_KEYS = (
 )
 # Per-sample gradients of at most this many examples feed the gradient estimator.
 GRADIENT_SAMPLE = 256
+# A logit outside an example's task head (task-incremental streams): exp() of it is 0.
+MASKED_LOGIT = -1e9
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -146,6 +148,7 @@ def train_local(
     weight_decay: float = 0.0,
     adam_betas: tuple[float, float] = (0.9, 0.999),
     adam_eps: float = 1e-8,
+    logit_mask: np.ndarray | None = None,
 ) -> float:
     r"""Train ``model`` in place, on its device, on the client's (possibly noisy) train split.
 
@@ -167,6 +170,10 @@ def train_local(
     (``torch.optim.AdamW``): with zero gradient each step shrinks the weights by
     ``1 - lr * weight_decay`` (SGD without momentum, AdamW). ``adam_betas`` and ``adam_eps`` are
     Adam's (Malladi et al.'s square-root rule changes them with the batch size).
+
+    ``logit_mask`` (``(N, C)`` booleans, one row per train example) keeps each example's own
+    output head: masked logits are set to a large negative number before the loss, so only the
+    classes of the example's task compete (task-incremental continual learning).
 
     Returns
     -------
@@ -193,6 +200,14 @@ def train_local(
     else:
         raise ValueError(f"optimizer: expected sgd, adam or adagrad, got {optimizer!r}")
     global_params = [p.detach().clone() for p in model.parameters()] if proximal_mu > 0 else []
+    keep = None
+    if logit_mask is not None:
+        keep = torch.from_numpy(np.asarray(logit_mask, bool)).to(x.device)
+
+    def forward(rows: torch.Tensor) -> torch.Tensor:
+        logits = model(x[rows])
+        return logits if keep is None else logits.masked_fill(~keep[rows], MASKED_LOGIT)
+
     generator = torch.Generator().manual_seed(seed)
     loss_fn = nn.CrossEntropyLoss()
     model.train()
@@ -203,11 +218,11 @@ def train_local(
             idx = order[start : start + batch_size]
             opt.zero_grad()
             if world_size == 1:
-                loss = loss_fn(model(x[idx]), y[idx])
+                loss = loss_fn(forward(idx), y[idx])
                 total, steps = total + float(loss.detach()), steps + 1
             else:
                 mine = torch.tensor_split(idx, world_size)[rank]
-                share = nn.functional.cross_entropy(model(x[mine]), y[mine], reduction="sum")
+                share = nn.functional.cross_entropy(forward(mine), y[mine], reduction="sum")
                 share = share / len(idx)
                 total, steps = total + float(share.detach()), steps + 1
                 loss = world_size * share  # undoes DDP's average over ranks
@@ -250,13 +265,51 @@ def mean_gradient(model: nn.Module, data: ClientData, batch_size: int, seed: int
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of ``model`` on ``(x, y)``."""
+def evaluate(
+    model: nn.Module, x: np.ndarray, y: np.ndarray, head: np.ndarray | None = None
+) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of ``model`` on ``(x, y)``.
+
+    ``head`` (``C`` booleans) restricts the prediction to those classes (a task's output head).
+    """
     model.eval()
     xt, yt = _tensors(x, y, model_device(model))
-    logits = model(xt)
+    logits = _masked(model(xt), head)
     loss = float(nn.functional.cross_entropy(logits, yt))
     accuracy = float((logits.argmax(dim=1) == yt).float().mean())
+    return loss, accuracy
+
+
+def _masked(logits: torch.Tensor, head: np.ndarray | None) -> torch.Tensor:
+    if head is None:
+        return logits
+    keep = torch.from_numpy(np.asarray(head, bool)).to(logits.device)
+    return logits.masked_fill(~keep, MASKED_LOGIT)
+
+
+@torch.no_grad()
+def evaluate_ensemble(
+    models: Sequence[nn.Module], x: np.ndarray, y: np.ndarray, head: np.ndarray | None = None
+) -> tuple[float, float]:
+    """Loss and accuracy of the average of ``models``' predicted probabilities on ``(x, y)``.
+
+    A snapshot ensemble (Huang et al. 2017, "Snapshot Ensembles: Train 1, get M for free"):
+    softmax outputs are averaged, then the argmax is taken; the loss is the negative log of the
+    averaged probability of the true class. ``head`` as in :func:`evaluate`.
+    """
+    if not models:
+        raise ValueError("models: expected at least one model")
+    probs = None
+    for model in models:
+        model.eval()
+        xt, yt = _tensors(x, y, model_device(model))
+        p = torch.softmax(_masked(model(xt), head), dim=1)
+        probs = p if probs is None else probs + p.to(probs.device)
+    assert probs is not None
+    probs = probs / len(models)
+    yt = yt.to(probs.device)
+    loss = float(-torch.log(probs.gather(1, yt[:, None]).clamp_min(1e-12)).mean())
+    accuracy = float((probs.argmax(dim=1) == yt).float().mean())
     return loss, accuracy
 
 

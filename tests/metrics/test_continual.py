@@ -111,7 +111,7 @@ def test_properties(matrix):
     for j, value in enumerate(per_task):
         assert value >= matrix[j, j] - matrix[-1, j] - 1e-12
     # BWT is the mean drop (sign flipped): forgetting >= -BWT
-    assert forgetting(matrix) >= -backward_transfer(matrix) - 1e-12
+    assert forgetting(matrix) >= -backward_transfer(matrix) - 1e-9  # two summation orders
     assert 0.0 <= average_accuracy(matrix) <= 1.0
 
 
