@@ -511,3 +511,213 @@ def test_batch_settings_that_are_allowed(overrides):
 def test_uses_modifier():
     assert config.uses_modifier("noise-adaptive+adam+coupled", "coupled")
     assert not config.uses_modifier("noise-adaptive+adam+coupled", "grow-batch")
+
+
+# ---------------------------------------------------------------------------------------------
+# schedules and continual streams
+# ---------------------------------------------------------------------------------------------
+
+STREAM_NAMES = "class-incremental, task-incremental, permuted, rotated"
+SCHEDULE_NAMES = "+step, +exponential, +cosine, +warm-restarts, +cyclical, +one-cycle, +phases"
+QFEDAVG_ONE_RATE = (
+    "q-FedAvg's update assumes the one rate lr (L = 1 / lr); expected no +coupled, +grow-batch, "
+    "schedule or lr-decay-rounds with qfedavg"
+)
+
+
+def test_stream_names_are_the_ones_streams_builds():
+    from fedlr.tasks import streams
+
+    assert streams.STREAMS == config.STREAMS
+    assert config.SCHEMA["stream"].allowed == "none or " + " or ".join(config.STREAMS)
+    assert all(config.SCHEMA["stream"].check(kind) for kind in ("none", *streams.STREAMS))
+    assert not config.SCHEMA["stream"].check("domain-incremental")
+
+
+def test_schedule_modifiers_are_the_schedules_but_constant():
+    from fedlr.rates.schedules import SCHEDULES
+
+    # the two lists must not drift apart: every schedule but constant is a modifier, once
+    assert len(set(config.SCHEDULE_MODIFIERS)) == len(config.SCHEDULE_MODIFIERS)
+    assert set(config.SCHEDULE_MODIFIERS) | {"constant"} == set(SCHEDULES)
+    assert len(config.SCHEDULE_MODIFIERS) + 1 == len(SCHEDULES)
+    assert set(config.SCHEDULE_MODIFIERS) <= set(config.MODIFIERS)
+
+
+@pytest.mark.parametrize(
+    ("name", "schedule"),
+    [
+        ("fedavg", "constant"),
+        ("fedavg+adam", "constant"),
+        ("fedavg+replay", "constant"),
+        ("noise-adaptive+phases+replay", "phases"),
+        ("fedprox+adam+warm-restarts", "warm-restarts"),
+        ("fedavg+one-cycle+coupled", "one-cycle"),
+        ("inverse-noise-weights + cosine", "cosine"),  # parts are stripped
+    ],
+)
+def test_schedule_of_reads_the_schedule_modifier(name, schedule):
+    assert config.schedule_of(name) == schedule
+
+
+@pytest.mark.parametrize("schedule", config.SCHEDULE_MODIFIERS)
+def test_every_schedule_modifier_resolves(schedule):
+    name = f"noise-adaptive+adam+{schedule}"
+    cfg = resolve(overrides={"strategies": f"fedavg,{name}"})
+    assert cfg["strategies"] == f"fedavg,{name}"
+    assert config.parse_strategy(name) == ("noise-adaptive", ("adam", schedule))
+    assert config.schedule_of(name) == schedule
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        (
+            "fedavg+cosine+step",
+            f"strategies: 'fedavg+cosine+step' names two schedules; expected at most one of "
+            f"{SCHEDULE_NAMES}",
+        ),
+        (
+            "noise-adaptive+adam+phases+replay+one-cycle",
+            "strategies: 'noise-adaptive+adam+phases+replay+one-cycle' names two schedules; "
+            f"expected at most one of {SCHEDULE_NAMES}",
+        ),
+        (
+            "fedavg+cosine+cosine",
+            f"strategies: 'fedavg+cosine+cosine' {TWO_OPTIMIZERS}{ONCE}",
+        ),
+        (
+            "fedavg+replay+replay",
+            f"strategies: 'fedavg+replay+replay' {TWO_OPTIMIZERS}{ONCE}",
+        ),
+    ],
+)
+def test_two_schedules_are_refused_with_one_line(name, message):
+    with pytest.raises(ConfigError) as info:
+        config.schedule_of(name)
+    assert str(info.value) == message
+    overrides = {"strategies": f"fedavg,{name}", "stream": "class-incremental"}
+    assert one_line_error(message, **overrides) == message
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            {"strategies": "fedavg,fedavg+replay"},
+            "strategies: 'fedavg+replay' replays earlier tasks, but stream is 'none'; expected a "
+            f"stream ({STREAM_NAMES})",
+        ),
+        (
+            {"dataset": "synthetic", "stream": "rotated"},
+            "stream: 'rotated' turns 8x8 images; expected dataset digits, got 'synthetic' "
+            "(use permuted)",
+        ),
+        (
+            {"stream": "class-incremental", "num-tasks": 3},
+            "num-tasks: a split stream deals the 10 classes evenly; expected 1, 2, 5 or 10, got 3",
+        ),
+        (
+            {"stream": "task-incremental", "num-tasks": 4},
+            "num-tasks: a split stream deals the 10 classes evenly; expected 1, 2, 5 or 10, got 4",
+        ),
+        (
+            {"stream": "permuted", "num-tasks": 6, "num-server-rounds": 5},
+            "num-tasks: expected at most num-server-rounds (5) tasks or phases (each needs a "
+            "round), got 6",
+        ),
+        (
+            {"strategies": "fedavg,fedavg+phases", "num-server-rounds": 4},  # num-tasks = 5
+            "num-tasks: expected at most num-server-rounds (4) tasks or phases (each needs a "
+            "round), got 5",
+        ),
+        (
+            {"stream": "task-incremental", "ddp-procs": 2},
+            "ddp-procs: expected 1 with stream task-incremental (its per-task output heads train "
+            "in one process), got 2",
+        ),
+        (
+            {"strategies": "fedavg,fedavg+cosine", "lr-decay-rounds": "10"},
+            "strategies: 'fedavg+cosine' has its own schedule, and lr-decay-rounds sets a step "
+            "decay for every strategy; expected one of them (lr-decay-rounds = '' or no "
+            "schedule modifier)",
+        ),
+        (
+            {"strategies": "fedavg,qfedavg+step"},
+            f"strategies: 'qfedavg+step': {QFEDAVG_ONE_RATE}",
+        ),
+        (
+            {"strategies": "qfedavg+phases+replay", "stream": "permuted"},
+            f"strategies: 'qfedavg+phases+replay': {QFEDAVG_ONE_RATE}",
+        ),
+        (
+            {"stream": "domain"},
+            f"stream: expected none or {STREAM_NAMES.replace(', ', ' or ')}, got 'domain'",
+        ),
+        ({"num-tasks": 0}, "num-tasks: expected an integer >= 1, got 0"),
+        ({"task-stagger": -1}, "task-stagger: expected an integer >= 0, got -1"),
+        ({"replay-size": -1}, "replay-size: expected an integer >= 0, got -1"),
+        ({"rotation-max": 361.0}, "rotation-max: expected a number in [0, 360], got 361.0"),
+        ({"schedule-period": -1}, "schedule-period: expected an integer >= 0, got -1"),
+        ({"schedule-gamma": 0.0}, "schedule-gamma: expected a number in (0, 1], got 0.0"),
+        ({"schedule-gamma": 1.5}, "schedule-gamma: expected a number in (0, 1], got 1.5"),
+        ({"schedule-floor": 1.5}, "schedule-floor: expected a number in [0, 1], got 1.5"),
+        ({"schedule-warmup": -1}, "schedule-warmup: expected an integer >= 0, got -1"),
+        (
+            {"schedule-peak-decay": 0.0},
+            "schedule-peak-decay: expected a number in (0, 1], got 0.0",
+        ),
+    ],
+)
+def test_stream_relations_are_refused_with_one_line(overrides, message):
+    assert one_line_error(message, **overrides) == message
+
+
+@pytest.mark.parametrize("stream", config.STREAMS)
+def test_a_stream_on_a_graph_dataset_is_refused_with_one_line(stream):
+    message = (
+        "stream: continual streams split digits or synthetic examples; expected 'none' with a "
+        f"graph dataset (karate), got '{stream}'"
+    )
+    assert one_line_error(message, **GRAPH, stream=stream) == message
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"stream": "class-incremental", "strategies": "fedavg,fedavg+replay"},
+        {"stream": "task-incremental", "num-tasks": 2, "ddp-procs": 1},
+        {"stream": "class-incremental", "num-tasks": 10, "ddp-procs": 2},  # one shared head
+        {"stream": "permuted", "num-tasks": 7},  # a domain stream need not divide the classes
+        {"stream": "permuted", "dataset": "synthetic", "num-tasks": 3},
+        {"stream": "rotated", "num-tasks": 3, "rotation-max": 360.0},
+        {"stream": "permuted", "num-tasks": 30, "num-server-rounds": 30},  # one round a task
+        {"stream": "class-incremental", "task-stagger": 3, "replay-size": 0},
+        {"strategies": "fedavg+phases", "num-tasks": 3, "num-server-rounds": 3},
+        {"num-tasks": 10, "num-server-rounds": 3},  # no stream, no +phases: num-tasks unused
+        {"strategies": "qfedavg", "stream": "class-incremental"},  # qfedavg without a schedule
+        {
+            "stream": "class-incremental",
+            "strategies": "fedavg,fedavg+cosine,noise-adaptive+adam+phases+replay",
+        },
+        {"strategies": "fedavg,fedavg+step", "lr-decay-rounds": ""},
+        {"strategies": "fedavg,fedavg+grow-batch", "lr-decay-rounds": "10,20"},  # no schedule
+        {
+            "strategies": "fedavg+warm-restarts",
+            "schedule-period": 0,
+            "schedule-gamma": 1.0,
+            "schedule-floor": 1.0,
+            "schedule-warmup": 0,
+            "schedule-peak-decay": 1.0,
+        },
+    ],
+)
+def test_stream_settings_that_are_allowed(overrides):
+    cfg = resolve(overrides=overrides)
+    assert {k: cfg[k] for k in overrides} == overrides
+
+
+def test_uses_modifier_reads_replay_and_schedules():
+    assert config.uses_modifier("noise-adaptive+phases+replay", "replay")
+    assert config.uses_modifier("noise-adaptive+phases+replay", "phases")
+    assert not config.uses_modifier("noise-adaptive+phases", "replay")

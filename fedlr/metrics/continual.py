@@ -186,12 +186,17 @@ def pooled(values: Sequence[Any], examples: Sequence[Sequence[int]]) -> np.ndarr
     >>> pooled([[1.0, 0.0], [0.5, np.nan]], [[1, 3], [3, 0]]).tolist()
     [0.625, 0.0]
     """
-    if len(values) != len(examples) or not values:
+    if len(values) == 0 or len(values) != len(examples):
         raise ValueError(
             f"examples: expected one row per client ({len(values)}), got {len(examples)}"
         )
     stack = np.asarray(values, dtype=float)
     weight = np.asarray(examples, dtype=float)
+    if weight.shape != (len(stack), stack.shape[-1]):
+        raise ValueError(
+            f"examples: expected {stack.shape[-1]} test-example counts per client (one per "
+            f"task), got shape {weight.shape}"
+        )
     if stack.ndim == 3:
         weight = np.broadcast_to(weight[:, None, :], stack.shape)
     usable = np.isfinite(stack) & (weight > 0)

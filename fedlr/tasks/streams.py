@@ -112,8 +112,10 @@ def build_stream(
 ) -> list[Task]:
     """Cut one client's train and test data into ``num_tasks`` tasks of stream ``kind``.
 
-    Split streams keep the examples of each task's classes (a client without any example of a
-    task's classes gets an empty task). Domain streams transform all examples per task.
+    Split streams deal examples by their observed label ``y_train`` (a client's noisy labels
+    included, as the client itself would see them) and keep the examples of each task's
+    classes (a client without any example of a task's classes gets an empty task). Domain
+    streams transform all examples per task.
     """
     _check_stream(kind, num_tasks, num_classes)
     tasks = []
@@ -218,7 +220,9 @@ def current_task(starts: Sequence[int], server_round: int) -> int:
 
 
 def task_ends(starts: np.ndarray, num_rounds: int) -> np.ndarray:
-    """Last round of each task at each client (shape of ``starts``): the round before the next.
+    """Last round of each task at each client, ``(clients, tasks)``: the round before the next.
+
+    ``starts`` is :func:`arrival_rounds`'s array (one row, 1-D, is read as one client).
 
     >>> task_ends(arrival_rounds(10, 2, 2, stagger=2), 10).tolist()
     [[5, 10], [7, 10]]

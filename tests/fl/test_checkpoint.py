@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
+from flwr.app import ArrayRecord
 
 from fedlr.fl import checkpoint as ckpt
 from fedlr.fl.strategy import ClientInfo
@@ -84,3 +86,77 @@ def test_client_table_is_by_partition_and_ignores_node_ids():
     bigger = ClientInfo(node_id=7, partition_id=1, num_examples=6, noise_true=0.0, role="clean")
     with pytest.raises(RuntimeError, match="do not hold the data"):
         ckpt.check_same_federation(saved, [bigger, b])
+
+
+# -- snapshots of the global model at task ends (continual runs) ----------------------------------
+
+
+def snapshot_arrays() -> ArrayRecord:
+    """A model's arrays with awkward values: float32 thirds, a NaN, -0.0, float64 and int64."""
+    weight = torch.arange(6, dtype=torch.float32).reshape(2, 3) / 3
+    weight[0, 1] = float("nan")
+    weight[1, 0] = -0.0
+    return ArrayRecord(
+        {
+            "net.0.weight": weight,
+            "net.0.bias": torch.tensor([1e-30, -2.5], dtype=torch.float64),
+            "steps": torch.tensor([7, -1], dtype=torch.int64),
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("strategy", "server_round", "relative"),
+    [
+        ("fedavg", 7, "snapshots/fedavg/round-0007.pt"),
+        (
+            "noise-adaptive+phases+replay",
+            30,
+            "snapshots/noise-adaptive+phases+replay/round-0030.pt",
+        ),
+        ("fedavg", 12345, "snapshots/fedavg/round-12345.pt"),
+    ],
+)
+def test_snapshot_path(tmp_path, strategy, server_round, relative):
+    assert ckpt.snapshot_path(tmp_path, strategy, server_round) == tmp_path / relative
+    assert ckpt.snapshot_path(str(tmp_path), strategy, server_round) == tmp_path / relative
+
+
+def test_a_snapshot_round_trips_bit_for_bit(tmp_path):
+    saved = snapshot_arrays()
+    path = ckpt.save_snapshot(tmp_path, "fedavg+cosine", 6, saved)
+    assert path == ckpt.snapshot_path(tmp_path, "fedavg+cosine", 6) and path.is_file()
+    loaded = ckpt.load_snapshot(tmp_path, "fedavg+cosine", 6)
+    assert isinstance(loaded, ArrayRecord)
+    assert list(loaded) == list(saved)  # same keys, same order
+    for key in saved:
+        assert (loaded[key].dtype, loaded[key].shape) == (saved[key].dtype, saved[key].shape)
+        assert loaded[key].numpy().tobytes() == saved[key].numpy().tobytes()  # NaN and -0.0 too
+
+
+def test_snapshots_are_kept_per_strategy_and_round(tmp_path):
+    first, later = snapshot_arrays(), ArrayRecord([np.full(3, 2.0, dtype=np.float32)])
+    ckpt.save_snapshot(tmp_path, "fedavg", 5, first)
+    ckpt.save_snapshot(tmp_path, "fedavg", 10, later)
+    ckpt.save_snapshot(tmp_path, "fedprox", 5, later)
+    assert list(ckpt.load_snapshot(tmp_path, "fedavg", 5)) == list(first)
+    np.testing.assert_array_equal(ckpt.load_snapshot(tmp_path, "fedavg", 10)["0"].numpy(), 2.0)
+    np.testing.assert_array_equal(ckpt.load_snapshot(tmp_path, "fedprox", 5)["0"].numpy(), 2.0)
+    # saving a round again replaces it
+    ckpt.save_snapshot(tmp_path, "fedavg", 5, later)
+    assert list(ckpt.load_snapshot(tmp_path, "fedavg", 5)) == ["0"]
+
+
+def test_a_missing_snapshot_is_none(tmp_path):
+    assert ckpt.load_snapshot(tmp_path, "fedavg", 3) is None  # no snapshots folder at all
+    ckpt.save_snapshot(tmp_path, "fedavg", 3, snapshot_arrays())
+    assert ckpt.load_snapshot(tmp_path, "fedavg", 4) is None
+    assert ckpt.load_snapshot(tmp_path, "fedprox", 3) is None
+
+
+def test_a_snapshot_leaves_no_temporary_file(tmp_path):
+    ckpt.save_snapshot(tmp_path, "fedavg", 3, snapshot_arrays())
+    ckpt.save_snapshot(tmp_path, "fedavg", 3, snapshot_arrays())
+    ckpt.save_snapshot(tmp_path, "fedavg", 8, snapshot_arrays())
+    files = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
+    assert files == ["snapshots/fedavg/round-0003.pt", "snapshots/fedavg/round-0008.pt"]

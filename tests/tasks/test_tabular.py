@@ -16,6 +16,7 @@ from torch import nn
 from fedlr.config import resolve
 from fedlr.data.federated import build_federation
 from fedlr.tasks import tabular
+from fedlr.tasks.streams import task_mask
 
 CFG = resolve(overrides={"num-clients": 4, "noisy-clients": 2, "hidden": 16})
 NOISY, CLEAN = 1, 3  # partition ids: flip rate 0.95, clean
@@ -249,6 +250,131 @@ def test_unknown_optimizer_raises():
             model, tabular.client_data(CFG, CLEAN), lr=0.1, epochs=1, batch_size=8,
             optimizer="rmsprop",
         )  # fmt: skip
+
+
+# -- task heads: logit masks in training, heads in evaluation ----------------------------------
+
+
+def only_classes(data, classes):
+    """The client's train examples of ``classes`` only, as a ClientData."""
+    keep = np.isin(data.y_train, classes)
+    return dataclasses.replace(data, x_train=data.x_train[keep], y_train=data.y_train[keep])
+
+
+def test_a_logit_mask_leaves_the_output_rows_of_other_classes_unchanged():
+    data = only_classes(tabular.client_data(CFG, CLEAN), (2, 3))
+    assert data.num_train > 20
+    head = task_mask((2, 3))
+    masks = np.tile(head, (data.num_train, 1))
+
+    def trained(logit_mask):
+        model = tabular.build_model(CFG)
+        start = weights(model)
+        tabular.train_local(
+            model, data, lr=0.5, epochs=2, batch_size=8, seed=0, logit_mask=logit_mask
+        )
+        return start, weights(model)
+
+    start, end = trained(masks)
+    for name in ("net.2.weight", "net.2.bias"):
+        assert torch.equal(end[name][~head], start[name][~head])  # no gradient: not one bit moves
+        assert not torch.equal(end[name][head], start[name][head])
+    assert not torch.equal(end["net.0.weight"], start["net.0.weight"])
+    # without the mask the other classes' rows are pushed down: the mask is what kept them
+    start, end = trained(None)
+    assert not torch.equal(end["net.2.weight"][~head], start["net.2.weight"][~head])
+
+
+def test_a_masked_step_follows_the_loss_of_the_heads_classes_only():
+    # The loss with a mask is the two-class cross-entropy over logits 2 and 3 (labels 2 -> 0,
+    # 3 -> 1); one full-batch SGD step moves by lr times its gradient.
+    data = first(only_classes(tabular.client_data(CFG, NOISY), (2, 3)), 20)
+    model = tabular.build_model(CFG)
+    w0 = weights(model)
+    x = torch.from_numpy(data.x_train)
+    y = torch.from_numpy(data.y_train)
+    two_class = nn.functional.cross_entropy(model(x)[:, [2, 3]], y - 2)
+    grads = torch.autograd.grad(two_class, list(model.parameters()))
+    mask = np.tile(task_mask((2, 3)), (len(y), 1))
+
+    mean_loss = tabular.train_local(model, data, lr=0.3, epochs=1, batch_size=20, logit_mask=mask)
+
+    assert mean_loss == pytest.approx(two_class.item(), rel=1e-5)
+    for (name, w1), g in zip(weights(model).items(), grads, strict=True):
+        torch.testing.assert_close(w1, w0[name] - 0.3 * g, rtol=1e-5, atol=1e-6)
+
+
+def test_per_example_masks_keep_each_examples_own_head():
+    data = only_classes(tabular.client_data(CFG, CLEAN), (1, 2, 4))
+    heads = {1: (0, 1), 2: (2, 3), 4: (4, 5)}
+    masks = np.stack([task_mask(heads[int(label)]) for label in data.y_train])
+    model = tabular.build_model(CFG)
+    start = weights(model)
+    tabular.train_local(model, data, lr=0.5, epochs=1, batch_size=8, seed=0, logit_mask=masks)
+    moved = weights(model)["net.2.bias"] != start["net.2.bias"]
+    assert moved.tolist() == [True] * 6 + [False] * 4  # classes 6..9 are in no example's head
+
+
+def constant_model(logits, num_classes: int = 10) -> tabular.MLP:
+    """A model whose logits are ``logits`` for every input (zero last layer, bias = logits)."""
+    model = tabular.MLP(64, num_classes, 4)
+    with torch.no_grad():
+        model.net[2].weight.zero_()
+        model.net[2].bias.copy_(torch.tensor(logits, dtype=torch.float32))
+    return model
+
+
+X_ANY = tabular.client_data(CFG, CLEAN).x_test[:6]
+
+
+def test_a_head_restricts_the_prediction_to_its_classes():
+    # logits favour class 0, then 3 over 2: under head {2, 3} the model predicts 3
+    model = constant_model([5.0, 0.0, 1.0, 2.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+    head = task_mask((2, 3))
+    threes, twos = np.full(6, 3), np.full(6, 2)
+    assert tabular.evaluate(model, X_ANY, threes)[1] == 0.0
+    loss, accuracy = tabular.evaluate(model, X_ANY, threes, head)
+    assert accuracy == 1.0
+    assert loss == pytest.approx(np.log1p(np.exp(-1.0)), rel=1e-6)  # -log(e^2 / (e^1 + e^2))
+    assert tabular.evaluate(model, X_ANY, twos, head)[1] == 0.0
+    assert tabular.evaluate(model, X_ANY, np.full(6, 0))[1] == 1.0  # without a head: class 0
+
+
+def test_an_ensemble_of_one_is_the_model():
+    data = tabular.client_data(CFG, CLEAN)
+    model = tabular.build_model(CFG)
+    tabular.train_local(model, first(data, 64), lr=0.1, epochs=1, batch_size=16, seed=0)
+    for head in (None, task_mask((1, 4, 7))):
+        keep = np.ones(data.num_test, bool) if head is None else head[data.y_test]
+        x, y = data.x_test[keep], data.y_test[keep]
+        loss, accuracy = tabular.evaluate(model, x, y, head)
+        ensemble_loss, ensemble_accuracy = tabular.evaluate_ensemble([model], x, y, head)
+        assert ensemble_accuracy == accuracy
+        assert ensemble_loss == pytest.approx(loss, rel=1e-5)
+
+
+def test_an_ensemble_averages_probabilities():
+    # Member a: p = (0.5, 0.1, 0.4) predicts 0; member b: p = (0.1, 0.5, 0.4) predicts 1.
+    # Averaged: (0.3, 0.3, 0.4) predicts 2, the true class; the loss is -log 0.4.
+    a = constant_model(np.log([0.5, 0.1, 0.4]), num_classes=3)
+    b = constant_model(np.log([0.1, 0.5, 0.4]), num_classes=3)
+    y = np.full(len(X_ANY), 2)
+    assert tabular.evaluate(a, X_ANY, y)[1] == 0.0 and tabular.evaluate(b, X_ANY, y)[1] == 0.0
+    loss, accuracy = tabular.evaluate_ensemble([a, b], X_ANY, y)
+    assert accuracy == 1.0
+    assert loss == pytest.approx(-np.log(0.4), rel=1e-6)
+    assert tabular.evaluate_ensemble([b, a], X_ANY, y) == pytest.approx((loss, accuracy))
+    # a head renormalises each member before the average: under head {1, 2}, a gives class 2
+    # 0.4 / 0.5 and b 0.4 / 0.9, so the ensemble's p(2) = (0.8 + 4/9) / 2 = 28/45
+    head = np.array([False, True, True])
+    loss, accuracy = tabular.evaluate_ensemble([a, b], X_ANY, y, head)
+    assert accuracy == 1.0
+    assert loss == pytest.approx(-np.log(28 / 45), rel=1e-6)
+
+
+def test_an_ensemble_of_no_models_raises():
+    with pytest.raises(ValueError, match="models: expected at least one model"):
+        tabular.evaluate_ensemble([], X_ANY, np.zeros(len(X_ANY), int))
 
 
 # -- per-sample gradients and noise estimates --------------------------------------------------
