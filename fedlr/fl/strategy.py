@@ -442,9 +442,9 @@ class PerClientRates(FedAvg):
         One list for all clients, except ``+phases`` in a staggered stream, where each client's
         phases start when its own tasks arrive.
         """
-        starts = (
-            tuple(int(v) for v in self.task_starts()[pid]) if self.schedule_name == "phases" else ()
-        )
+        starts: tuple[int, ...] = ()
+        if self.schedule_name == "phases":  # task 0 is trained from round 1 (current_task)
+            starts = (1, *(int(v) for v in self.task_starts()[pid][1:]))
         if starts not in self._multipliers:
             self._multipliers[starts] = schedules.round_multipliers(
                 self.schedule_name,
