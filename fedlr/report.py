@@ -9,6 +9,10 @@ A tabular run whose clients train with several batch sizes, or with a batch rule
 "Batch size and noise scale" section and up to three more PNGs: ``B_simple`` per round (only when
 measured), mean test loss vs cumulative optimizer steps, and each client's rate vs its own batch.
 
+A continual run (``stream`` other than ``none``: each client learns ``num-tasks`` tasks in turn)
+also gets a "Continual learning" section and two more PNGs: the accuracy matrix ``R`` of each
+strategy as a heat-map, and the mean learning rate sent per round with the task starts marked.
+
 A run directory (``runs/<time>-<name>/``) holds ``config.toml``, ``rounds.jsonl`` (one line per
 strategy per round, appended as rounds finish) and ``results.json`` (rewritten each time a
 strategy finishes). Everything here reads those files and writes next to them; nothing is kept
@@ -20,6 +24,9 @@ the same lines (``degree_fairness``, ``gradient_slope``), and its optimizer and 
 its name and ``config.toml`` (``fedavg+adam+degree``: adam, ``degree-gamma``); likewise its
 batch data (``batch_size``, ``steps_total``, ``loss_mean``, ``noise_scale``), with its coupling rule
 and step schedule from its name and ``config.toml`` (``fedavg+coupled``: ``coupling-rule``).
+A continual strategy's rates and accuracy matrix come from the rows' ``lr`` and ``task_accuracy``
+at the task ends (``num-tasks``, ``task-stagger``), each client weighing the same; its schedule and
+replay from its name (``fedavg+phases+replay``).
 
 Examples
 --------
@@ -42,11 +49,13 @@ from typing import Any
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import LogFormatter, MaxNLocator
+from matplotlib.ticker import LogFormatter, MaxNLocator, PercentFormatter
 
-from fedlr.config import OPTIMIZER_MODIFIERS, split_list
+from fedlr.config import OPTIMIZER_MODIFIERS, SCHEDULE_MODIFIERS, split_list
+from fedlr.metrics import continual
 from fedlr.metrics.fairness import clean_noisy_gap, fairness_summary, spearman_rho
 from fedlr.rates.coupling import rule_for_optimizer
+from fedlr.tasks.streams import arrival_rounds, task_ends
 
 __all__ = ["load_config", "load_results", "load_rounds", "render_report", "write_csv"]
 
@@ -60,6 +69,8 @@ DEGREE_GRADIENTS_PNG = "degree_gradients.png"  # graph runs only
 NOISE_SCALE_PNG = "noise_scale.png"  # runs that measured the gradient noise scale only
 LOSS_VS_STEPS_PNG = "loss_vs_steps.png"  # tabular runs with batch data to show only
 RATE_VS_BATCH_PNG = "rate_vs_batch.png"  # tabular runs with batch data to show only
+CONTINUAL_R_PNG = "continual_R.png"  # continual runs (a stream) only
+RATE_PER_ROUND_PNG = "rate_per_round.png"  # continual runs (a stream) only
 
 CSV_COLUMNS = (
     "strategy",
@@ -502,6 +513,149 @@ def _shows_batches(batches: dict[str, dict[str, Any]]) -> bool:
     )
 
 
+def _square_matrix(raw: Any) -> np.ndarray | None:
+    """A ``T x T`` accuracy matrix as floats, null and NaN entries as NaN (None if not square)."""
+    if not isinstance(raw, list) or not raw:
+        return None
+    rows = [row for row in raw if isinstance(row, list) and len(row) == len(raw)]
+    if len(rows) != len(raw):
+        return None
+    return np.array([[_num(v) for v in row] for row in rows], dtype=float)  # None: NaN
+
+
+def _schedule_from_name(strategy: str) -> tuple[str, bool]:
+    """Schedule (``constant`` without a schedule modifier) and replay implied by the name."""
+    _, *modifiers = (part.strip() for part in strategy.split("+"))
+    schedule = next((m for m in modifiers if m in SCHEDULE_MODIFIERS), "constant")
+    return schedule, "replay" in modifiers
+
+
+def _continual_from_results(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    blocks = {}
+    for strategy, entry in results["strategies"].items():
+        raw = entry.get("continual")
+        if not isinstance(raw, dict):
+            continue
+        schedule, replay = _schedule_from_name(strategy)
+        rates = [(i + 1, _num(v)) for i, v in enumerate(raw.get("lr_mean_per_round") or [])]
+        blocks[strategy] = {
+            "stream": raw.get("stream"),
+            "num_tasks": raw.get("num_tasks"),
+            "schedule": str(raw.get("schedule") or schedule),
+            "replay": bool(raw.get("replay", replay)),
+            "starts": [list(row) for row in raw.get("task_starts") or [] if isinstance(row, list)],
+            "R": _square_matrix(raw.get("R")),
+            # ACC, BWT, FWT and forgetting are written only when R is complete.
+            "acc": _num(raw.get("acc")),
+            "bwt": _num(raw.get("bwt")),
+            "fwt": _num(raw.get("fwt")),
+            "forgetting": _num(raw.get("forgetting")),
+            "ensemble_acc": _num(raw.get("ensemble_acc")),
+            # (round, mean rate sent to the clients), rounds 1, 2, ...
+            "rates": [(r, v) for r, v in rates if v is not None],
+            "from_rounds": False,
+        }
+    return blocks
+
+
+def _config_int(config: dict[str, Any], key: str, default: int) -> int:
+    """An integer key of ``config.toml`` (``default`` when missing or not an integer)."""
+    value = config.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+def _pooled_from_rounds(
+    histories: dict[Any, dict[int, list[float | None]]],
+    config: dict[str, Any],
+    tasks: int,
+    last_round: int,
+) -> tuple[np.ndarray | None, list[list[int]]]:
+    """Pooled accuracy matrix (each client weighs 1) and task starts, from ``task_accuracy``.
+
+    Task ends are the rounds before the next task arrives (``num-tasks``, ``task-stagger`` of
+    ``config.toml``); a task that ends after ``last_round`` (the run was killed first) leaves
+    its row NaN.
+    """
+    num_rounds = _config_int(config, "num-server-rounds", last_round)
+    partition_ids = [pid for pid in histories if isinstance(pid, int) and pid >= 0]
+    clients = _config_int(config, "num-clients", max(partition_ids, default=-1) + 1)
+    try:
+        starts = arrival_rounds(
+            num_rounds, tasks, max(clients, 1), _config_int(config, "task-stagger", 0)
+        )
+    except ValueError:
+        return None, []
+    ends = task_ends(starts, num_rounds)
+    matrices = []
+    for pid in partition_ids:
+        if pid >= len(ends):
+            continue
+        history = {r: row for r, row in histories[pid].items() if len(row) == tasks}
+        # matrix_at reads a negative accuracy as "no test example", like None.
+        matrix = continual.matrix_at(history, [int(end) for end in ends[pid]])
+        matrix[ends[pid] > last_round] = np.nan
+        matrices.append(matrix)
+    if not matrices:
+        return None, starts.tolist()
+    return continual.pooled(matrices, [[1] * tasks] * len(matrices)), starts.tolist()
+
+
+def _continual_from_rounds(
+    rounds: list[dict[str, Any]], config: dict[str, Any]
+) -> dict[str, dict[str, Any]]:
+    by_strategy: dict[str, dict[float, dict[str, Any]]] = {}
+    for record in rounds:
+        round_number = _num(record.get("round"))
+        clients = record.get("clients") or []
+        if round_number is None or not any(
+            isinstance(c.get("task_accuracy"), list) for c in clients
+        ):  # continual lines only
+            continue
+        by_strategy.setdefault(record["strategy"], {})[round_number] = record
+    blocks = {}
+    for strategy, by_round in by_strategy.items():
+        records = [record for _, record in sorted(by_round.items())]
+        histories: dict[Any, dict[int, list[float | None]]] = {}
+        rates = []
+        for record in records:
+            round_number = int(record["round"])
+            for client in record.get("clients") or []:
+                accuracy = client.get("task_accuracy")
+                if isinstance(accuracy, list):
+                    history = histories.setdefault(client.get("partition_id"), {})
+                    history[round_number] = [_num(a) for a in accuracy]
+            rate = _mean([_num(c.get("lr")) for c in record.get("clients") or []])
+            if rate is not None:
+                rates.append((round_number, rate))
+        lengths = [len(row) for history in histories.values() for row in history.values()]
+        tasks = _config_int(config, "num-tasks", max(lengths, default=0))
+        R, starts = (
+            _pooled_from_rounds(histories, config, tasks, int(records[-1]["round"]))
+            if tasks >= 1
+            else (None, [])
+        )
+        complete = R is not None and bool(np.all(np.isfinite(R)))
+        # No baseline in the rows: FWT stays unknown.
+        metrics = continual.summary(R) if complete else {}
+        schedule, replay = _schedule_from_name(strategy)
+        blocks[strategy] = {
+            "stream": config.get("stream"),
+            "num_tasks": tasks or None,
+            "schedule": schedule,
+            "replay": replay,
+            "starts": starts,
+            "R": R,
+            "acc": _num(metrics.get("acc")),
+            "bwt": _num(metrics.get("bwt")),
+            "fwt": None,
+            "forgetting": _num(metrics.get("forgetting")),
+            "ensemble_acc": None,  # evaluated by the server at the end only
+            "rates": rates,
+            "from_rounds": True,
+        }
+    return blocks
+
+
 def _client_sort_key(client: dict[str, Any]) -> tuple[int, str]:
     partition_id = client.get("partition_id")
     if isinstance(partition_id, int):
@@ -527,9 +681,11 @@ def _load_run(run_dir: Path) -> dict[str, Any]:
     order = [s for s in _strategy_order(results, rounds, config) if s in summaries]
     degree = _degree_from_rounds(rounds, config)
     batches = _batches_from_rounds(rounds, config)
+    blocks = _continual_from_rounds(rounds, config)
     if results is not None:
         degree.update(_degree_from_results(results))
         batches.update(_batches_from_results(results, config))
+        blocks.update(_continual_from_results(results))
     batches = {s: batches[s] for s in order if s in batches}
     source = results if results is not None else config
     return {
@@ -544,6 +700,7 @@ def _load_run(run_dir: Path) -> dict[str, Any]:
         "degree": {s: degree[s] for s in order if s in degree},  # empty unless a graph run
         # empty unless a tabular run with several batch sizes, a batch rule or a noise scale
         "batches": batches if _shows_batches(batches) else {},
+        "continual": {s: blocks[s] for s in order if s in blocks},  # empty unless a stream
         "colours": _colours(_strategy_order(results, rounds, config)),
     }
 
@@ -905,6 +1062,136 @@ def _batch_section(run: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _rounds_text(rounds: Sequence[Any]) -> str:
+    """``1, 6 and 11``: a list of rounds in words."""
+    words = [str(r) for r in rounds]
+    if len(words) <= 1:
+        return words[0] if words else NA
+    return f"{', '.join(words[:-1])} and {words[-1]}"
+
+
+def _arrival_text(starts: list[list[int]]) -> str:
+    """Where the tasks start: together (one row of rounds) or staggered (first and last client).
+
+    ``starts[k]`` holds the first round of each task at partition ``k``.
+
+    Examples
+    --------
+    >>> _arrival_text([[1, 6, 11], [1, 6, 11]])
+    'together at every client, in rounds 1, 6 and 11'
+    >>> _arrival_text([[1, 6], [3, 8], [5, 10]])
+    'staggered: in rounds 1 and 6 at client 0, up to rounds 5 and 10 at client 2 (the last)'
+    """
+    if not starts:
+        return "in rounds not recorded"
+    if all(row == starts[0] for row in starts):
+        return f"together at every client, in rounds {_rounds_text(starts[0])}"
+    return (
+        f"staggered: in rounds {_rounds_text(starts[0])} at client 0, up to rounds "
+        f"{_rounds_text(starts[-1])} at client {len(starts) - 1} (the last)"
+    )
+
+
+_FORGETTING_REFERENCE = "fedavg"  # forgetting is compared with fedavg's at a constant rate
+
+
+def _relative_forgetting(blocks: dict[str, dict[str, Any]]) -> dict[str, float | None] | None:
+    """Each strategy's forgetting relative to ``fedavg``'s at a constant rate (-0.25: 25% less).
+
+    None when the run has no constant-rate ``fedavg``; a value is None when either forgetting is
+    unknown, or ``fedavg`` forgot nothing (no forgetting to compare with).
+    """
+    reference = blocks.get(_FORGETTING_REFERENCE)
+    if reference is None or reference["schedule"] != "constant":
+        return None
+    base = reference["forgetting"]
+    return {
+        strategy: None
+        if base is None or base <= 0 or data["forgetting"] is None
+        else data["forgetting"] / base - 1
+        for strategy, data in blocks.items()
+    }
+
+
+def _continual_section(run: dict[str, Any]) -> list[str]:
+    blocks = run["continual"]
+    first = next(iter(blocks.values()))
+    starts: list[list[int]] = next(
+        (data["starts"] for data in blocks.values() if data["starts"]), []
+    )
+    tasks = NA if first["num_tasks"] is None else first["num_tasks"]
+    relative = _relative_forgetting(blocks)
+    rows = []
+    for strategy, data in blocks.items():
+        row = [
+            f"`{strategy}`",
+            data["schedule"],
+            "yes" if data["replay"] else "no",
+            _percent(data["acc"]),
+            _percent(data["ensemble_acc"]),
+            _percent(data["bwt"]),
+            _percent(data["fwt"]),
+            _percent(data["forgetting"]),
+        ]
+        if relative is not None:
+            reference = strategy == _FORGETTING_REFERENCE
+            row.append("reference" if reference else _fmt(relative[strategy], "+.0%"))
+        rows.append(row)
+    header = [
+        "Strategy",
+        "Schedule",
+        "Replay",
+        "ACC, final model (%)",
+        "ACC, snapshot ensemble (%)",
+        "BWT (pp)",
+        "FWT (pp)",
+        "Forgetting (pp)",
+    ]
+    if relative is not None:
+        header.append(f"Forgetting vs `{_FORGETTING_REFERENCE}`")
+    lines = [
+        "## Continual learning",
+        "",
+        f"Stream `{first['stream'] or NA}`: each client learns {tasks} tasks in turn; they start "
+        f"{_arrival_text(starts)}.",
+        "",
+    ]
+    lines += _table(header, rows, "lll" + "r" * (len(header) - 3))
+    lines += [
+        "",
+        "R[i][j] is the accuracy on task j after training through task i, pooled over clients "
+        "(each client's column j weighted by its test examples of task j). ACC is the mean "
+        "accuracy over all tasks (GEM, Lopez-Paz & Ranzato 2017) of the final model, and of the "
+        "snapshot ensemble (the global models kept at the task ends, predictions averaged). BWT "
+        "(negative: forgetting) and FWT (against the untrained model) are GEM's backward and "
+        "forward transfer; forgetting is Chaudhry et al. (2018)'s max-based forgetting, the mean "
+        "drop of each earlier task from its best accuracy; all three in percentage points."
+        + (
+            f" Forgetting vs `{_FORGETTING_REFERENCE}` is relative to that of "
+            f"`{_FORGETTING_REFERENCE}` at a constant rate."
+            if relative is not None
+            else ""
+        ),
+        "",
+    ]
+    unfinished = [strategy for strategy, data in blocks.items() if data["from_rounds"]]
+    if unfinished:
+        names = ", ".join(f"`{s}`" for s in unfinished)
+        lines += [
+            f"{names}: from rounds.jsonl (run not finished): every client weighs the same in R, "
+            "a task not finished yet leaves its row empty, and FWT and the snapshot ensemble are "
+            "unknown.",
+            "",
+        ]
+    lines += [
+        f"![Accuracy matrix R per strategy]({CONTINUAL_R_PNG})",
+        "",
+        f"![Mean learning rate per round]({RATE_PER_ROUND_PNG})",
+        "",
+    ]
+    return lines
+
+
 def _markdown(run: dict[str, Any]) -> str:
     seed = NA if run["seed"] is None else run["seed"]
     lines = [f"# fedlr run `{run['name']}` (seed {seed})", ""]
@@ -944,6 +1231,8 @@ def _markdown(run: dict[str, Any]) -> str:
         lines += _degree_section(run)
     if run["batches"]:
         lines += _batch_section(run)
+    if run["continual"]:
+        lines += _continual_section(run)
     lines += _notes(run)
     lines += ["## Clients per strategy", ""]
     for strategy in run["strategies"]:
@@ -1339,6 +1628,98 @@ def _plot_rate_vs_batch(run: dict[str, Any], path: Path) -> Path:
     return _save(figure, path)
 
 
+def _plot_continual_R(run: dict[str, Any], path: Path) -> Path:
+    blocks = run["continual"]
+    columns = min(len(blocks), 3)
+    rows = math.ceil(len(blocks) / columns)
+    tasks = max((len(d["R"]) for d in blocks.values() if d["R"] is not None), default=1)
+    side = 1.2 + 0.45 * max(tasks, 4)  # inches per subplot: room for a number in every cell
+    figure = _new_figure((columns * side + 1.2, rows * side + 0.5))
+    grid = figure.subplots(rows, columns, squeeze=False)
+    image = None
+    for axes, (strategy, data) in zip(grid.flat, blocks.items(), strict=False):
+        colour, _ = run["colours"][strategy]
+        suffix = " (rounds.jsonl)" if data["from_rounds"] else ""
+        axes.set_title(f"{strategy}{suffix}", fontsize="small", color=colour)
+        matrix = data["R"]
+        if matrix is None or not np.isfinite(matrix).any():
+            _no_data(axes, "no accuracy matrix")
+            axes.set_xticks([])
+            axes.set_yticks([])
+            continue
+        # NaN (not measured) cells are left blank.
+        image = axes.imshow(matrix, cmap="viridis", vmin=0.0, vmax=1.0)
+        labels = [str(t + 1) for t in range(len(matrix))]
+        axes.set_xticks(range(len(matrix)), labels)
+        axes.set_yticks(range(len(matrix)), labels)
+        axes.set_xlabel("task j", fontsize="small")
+        axes.set_ylabel("after task i", fontsize="small")
+        if len(matrix) <= 10:
+            size = "small" if len(matrix) <= 6 else "x-small"
+            for (i, j), value in np.ndenumerate(matrix):
+                if np.isfinite(value):
+                    # Dark cells (low accuracy in viridis) get white text.
+                    axes.text(
+                        j,
+                        i,
+                        f"{100 * value:.0f}",
+                        ha="center",
+                        va="center",
+                        fontsize=size,
+                        color="white" if value < 0.6 else "black",
+                    )
+    for axes in grid.flat[len(blocks) :]:
+        axes.set_visible(False)
+    if image is not None:
+        colour_bar = figure.colorbar(image, ax=grid, shrink=0.8)
+        colour_bar.ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0))
+        colour_bar.set_label("Accuracy on task j")
+    figure.suptitle("Accuracy matrix R (%): row i after training through task i, column task j")
+    return _save(figure, path)
+
+
+def _plot_rate_per_round(run: dict[str, Any], path: Path) -> Path:
+    figure = _new_figure()
+    axes = figure.add_subplot()
+    plotted = False
+    strategies = list(run["continual"])
+    for index, strategy in enumerate(strategies):
+        colour, marker = run["colours"][strategy]
+        rates = run["continual"][strategy]["rates"]
+        if rates:
+            # Strategies with the same schedule send the same rates: dodge them apart.
+            shift = _dodge(index, len(strategies), 0.1)
+            axes.plot(
+                [r + shift for r, _ in rates],
+                [lr for _, lr in rates],
+                color=colour,
+                marker=marker,
+                ms=4,
+                alpha=0.85,
+                label=strategy,
+            )
+            plotted = True
+    starts: list[list[int]] = next(
+        (data["starts"] for data in run["continual"].values() if data["starts"]), []
+    )
+    staggered = any(row != starts[0] for row in starts)
+    later = [start for start in starts[0] if start > 1] if starts else []
+    for index, start in enumerate(later):
+        label = "task start" + (" (client 0)" if staggered else "") if index == 0 else None
+        axes.axvline(start, color="0.4", ls=":", lw=1.2, label=label)
+    axes.set_title("Mean learning rate sent per round")
+    axes.set_xlabel("Server round")
+    axes.set_ylabel("Mean client learning rate")
+    axes.grid(alpha=0.3)
+    if plotted:
+        axes.set_ylim(bottom=0)
+        axes.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize="small")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    else:
+        _no_data(axes, "no round recorded a learning rate")
+    return _save(figure, path)
+
+
 # ------------------------------------------------------------------------------------------------
 # Entry point
 # ------------------------------------------------------------------------------------------------
@@ -1352,7 +1733,8 @@ def render_report(run_dir: Path | str) -> Path:
     sizes, a ``+coupled`` or ``+grow-batch`` strategy, ``lr-decay-rounds``, or a measured noise
     scale) gets a "Batch size and noise scale" section, ``loss_vs_steps.png`` and
     ``rate_vs_batch.png``, and ``noise_scale.png`` when some strategy measured
-    ``B_simple = tr(Σ)/|G|²``; other runs get neither.
+    ``B_simple = tr(Σ)/|G|²``; other runs get neither. A continual run (a ``stream``) gets a
+    "Continual learning" section, ``continual_R.png`` and ``rate_per_round.png``.
 
     Works on a finished run (``results.json``) and on an unfinished one (``rounds.jsonl`` only:
     the summary then comes from the last round of each strategy, as the report says).
@@ -1388,6 +1770,9 @@ def render_report(run_dir: Path | str) -> Path:
             _plot_noise_scale(run, run_dir / NOISE_SCALE_PNG)
         _plot_loss_vs_steps(run, run_dir / LOSS_VS_STEPS_PNG)
         _plot_rate_vs_batch(run, run_dir / RATE_VS_BATCH_PNG)
+    if run["continual"]:
+        _plot_continual_R(run, run_dir / CONTINUAL_R_PNG)
+        _plot_rate_per_round(run, run_dir / RATE_PER_ROUND_PNG)
     _write_csv(run_dir, run)
     path = run_dir / REPORT_FILE
     path.write_text(_markdown(run), encoding="utf-8")

@@ -1,16 +1,23 @@
+import copy
 import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from fedlr.config import resolve, to_toml
 from fedlr.report import (
+    CONTINUAL_R_PNG,
     LOSS_VS_STEPS_PNG,
     NOISE_SCALE_PNG,
+    RATE_PER_ROUND_PNG,
     RATE_VS_BATCH_PNG,
+    _arrival_text,
     _batch_sizes_text,
+    _load_run,
     _quartile_ranges,
+    _relative_forgetting,
     load_results,
     load_rounds,
     render_report,
@@ -689,3 +696,293 @@ def test_noise_scale_plot_only_when_measured(tmp_path):
     report = render_report(negative).read_text()
     assert _batch_row(report, "fedavg") == ["`fedavg`", "16", "shared rate", "51", "0.600", "0"]
     _assert_batch_pngs(report, negative)
+
+
+# ------------------------------------------------------------------------------------------------
+# Continual runs: a task stream
+# ------------------------------------------------------------------------------------------------
+
+CONTINUAL_PNGS = (CONTINUAL_R_PNG, RATE_PER_ROUND_PNG)
+CONTINUAL_STRATEGIES = ("fedavg", "fedavg+cosine")
+# Two clients learn two tasks over four rounds: task 1 in rounds 1-2, task 2 in rounds 3-4.
+# Accuracy on (task 1, task 2) after each round, per client. The pooled R (each client weighs 1)
+# takes rounds 2 and 4: fedavg [[0.9, 0.1], [0.3, 0.8]], fedavg+cosine [[0.9, 0.2], [0.45, 0.7]].
+TASK_ACCURACY = {
+    "fedavg": {
+        0: {1: [0.5, 0.0], 2: [1.0, 0.1], 3: [0.7, 0.5], 4: [0.4, 0.8]},
+        1: {1: [0.5, 0.0], 2: [0.8, 0.1], 3: [0.5, 0.5], 4: [0.2, 0.8]},
+    },
+    "fedavg+cosine": {
+        0: {1: [0.5, 0.1], 2: [0.9, 0.2], 3: [0.8, 0.4], 4: [0.5, 0.7]},
+        1: {1: [0.5, 0.1], 2: [0.9, 0.2], 3: [0.6, 0.4], 4: [0.4, 0.7]},
+    },
+}
+R_POOLED = {"fedavg": [[0.9, 0.1], [0.3, 0.8]], "fedavg+cosine": [[0.9, 0.2], [0.45, 0.7]]}
+RATES = {"fedavg": (0.1, 0.1, 0.1, 0.1), "fedavg+cosine": (0.1, 0.075, 0.025, 0.0)}
+# ACC = mean of the last row; BWT = R10 - R00; FWT = R01 - baseline 0.1; forgetting = -BWT.
+# fedavg+cosine forgets 0.45 / 0.6 - 1 = 25% less than fedavg.
+CONTINUAL_METRICS = {
+    "fedavg": {"acc": 0.55, "bwt": -0.6, "fwt": 0.0, "forgetting": 0.6, "ensemble_acc": 0.7},
+    "fedavg+cosine": {
+        "acc": 0.575,
+        "bwt": -0.45,
+        "fwt": 0.1,
+        "forgetting": 0.45,
+        "ensemble_acc": 0.65,
+    },
+}
+# strategy, schedule, replay, ACC final model, ACC ensemble, BWT, FWT, forgetting, vs fedavg
+FEDAVG_CONTINUAL_ROW = ["`fedavg`", "constant", "no", "55.0", "70.0", "-60.0", "0.0", "60.0"]
+COSINE_CONTINUAL_ROW = ["`fedavg+cosine`", "cosine", "no", "57.5", "65.0", "-45.0", "10.0", "45.0"]
+
+
+def _continual_round_line(strategy: str, round_number: int, accuracy: dict) -> dict:
+    rate = RATES[strategy][round_number - 1]
+    return {
+        "strategy": strategy,
+        "round": round_number,
+        "accuracy_mean": 0.5,
+        "accuracy_worst10": 0.5,
+        "clients": [
+            {
+                "partition_id": k,
+                "role": "clean",
+                "noise_true": 0.0,
+                "lr": rate,
+                "accuracy": 0.5,
+                "schedule_factor": rate / 0.1,
+                "task": 0 if round_number <= 2 else 1,
+                "task_accuracy": accuracy[strategy][k][round_number],
+            }
+            for k in (0, 1)
+        ],
+        "missing": [],
+        "invalid_estimates": [],
+    }
+
+
+def _continual_block(strategy: str) -> dict:
+    R = R_POOLED[strategy]
+    return {
+        "stream": "class-incremental",
+        "num_tasks": 2,
+        "schedule": "cosine" if strategy.endswith("+cosine") else "constant",
+        "replay": False,
+        "task_starts": [[1, 3], [1, 3]],
+        "snapshot_rounds": [2, 4],
+        "R": R,
+        "baseline": [0.1, 0.1],
+        **{k: v for k, v in CONTINUAL_METRICS[strategy].items() if k != "ensemble_acc"},
+        "forgetting_per_task": [CONTINUAL_METRICS[strategy]["forgetting"]],
+        "final_task_accuracy": R[-1],
+        "final_acc": CONTINUAL_METRICS[strategy]["acc"],
+        "ensemble_task_accuracy": [0.9, 2 * CONTINUAL_METRICS[strategy]["ensemble_acc"] - 0.9],
+        "ensemble_acc": CONTINUAL_METRICS[strategy]["ensemble_acc"],
+        "lr_mean_per_round": list(RATES[strategy]),
+        "multipliers": [rate / 0.1 for rate in RATES[strategy]],
+        "clients": [],
+    }
+
+
+def make_continual_run(
+    root: Path,
+    *,
+    finished: bool = True,
+    stagger: int = 0,
+    accuracy: dict | None = None,
+    blocks: dict | None = None,
+) -> Path:
+    """A fake continual run: 2 strategies x 2 clients x 2 tasks x 4 rounds; unfinished: no
+    results.json, and ``fedavg+cosine`` killed after round 3 (in task 2)."""
+    accuracy = TASK_ACCURACY if accuracy is None else accuracy
+    run_dir = root / "2025-01-01T00-00-00-stream"
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.toml").write_text(
+        f'name = "stream"\nseed = 2\nstrategies = "{",".join(CONTINUAL_STRATEGIES)}"\n'
+        'num-server-rounds = 4\nnum-clients = 2\nlr = 0.1\nstream = "class-incremental"\n'
+        f"num-tasks = 2\ntask-stagger = {stagger}\n"
+    )
+    lines = [
+        _continual_round_line(strategy, r, accuracy)
+        for strategy in CONTINUAL_STRATEGIES
+        for r in (1, 2, 3, 4)
+        if finished or (strategy, r) != ("fedavg+cosine", 4)
+    ]
+    (run_dir / "rounds.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    if finished:
+        blocks = (
+            {s: _continual_block(s) for s in CONTINUAL_STRATEGIES} if blocks is None else blocks
+        )
+        entry = {
+            "fairness": {"mean": 0.5, "worst10": 0.5},
+            "gap_clean_noisy": None,
+            "estimator": {"name": None, "spearman": None},
+            "clients": [],
+        }
+        strategies = {s: {**entry, "continual": block} for s, block in blocks.items()}
+        results = {"name": "stream", "seed": 2, "num_rounds": 4, "strategies": strategies}
+        (run_dir / "results.json").write_text(json.dumps(results))
+    return run_dir
+
+
+def _continual_section(report: str) -> str:
+    return report[report.index("## Continual learning") :]
+
+
+def _continual_row(report: str, strategy: str) -> list[str]:
+    return _row(_continual_section(report), strategy)
+
+
+def _assert_continual_pngs(report: str, run_dir: Path) -> None:
+    section = _continual_section(report)
+    for png in CONTINUAL_PNGS:
+        assert f"]({png})" in section
+        data = (run_dir / png).read_bytes()
+        assert data[:8] == PNG_MAGIC and len(data) > 10_000
+
+
+def test_arrival_text():
+    assert _arrival_text([[1, 3], [1, 3]]) == "together at every client, in rounds 1 and 3"
+    assert _arrival_text([[1, 6], [3, 8], [5, 10]]) == (
+        "staggered: in rounds 1 and 6 at client 0, up to rounds 5 and 10 at client 2 (the last)"
+    )
+    assert _arrival_text([[1]]) == "together at every client, in rounds 1"
+
+
+def test_relative_forgetting():
+    blocks = {
+        "fedavg": {"schedule": "constant", "forgetting": 0.8},
+        "fedavg+step": {"schedule": "step", "forgetting": 0.6},  # 0.6 / 0.8 - 1
+        "fedavg+phases+replay": {"schedule": "phases", "forgetting": 1.0},  # 1.0 / 0.8 - 1
+        "fedavg+cosine": {"schedule": "cosine", "forgetting": None},  # R incomplete
+    }
+    relative = _relative_forgetting(blocks)
+    assert relative == pytest.approx(
+        {"fedavg": 0.0, "fedavg+step": -0.25, "fedavg+phases+replay": 0.25, "fedavg+cosine": None}
+    )
+    # no constant-rate fedavg in the run: nothing to compare with
+    assert _relative_forgetting({"fedavg+step": blocks["fedavg+step"]}) is None
+    # fedavg forgot nothing: no ratio
+    nothing = {**blocks, "fedavg": {"schedule": "constant", "forgetting": 0.0}}
+    assert set(_relative_forgetting(nothing).values()) == {None}
+
+
+def test_continual_section_from_results(tmp_path):
+    run_dir = make_continual_run(tmp_path)
+    report = render_report(run_dir).read_text()
+    assert "Unfinished run" not in report and "from rounds.jsonl" not in report
+    assert (
+        "Stream `class-incremental`: each client learns 2 tasks in turn; they start together at "
+        "every client, in rounds 1 and 3."
+    ) in report
+    assert "| Forgetting vs `fedavg` |" in report
+    assert _continual_row(report, "fedavg") == FEDAVG_CONTINUAL_ROW + ["reference"]
+    assert _continual_row(report, "fedavg+cosine") == COSINE_CONTINUAL_ROW + ["-25%"]
+    _assert_continual_pngs(report, run_dir)
+    run = _load_run(run_dir)
+    assert run["continual"]["fedavg+cosine"]["rates"] == [
+        (1, 0.1),
+        (2, 0.075),
+        (3, 0.025),
+        (4, 0.0),
+    ]
+    np.testing.assert_allclose(run["continual"]["fedavg"]["R"], R_POOLED["fedavg"])
+    assert "### `fedavg+cosine`" in report  # the rest of the report is still there
+
+
+def test_continual_section_of_killed_run_from_rounds(tmp_path):
+    run_dir = make_continual_run(tmp_path, finished=False)
+    report = render_report(run_dir).read_text()
+    assert "`fedavg+cosine` round 3 of 4" in report
+    section = _continual_section(report)
+    assert "`fedavg`, `fedavg+cosine`: from rounds.jsonl (run not finished)" in section
+    # fedavg ran to the end: what results.json says, but no FWT (no baseline) and no ensemble
+    assert _continual_row(report, "fedavg") == [
+        "`fedavg`", "constant", "no", "55.0", "n/a", "-60.0", "n/a", "60.0", "reference",
+    ]  # fmt: skip
+    # killed in task 2: R has its first row only, so no metric yet; schedule from the name
+    row = _continual_row(report, "fedavg+cosine")
+    assert row == ["`fedavg+cosine`", "cosine", "no", *["n/a"] * 6]
+    run = _load_run(run_dir)
+    np.testing.assert_allclose(run["continual"]["fedavg"]["R"], R_POOLED["fedavg"])
+    np.testing.assert_allclose(
+        run["continual"]["fedavg+cosine"]["R"], [[0.9, 0.2], [np.nan, np.nan]], equal_nan=True
+    )
+    assert run["continual"]["fedavg+cosine"]["rates"] == [(1, 0.1), (2, 0.075), (3, 0.025)]
+    assert run["continual"]["fedavg"]["starts"] == [[1, 3], [1, 3]]
+    _assert_continual_pngs(report, run_dir)
+
+
+def test_continual_staggered_task_ends_from_rounds(tmp_path):
+    # stagger 1: client 1 starts task 2 in round 4, so its task 1 ends in round 3, not 2
+    run_dir = make_continual_run(tmp_path, finished=False, stagger=1)
+    report = render_report(run_dir).read_text()
+    assert (
+        "they start staggered: in rounds 1 and 3 at client 0, up to rounds 2 and 4 at client 1 "
+        "(the last)."
+    ) in report
+    # row 1: client 0 after round 2 (1.0, 0.1), client 1 after round 3 (0.5, 0.5)
+    R = _load_run(run_dir)["continual"]["fedavg"]["R"]
+    np.testing.assert_allclose(R, [[0.75, 0.3], [0.3, 0.8]])
+    # ACC (0.3 + 0.8) / 2; BWT and forgetting 0.3 - 0.75
+    assert _continual_row(report, "fedavg")[3:8] == ["55.0", "n/a", "-45.0", "n/a", "45.0"]
+
+
+def test_continual_nulls_do_not_crash(tmp_path):
+    # results.json: an incomplete R (null entries), so no metric, no baseline and no ensemble
+    block = {
+        **_continual_block("fedavg"),
+        "R": [[0.9, None], [None, 0.8]],
+        "baseline": None,
+        "final_acc": None,
+        "ensemble_task_accuracy": None,
+        "ensemble_acc": None,
+        "lr_mean_per_round": [0.1, None, float("nan"), 0.1],
+    }
+    for key in ("acc", "bwt", "fwt", "forgetting", "forgetting_per_task"):
+        del block[key]
+    run_dir = make_continual_run(tmp_path / "results", blocks={"fedavg": block})
+    report = render_report(run_dir).read_text()
+    # fedavg stays the reference, though its forgetting (and so every ratio) is unknown
+    row = _continual_row(report, "fedavg")
+    assert row == ["`fedavg`", "constant", "no", *["n/a"] * 5, "reference"]
+    run = _load_run(run_dir)
+    np.testing.assert_allclose(
+        run["continual"]["fedavg"]["R"], [[0.9, np.nan], [np.nan, 0.8]], equal_nan=True
+    )
+    assert run["continual"]["fedavg"]["rates"] == [(1, 0.1), (4, 0.1)]
+    _assert_continual_pngs(report, run_dir)
+    # rounds.jsonl: client 1 has no test example of task 2 (-1) and a null accuracy in round 4;
+    # the pooled R then takes client 0 alone there: [[0.9, 0.1], [0.4, 0.8]]
+    accuracy = copy.deepcopy(TASK_ACCURACY)
+    for round_number, row in accuracy["fedavg"][1].items():
+        row[1] = -1
+        if round_number == 4:
+            row[0] = None
+    run_dir = make_continual_run(tmp_path / "rounds", finished=False, accuracy=accuracy)
+    report = render_report(run_dir).read_text()
+    np.testing.assert_allclose(
+        _load_run(run_dir)["continual"]["fedavg"]["R"], [[0.9, 0.1], [0.4, 0.8]]
+    )
+    # ACC (0.4 + 0.8) / 2, BWT and forgetting 0.4 - 0.9
+    assert _continual_row(report, "fedavg")[3:8] == ["60.0", "n/a", "-50.0", "n/a", "50.0"]
+    _assert_continual_pngs(report, run_dir)
+
+
+@pytest.mark.parametrize("finished", [True, False])
+def test_continual_render_is_idempotent(tmp_path, finished):
+    run_dir = make_continual_run(tmp_path, finished=finished)
+    first = render_report(run_dir).read_text()
+    pngs = [(run_dir / png).read_bytes() for png in CONTINUAL_PNGS]
+    assert render_report(run_dir).read_text() == first
+    assert [(run_dir / png).read_bytes() for png in CONTINUAL_PNGS] == pngs
+
+
+@pytest.mark.parametrize("finished", [True, False])
+def test_run_without_stream_has_no_continual_section(tmp_path, finished):
+    run_dir = make_run(tmp_path, finished=finished)
+    report = render_report(run_dir).read_text()
+    assert "Continual" not in report and "rate_per_round" not in report
+    assert not any((run_dir / png).exists() for png in CONTINUAL_PNGS)
+    # the PNGs every run gets are still written
+    assert all((run_dir / png).exists() for png in PNGS)
