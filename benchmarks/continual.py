@@ -7,6 +7,8 @@ weights and batches), reads each run's ``results.json`` and prints, per strategy
 over seeds of the pooled accuracy matrix's
 
 * ``ACC``: GEM average accuracy over the 5 tasks after the last one (the final model);
+* ``LA``: learning accuracy (Riemer et al. 2019), the accuracy on each task just after
+  training it (plasticity: a rate that stops learning forgets less but scores low here);
 * ``BWT``: GEM backward transfer (negative: forgetting), in points;
 * ``forgetting``: Chaudhry et al.'s max-based forgetting, in points;
 * ``ensemble``: the snapshot ensemble's (the global models kept at each task's end, averaged
@@ -32,7 +34,7 @@ from typing import Any
 from gnn_cora import ROOT, fmt, run_seed
 
 TREATED, CONTROL = "fedavg+phases", "fedavg"
-COLUMNS = ("acc", "bwt", "forgetting", "final_acc", "ensemble_acc")
+COLUMNS = ("acc", "learning_acc", "bwt", "forgetting", "final_acc", "ensemble_acc")
 
 
 def row(entry: dict[str, Any]) -> dict[str, float | None]:
@@ -46,11 +48,11 @@ def row(entry: dict[str, Any]) -> dict[str, float | None]:
 
 def table(rows: dict[str, list[dict[str, float | None]]]) -> list[str]:
     """Markdown table of mean +- std over seeds (ACC and ensemble in %, the rest in points)."""
-    header = ["strategy", "ACC", "BWT", "forgetting", "ensemble", "ens - final"]
+    header = ["strategy", "ACC", "LA", "BWT", "forgetting", "ensemble", "ens - final"]
     lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
     for strategy, per_seed in rows.items():
         cells = []
-        for key in ("acc", "bwt", "forgetting", "ensemble_acc", "ensemble_gain"):
+        for key in ("acc", "learning_acc", "bwt", "forgetting", "ensemble_acc", "ensemble_gain"):
             values = [r[key] for r in per_seed]
             cells.append("-" if any(v is None for v in values) else fmt(values))
         lines.append(f"| {strategy} | " + " | ".join(cells) + " |")

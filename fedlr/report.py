@@ -547,6 +547,7 @@ def _continual_from_results(results: dict[str, Any]) -> dict[str, dict[str, Any]
             "R": _square_matrix(raw.get("R")),
             # ACC, BWT, FWT and forgetting are written only when R is complete.
             "acc": _num(raw.get("acc")),
+            "learning_acc": _num(raw.get("learning_acc")),
             "bwt": _num(raw.get("bwt")),
             "fwt": _num(raw.get("fwt")),
             "forgetting": _num(raw.get("forgetting")),
@@ -646,6 +647,7 @@ def _continual_from_rounds(
             "starts": starts,
             "R": R,
             "acc": _num(metrics.get("acc")),
+            "learning_acc": _num(metrics.get("learning_acc")),
             "bwt": _num(metrics.get("bwt")),
             "fwt": None,
             "forgetting": _num(metrics.get("forgetting")),
@@ -1129,6 +1131,7 @@ def _continual_section(run: dict[str, Any]) -> list[str]:
             "yes" if data["replay"] else "no",
             _percent(data["acc"]),
             _percent(data["ensemble_acc"]),
+            _percent(data["learning_acc"]),
             _percent(data["bwt"]),
             _percent(data["fwt"]),
             _percent(data["forgetting"]),
@@ -1143,6 +1146,7 @@ def _continual_section(run: dict[str, Any]) -> list[str]:
         "Replay",
         "ACC, final model (%)",
         "ACC, snapshot ensemble (%)",
+        "LA (%)",
         "BWT (pp)",
         "FWT (pp)",
         "Forgetting (pp)",
@@ -1162,7 +1166,9 @@ def _continual_section(run: dict[str, Any]) -> list[str]:
         "R[i][j] is the accuracy on task j after training through task i, pooled over clients "
         "(each client's column j weighted by its test examples of task j). ACC is the mean "
         "accuracy over all tasks (GEM, Lopez-Paz & Ranzato 2017) of the final model, and of the "
-        "snapshot ensemble (the global models kept at the task ends, predictions averaged). BWT "
+        "snapshot ensemble (the global models kept at the task ends, predictions averaged). LA "
+        "is the learning accuracy (Riemer et al. 2019), the mean accuracy on each task just "
+        "after training it: a schedule that stops learning forgets less but scores low. BWT "
         "(negative: forgetting) and FWT (against the untrained model) are GEM's backward and "
         "forward transfer; forgetting is Chaudhry et al. (2018)'s max-based forgetting, the mean "
         "drop of each earlier task from its best accuracy; all three in percentage points."

@@ -722,18 +722,31 @@ RATES = {"fedavg": (0.1, 0.1, 0.1, 0.1), "fedavg+cosine": (0.1, 0.075, 0.025, 0.
 # ACC = mean of the last row; BWT = R10 - R00; FWT = R01 - baseline 0.1; forgetting = -BWT.
 # fedavg+cosine forgets 0.45 / 0.6 - 1 = 25% less than fedavg.
 CONTINUAL_METRICS = {
-    "fedavg": {"acc": 0.55, "bwt": -0.6, "fwt": 0.0, "forgetting": 0.6, "ensemble_acc": 0.7},
+    "fedavg": {
+        "acc": 0.55,
+        "learning_acc": 0.85,
+        "bwt": -0.6,
+        "fwt": 0.0,
+        "forgetting": 0.6,
+        "ensemble_acc": 0.7,
+    },
     "fedavg+cosine": {
         "acc": 0.575,
+        "learning_acc": 0.8,
         "bwt": -0.45,
         "fwt": 0.1,
         "forgetting": 0.45,
         "ensemble_acc": 0.65,
     },
 }
-# strategy, schedule, replay, ACC final model, ACC ensemble, BWT, FWT, forgetting, vs fedavg
-FEDAVG_CONTINUAL_ROW = ["`fedavg`", "constant", "no", "55.0", "70.0", "-60.0", "0.0", "60.0"]
-COSINE_CONTINUAL_ROW = ["`fedavg+cosine`", "cosine", "no", "57.5", "65.0", "-45.0", "10.0", "45.0"]
+# strategy, schedule, replay, ACC final model, ACC ensemble, LA (mean diagonal), BWT, FWT,
+# forgetting, vs fedavg
+FEDAVG_CONTINUAL_ROW = [
+    "`fedavg`", "constant", "no", "55.0", "70.0", "85.0", "-60.0", "0.0", "60.0"
+]  # fmt: skip
+COSINE_CONTINUAL_ROW = [
+    "`fedavg+cosine`", "cosine", "no", "57.5", "65.0", "80.0", "-45.0", "10.0", "45.0"
+]  # fmt: skip
 
 
 def _continual_round_line(strategy: str, round_number: int, accuracy: dict) -> dict:
@@ -898,11 +911,11 @@ def test_continual_section_of_killed_run_from_rounds(tmp_path):
     assert "`fedavg`, `fedavg+cosine`: from rounds.jsonl (run not finished)" in section
     # fedavg ran to the end: what results.json says, but no FWT (no baseline) and no ensemble
     assert _continual_row(report, "fedavg") == [
-        "`fedavg`", "constant", "no", "55.0", "n/a", "-60.0", "n/a", "60.0", "reference",
+        "`fedavg`", "constant", "no", "55.0", "n/a", "85.0", "-60.0", "n/a", "60.0", "reference",
     ]  # fmt: skip
     # killed in task 2: R has its first row only, so no metric yet; schedule from the name
     row = _continual_row(report, "fedavg+cosine")
-    assert row == ["`fedavg+cosine`", "cosine", "no", *["n/a"] * 6]
+    assert row == ["`fedavg+cosine`", "cosine", "no", *["n/a"] * 7]
     run = _load_run(run_dir)
     np.testing.assert_allclose(run["continual"]["fedavg"]["R"], R_POOLED["fedavg"])
     np.testing.assert_allclose(
@@ -924,8 +937,9 @@ def test_continual_staggered_task_ends_from_rounds(tmp_path):
     # row 1: client 0 after round 2 (1.0, 0.1), client 1 after round 3 (0.5, 0.5)
     R = _load_run(run_dir)["continual"]["fedavg"]["R"]
     np.testing.assert_allclose(R, [[0.75, 0.3], [0.3, 0.8]])
-    # ACC (0.3 + 0.8) / 2; BWT and forgetting 0.3 - 0.75
-    assert _continual_row(report, "fedavg")[3:8] == ["55.0", "n/a", "-45.0", "n/a", "45.0"]
+    # ACC (0.3 + 0.8) / 2; LA (0.75 + 0.8) / 2; BWT and forgetting 0.3 - 0.75
+    row = _continual_row(report, "fedavg")[3:9]
+    assert row == ["55.0", "n/a", "77.5", "-45.0", "n/a", "45.0"]
 
 
 def test_continual_nulls_do_not_crash(tmp_path):
@@ -939,13 +953,13 @@ def test_continual_nulls_do_not_crash(tmp_path):
         "ensemble_acc": None,
         "lr_mean_per_round": [0.1, None, float("nan"), 0.1],
     }
-    for key in ("acc", "bwt", "fwt", "forgetting", "forgetting_per_task"):
+    for key in ("acc", "learning_acc", "bwt", "fwt", "forgetting", "forgetting_per_task"):
         del block[key]
     run_dir = make_continual_run(tmp_path / "results", blocks={"fedavg": block})
     report = render_report(run_dir).read_text()
     # fedavg stays the reference, though its forgetting (and so every ratio) is unknown
     row = _continual_row(report, "fedavg")
-    assert row == ["`fedavg`", "constant", "no", *["n/a"] * 5, "reference"]
+    assert row == ["`fedavg`", "constant", "no", *["n/a"] * 6, "reference"]
     run = _load_run(run_dir)
     np.testing.assert_allclose(
         run["continual"]["fedavg"]["R"], [[0.9, np.nan], [np.nan, 0.8]], equal_nan=True
@@ -964,8 +978,9 @@ def test_continual_nulls_do_not_crash(tmp_path):
     np.testing.assert_allclose(
         _load_run(run_dir)["continual"]["fedavg"]["R"], [[0.9, 0.1], [0.4, 0.8]]
     )
-    # ACC (0.4 + 0.8) / 2, BWT and forgetting 0.4 - 0.9
-    assert _continual_row(report, "fedavg")[3:8] == ["60.0", "n/a", "-50.0", "n/a", "50.0"]
+    # ACC (0.4 + 0.8) / 2, LA (0.9 + 0.8) / 2, BWT and forgetting 0.4 - 0.9
+    row = _continual_row(report, "fedavg")[3:9]
+    assert row == ["60.0", "n/a", "85.0", "-50.0", "n/a", "50.0"]
     _assert_continual_pngs(report, run_dir)
 
 

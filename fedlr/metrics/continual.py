@@ -20,11 +20,14 @@ Definitions (0-based; :math:`T` tasks)
   :math:`f^k_j = \max_{l<k} R_{l,j} - R_{k,j}` for :math:`j<k`, and
   :math:`F_k = \frac1k\sum_{j<k} f^k_j`. It compares with the *best* accuracy the task ever had,
   so it is at least Avalanche's "accuracy just after training minus now" (:math:`-` BWT per task).
+* Learning accuracy (Riemer et al. 2019): :math:`\mathrm{LA} = \frac1T \sum_j R_{j,j}`, the
+  accuracy on each task just after training it (plasticity).
 * Average accuracy after task :math:`k`: :math:`A_k = \frac{1}{k+1}\sum_{j\le k} R_{k,j}`.
 
 >>> R = [[0.9, 0.1], [0.6, 0.8]]
->>> summary(R, baseline=[0.1, 0.1])
-{'acc': 0.7, 'bwt': -0.3, 'fwt': 0.0, 'forgetting': 0.3, 'forgetting_per_task': [0.3]}
+>>> out = summary(R, baseline=[0.1, 0.1])
+>>> out["acc"], out["learning_acc"], out["bwt"], out["fwt"], out["forgetting"]
+(0.7, 0.85, -0.3, 0.0, 0.3)
 """
 
 from __future__ import annotations
@@ -125,8 +128,20 @@ def forgetting(R: Any, after: int | None = None) -> float:
     return float(np.round(np.mean(values), 12))
 
 
+def learning_accuracy(R: Any) -> float:
+    r"""Learning accuracy (Riemer et al. 2019): :math:`\frac1T\sum_j R_{j,j}`.
+
+    The accuracy on each task just after training it: plasticity. A schedule that stops
+    learning new tasks forgets less but scores low here.
+
+    >>> learning_accuracy([[0.9, 0.1], [0.6, 0.8]])
+    0.85
+    """
+    return float(np.round(np.mean(np.diag(_matrix(R))), 12))
+
+
 def summary(R: Any, baseline: Any | None = None) -> dict[str, Any]:
-    """ACC, BWT, FWT (``None`` without ``baseline``), forgetting and forgetting per task.
+    """ACC, learning accuracy, BWT, FWT (``None`` without ``baseline``), forgetting (and per task).
 
     With one task only ACC is defined; the others are ``None`` (and the per-task list empty).
     """
@@ -134,6 +149,7 @@ def summary(R: Any, baseline: Any | None = None) -> dict[str, Any]:
     several = len(matrix) >= 2
     return {
         "acc": average_accuracy(matrix),
+        "learning_acc": learning_accuracy(matrix),
         "bwt": backward_transfer(matrix) if several else None,
         "fwt": forward_transfer(matrix, baseline) if several and baseline is not None else None,
         "forgetting": forgetting(matrix) if several else None,

@@ -28,6 +28,7 @@ from fedlr.metrics.continual import (
     backward_transfer,
     forgetting,
     forgetting_per_task,
+    learning_accuracy,
     forward_transfer,
     matrix_at,
     per_client,
@@ -48,6 +49,8 @@ def test_worked_example():
     assert forgetting(R) == pytest.approx(0.175)
     assert forgetting_per_task(R, after=1) == pytest.approx([0.20])
     assert forgetting_per_task(R, after=0) == []
+    assert learning_accuracy(R) == pytest.approx((0.90 + 0.85 + 0.95) / 3)
+    assert summary(R)["learning_acc"] == learning_accuracy(R)
 
 
 def test_max_based_forgetting_is_at_least_minus_bwt_per_task():
@@ -63,6 +66,7 @@ def test_summary_and_one_task():
     assert summary(R)["fwt"] is None  # no baseline
     assert summary([[0.8]]) == {
         "acc": 0.8,
+        "learning_acc": 0.8,
         "bwt": None,
         "fwt": None,
         "forgetting": None,
