@@ -244,3 +244,58 @@ def test_the_query_round_fails_when_a_partition_is_lost() -> None:
     del grid.partitions[2000]  # partition 0's node is gone; only the dead one is left
     with pytest.raises(RuntimeError, match="node 4242 failed the query round: node unavailable"):
         query_clients(grid, {**CFG})
+
+
+# A continual run: 2 permuted tasks over 4 rounds. Calls: 1 query, then per strategy 1 baseline
+# evaluation, (train, evaluate) per round and 1 final evaluation with the snapshot ensemble.
+CONTINUAL_CFG = resolve(
+    overrides={
+        **{k: CFG[k] for k in ("num-clients", "hidden", "local-epochs", "batch-size")},
+        "noisy-clients": 0,
+        "hard-clean-clients": 0,
+        "partitioner": "iid",
+        "num-server-rounds": ROUNDS,
+        "checkpoint-every": EVERY,
+        "stream": "permuted",
+        "num-tasks": 2,
+        "replay-size": 10,
+        "strategies": "fedavg,fedavg+phases+replay",
+    }
+)
+CONTINUAL_CALLS = 1 + 2 * (1 + 2 * ROUNDS + 1)
+
+
+@pytest.fixture(scope="module")
+def continual_uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run_dir = tmp_path_factory.mktemp("continual")
+    run_federation(InProcessGrid(4), CONTINUAL_CFG, run_dir)
+    return run_dir
+
+
+@pytest.mark.parametrize(
+    "kill_at",
+    [
+        2,  # fedavg's baseline evaluation
+        7,  # fedavg round 3, training: after the round-2 checkpoint and snapshot
+        11,  # fedavg's final evaluation with the snapshot ensemble
+        12,  # the second strategy's baseline evaluation
+        CONTINUAL_CALLS,  # the last ensemble evaluation
+    ],
+)
+def test_a_continual_run_killed_then_resumed_equals_uninterrupted(
+    tmp_path: Path, continual_uninterrupted: Path, kill_at: int
+) -> None:
+    with pytest.raises(Killed):
+        run_federation(InProcessGrid(4, kill_at=kill_at), CONTINUAL_CFG, tmp_path)
+    run_federation(InProcessGrid(4, base=5000), resume_config(tmp_path), tmp_path, resume=True)
+    resumed, uninterrupted = without_timing(tmp_path), without_timing(continual_uninterrupted)
+    assert resumed == uninterrupted
+    block = resumed[0]["strategies"]["fedavg+phases+replay"]["continual"]
+    assert block["snapshot_rounds"] == [2, 4] and block["ensemble_acc"] is not None
+    for name in ("fedavg", "fedavg+phases+replay"):
+        for server_round in (2, 4):
+            kept = ckpt.load_snapshot(tmp_path, name, server_round)
+            again = ckpt.load_snapshot(continual_uninterrupted, name, server_round)
+            assert kept is not None and again is not None
+            for key, array in again.items():
+                assert kept[key].numpy().tobytes() == array.numpy().tobytes()
