@@ -565,7 +565,8 @@ SCHEMA: dict[str, Key] = {
         1,
         "an integer >= 0",
         _range(0),
-        "+phases: rounds of linear warm-up at the start of each phase (task)",
+        "+phases: linear warm-up of each phase (task), reaching the peak in this round of the "
+        "phase (1: it starts at the peak)",
     ),
     "schedule-peak-decay": Key(
         float,
@@ -594,7 +595,8 @@ SCHEMA: dict[str, Key] = {
         0,
         "an integer >= 0",
         _range(0),
-        "rounds by which each client's tasks arrive after the previous client's (0: together)",
+        "rounds by which each client's tasks after the first arrive after the previous "
+        "client's (0: together; capped at the shortest task's length minus one)",
     ),
     "rotation-max": Key(
         float,
@@ -879,7 +881,23 @@ def _validate_stream(values: Mapping[str, Any]) -> None:
             f"num-tasks: expected at most num-server-rounds ({values['num-server-rounds']}) "
             f"tasks or phases (each needs a round), got {tasks}"
         )
+    lowest_peak = values["schedule-peak-decay"] ** (tasks - 1)
+    if phased and values["schedule-floor"] > lowest_peak:
+        raise ConfigError(
+            f"schedule-floor: +phases decays each phase to the floor, so it must be at most the "
+            f"last phase's peak, schedule-peak-decay ** (num-tasks - 1) = {lowest_peak:.4g}; "
+            f"got {values['schedule-floor']}"
+        )
+    if replaying and values["replay-size"] == 0:
+        warnings.warn(
+            f"replay-size is 0: {replaying[0]!r} replays nothing; set replay-size > 0",
+            stacklevel=3,
+        )
     if stream == "none":
+        if values["task-stagger"] > 0:
+            warnings.warn(
+                "task-stagger is ignored without a stream (stream = 'none')", stacklevel=3
+            )
         if replaying:
             raise ConfigError(
                 f"strategies: {replaying[0]!r} replays earlier tasks, but stream is 'none'; "
@@ -900,6 +918,15 @@ def _validate_stream(values: Mapping[str, Any]) -> None:
         raise ConfigError(
             f"num-tasks: a split stream deals the 10 classes evenly; expected 1, 2, 5 or 10, "
             f"got {tasks}"
+        )
+    from fedlr.tasks.streams import stagger_limit  # here: fedlr.tasks imports this module
+
+    limit = stagger_limit(values["num-server-rounds"], tasks)
+    if values["task-stagger"] * (values["num-clients"] - 1) > limit:
+        warnings.warn(
+            f"task-stagger: client delays are capped at {limit} rounds (the shortest task's "
+            f"length minus one), so the last clients' tasks arrive together",
+            stacklevel=3,
         )
     if stream == "task-incremental" and values["ddp-procs"] != 1:
         raise ConfigError(

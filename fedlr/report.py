@@ -593,7 +593,9 @@ def _pooled_from_rounds(
             continue
         history = {r: row for r, row in histories[pid].items() if len(row) == tasks}
         # matrix_at reads a negative accuracy as "no test example", like None.
-        matrix = continual.matrix_at(history, [int(end) for end in ends[pid]])
+        matrix = continual.matrix_at(
+            history, [int(end) for end in ends[pid]], [int(s) for s in starts[pid]]
+        )
         matrix[ends[pid] > last_round] = np.nan
         matrices.append(matrix)
     if not matrices:
@@ -1081,8 +1083,8 @@ def _arrival_text(starts: list[list[int]]) -> str:
     --------
     >>> _arrival_text([[1, 6, 11], [1, 6, 11]])
     'together at every client, in rounds 1, 6 and 11'
-    >>> _arrival_text([[1, 6], [3, 8], [5, 10]])
-    'staggered: in rounds 1 and 6 at client 0, up to rounds 5 and 10 at client 2 (the last)'
+    >>> _arrival_text([[1, 6], [1, 8], [1, 10]])
+    'staggered: in rounds 1 and 6 at client 0, up to rounds 1 and 10 at client 2 (the last)'
     """
     if not starts:
         return "in rounds not recorded"

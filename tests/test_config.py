@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 import math
 import tomllib
 from pathlib import Path
@@ -721,3 +722,47 @@ def test_uses_modifier_reads_replay_and_schedules():
     assert config.uses_modifier("noise-adaptive+phases+replay", "replay")
     assert config.uses_modifier("noise-adaptive+phases+replay", "phases")
     assert not config.uses_modifier("noise-adaptive+phases", "replay")
+
+
+def test_phases_floor_above_the_last_peak_is_refused_with_one_line():
+    # 5 phases at peak decay 0.5: the last peak is 0.5 ** 4 = 0.0625, below the floor 0.1
+    overrides = {
+        "strategies": "fedavg+phases",
+        "schedule-floor": 0.1,
+        "schedule-peak-decay": 0.5,
+    }
+    with pytest.raises(ConfigError) as info:
+        resolve(overrides=overrides)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("schedule-floor: +phases decays each phase to the floor")
+    assert "0.0625; got 0.1" in message
+    resolve(overrides={**overrides, "schedule-floor": 0.0625})  # at the last peak: allowed
+    resolve(overrides={**overrides, "strategies": "fedavg+cosine"})  # only +phases has phases
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        ({"task-stagger": 1}, "task-stagger is ignored without a stream"),
+        (
+            {"stream": "permuted", "task-stagger": 2},  # 10 clients, 30 rounds: cap 5
+            "task-stagger: client delays are capped at 5 rounds",
+        ),
+        (
+            {"stream": "permuted", "strategies": "fedavg+replay", "replay-size": 0},
+            "replay-size is 0: 'fedavg\\+replay' replays nothing",
+        ),
+    ],
+)
+def test_settings_that_do_nothing_warn(overrides, match):
+    with pytest.warns(UserWarning, match=match):
+        resolve(overrides=overrides)
+
+
+def test_a_stagger_within_the_cap_does_not_warn():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        # 6 clients, 30 rounds of 5 tasks: delays 0..5, the cap
+        settings = {"stream": "permuted", "task-stagger": 1, "num-clients": 6}
+        resolve(overrides={**settings, "noisy-clients": 4})

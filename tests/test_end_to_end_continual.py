@@ -2,7 +2,8 @@
 
 Split digits, class-incremental: task 0 holds classes 0-4, task 1 classes 5-9; each task gets 3
 rounds at every client. ``fedavg`` keeps the rate; ``fedavg+phases+replay`` runs a cosine phase
-per task (warm-up 1 round, then cosine to 0: 1.0, 1.0, 0.5 of the base rate) and mixes 30
+per task (``schedule-warmup`` 1: it starts at its peak, then a cosine to 0: 1.0, 1.0, 0.5 of the
+base rate) and mixes 30
 examples of task 0 into task 1's training. The global model is kept after rounds 3 and 6, and
 the snapshot ensemble is evaluated next to the final model.
 """
@@ -10,6 +11,7 @@ the snapshot ensemble is evaluated next to the final model.
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from fedlr.metrics import continual
@@ -95,9 +97,18 @@ def test_accuracy_matrix_and_metrics(results, lines) -> None:
         assert block["final_acc"] == pytest.approx(sum(R[1]) / 2)
         assert block["ensemble_acc"] is not None and 0.0 <= block["ensemble_acc"] <= 1.0
         assert [c["partition_id"] for c in block["clients"]] == [0, 1, 2]
-    # the last row is the final model: the round-6 evaluation, pooled over clients
-    last = lines["fedavg", 6]["clients"]
-    assert all(len(c["task_accuracy"]) == 2 for c in last)
+    # each client's R: its own evaluations after rounds 3 and 6 (the task ends), as logged in
+    # rounds.jsonl; the pooled R lies between the clients' entries (a weighted mean)
+    for name in STRATEGIES:
+        block = results["strategies"][name]["continual"]
+        for client in block["clients"]:
+            pid = client["partition_id"]
+            rows = [lines[name, r]["clients"][pid]["task_accuracy"] for r in (3, 6)]
+            np.testing.assert_allclose(client["R"], rows)
+        for i in range(2):
+            for j in range(2):
+                column = [c["R"][i][j] for c in block["clients"]]
+                assert min(column) - 1e-9 <= block["R"][i][j] <= max(column) + 1e-9
 
 
 def test_snapshots_are_kept_at_task_ends(run_dir) -> None:

@@ -931,7 +931,7 @@ def test_continual_staggered_task_ends_from_rounds(tmp_path):
     run_dir = make_continual_run(tmp_path, finished=False, stagger=1)
     report = render_report(run_dir).read_text()
     assert (
-        "they start staggered: in rounds 1 and 3 at client 0, up to rounds 2 and 4 at client 1 "
+        "they start staggered: in rounds 1 and 3 at client 0, up to rounds 1 and 4 at client 1 "
         "(the last)."
     ) in report
     # row 1: client 0 after round 2 (1.0, 0.1), client 1 after round 3 (0.5, 0.5)

@@ -108,13 +108,17 @@ def train(msg: Message, context: Context) -> Message:
         metrics = _train_graph(config, cfg, data, model, lr, proximal_mu, seed)
     else:
         batch = int(config.get(keys.CLIENT_BATCH_SIZE, own_batch_size(cfg, pid, context)))
-        heads = None
+        heads, probe = None, (model, data)
         if cfg["stream"] != "none":  # continual: this round's task (+ replay of earlier ones)
-            task, data, heads = _task_view(config, cfg, pid, data, server_round)
-        if bool(config.get(keys.MEASURE_NOISE_SCALE, False)):
+            task, data, heads, probe = _task_view(config, cfg, pid, data, model, server_round)
+            if probe[1].num_train == 0:  # no example of the task's own: read the replay
+                probe = (model, data)
+        if bool(config.get(keys.MEASURE_NOISE_SCALE, False)) and data.num_train:
             # at the received weights, before any step; its own seed: training batches unchanged
-            gradient = tabular.mean_gradient(model, data, batch, seed=seed ^ 0x6E5)
-        metrics = _train_tabular(config, cfg, data, model, lr, proximal_mu, seed, batch, heads)
+            gradient = tabular.mean_gradient(*probe, batch, seed=seed ^ 0x6E5)
+        metrics = _train_tabular(
+            config, cfg, data, model, lr, proximal_mu, seed, batch, heads, probe
+        )
         if cfg["stream"] != "none":
             metrics[keys.TASK] = task
         if gradient is not None:
@@ -145,27 +149,38 @@ def client_stream(cfg: dict[str, Any], data: Any, pid: int) -> tuple[list[Any], 
     return tasks, starts
 
 
-def _task_view(config, cfg, pid, data, server_round):
-    """``(task, data of this round, per-example heads or None)`` of a continual client."""
+def _task_view(config, cfg, pid, data, model, server_round):
+    """A continual client's round: ``(task, data, per-example heads or None, probe)``.
+
+    ``data`` is the task's train split plus the replay sample. ``probe`` is the ``(model,
+    data)`` the received loss, the noise estimate and the noise-scale gradient read: with
+    task-incremental heads, the model through the task's head on the task's own examples (the
+    replayed ones belong to other heads); otherwise the model and ``data``.
+    """
     tasks, starts = client_stream(cfg, data, pid)
     task = streams.current_task(starts, server_round)
     replay = int(cfg["replay-size"]) if bool(config.get(keys.REPLAY, False)) else 0
     replay_seed = int(np.random.SeedSequence([cfg["seed"], pid]).generate_state(1)[0])
     view, owner = streams.training_view(data, tasks, task, replay, replay_seed)
-    heads = streams.logit_masks(tasks, owner) if cfg["stream"] == "task-incremental" else None
-    return task, view, heads
+    if cfg["stream"] != "task-incremental":
+        return task, view, None, (model, view)
+    own, _ = streams.training_view(data, tasks, task, 0, replay_seed)
+    head = streams.task_mask(tasks[task].classes)
+    masked = tabular.HeadMasked(model, head).to(tabular.model_device(model))
+    return task, view, streams.logit_masks(tasks, owner), (masked, own)
 
 
 def _train_tabular(
-    config, cfg, data, model, lr, proximal_mu, seed, batch, heads=None
+    config, cfg, data, model, lr, proximal_mu, seed, batch, heads=None, probe=None
 ) -> dict[str, Any]:
     if data.num_train == 0:  # a continual task this client holds no example of
         return {keys.TRAIN_LOSS: float("nan"), keys.NOISE_ESTIMATE: -1.0, keys.STEPS: 0}
+    probe_model, probe_data = probe or (model, data)
     # q-FFL's F_k: loss of the received global model on the client's data.
-    received_loss, _ = tabular.evaluate(model, data.x_train, data.y_train)
+    received_loss, _ = tabular.evaluate(probe_model, probe_data.x_train, probe_data.y_train)
     estimate = -1.0
     if bool(config.get(keys.ESTIMATE_NOISE, False)):
-        estimate = tabular.estimate_noise(model, data, cfg["estimator"], seed=seed)
+        estimate = tabular.estimate_noise(probe_model, probe_data, cfg["estimator"], seed=seed)
     procs = int(cfg.get("ddp-procs", 1))
     common = {
         "epochs": cfg["local-epochs"],

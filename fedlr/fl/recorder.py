@@ -183,7 +183,7 @@ class RunRecorder:
             if strategy.stream != "none":
                 rows[-1].update(
                     task=log_.task.get(pid),
-                    task_accuracy=_json_safe(log_.task_accuracy.get(pid)),
+                    task_accuracy=_task_row(log_.task_accuracy.get(pid)),
                 )
         accuracies = [r["accuracy"] for r in rows if r["accuracy"] is not None]
         summary = fairness_summary(accuracies) if accuracies else None
@@ -294,6 +294,13 @@ class RunRecorder:
         self._rounds.close()
 
 
+def _task_row(values: list[float] | None) -> list[float | None] | None:
+    """A client's accuracy per task for ``rounds.jsonl``: null where it has no test example."""
+    if values is None:
+        return None
+    return [None if v < 0 else _finite_or_none(v) for v in values]
+
+
 def _steps_mean(log_: Any) -> float | None:
     """Mean local optimizer steps over the clients that trained in a round."""
     return float(np.mean(list(log_.steps.values()))) if log_.steps else None
@@ -373,7 +380,9 @@ def _continual_summary(strategy: PerClientRates, rounds: list[int]) -> dict[str,
         history = {r: g.task_accuracy[pid] for r, g in logs.items() if pid in g.task_accuracy}
         seen = [g.task_examples[pid] for g in logs.values() if pid in g.task_examples]
         counts = seen[-1] if seen else [0] * tasks
-        matrix = continual.matrix_at(history, [int(e) for e in ends[pid]])
+        matrix = continual.matrix_at(
+            history, [int(e) for e in ends[pid]], [int(s) for s in starts[pid]]
+        )
         matrices.append(matrix)
         examples.append(counts)
         own = strategy.task_baseline.get(pid)

@@ -443,8 +443,8 @@ class PerClientRates(FedAvg):
         phases start when its own tasks arrive.
         """
         starts: tuple[int, ...] = ()
-        if self.schedule_name == "phases":  # task 0 is trained from round 1 (current_task)
-            starts = (1, *(int(v) for v in self.task_starts()[pid][1:]))
+        if self.schedule_name == "phases":
+            starts = tuple(int(v) for v in self.task_starts()[pid])
         if starts not in self._multipliers:
             self._multipliers[starts] = schedules.round_multipliers(
                 self.schedule_name,
@@ -822,6 +822,7 @@ class PerClientRates(FedAvg):
         raw: dict[int, float] = {}
         diagnostics: dict[int, tuple[list[float], list[float], list[float]]] = {}
         gradients: dict[int, tuple[np.ndarray, int]] = {}
+        examples: dict[int, int] = {}  # continual: examples trained on this round
         for reply in replies:
             node = self.clients.get(reply.metadata.src_node_id)
             pid = node.partition_id if node else -1
@@ -838,6 +839,16 @@ class PerClientRates(FedAvg):
             ):
                 log_.errors.append({"partition_id": pid, "reason": "non-finite weights"})
                 continue
+            if self.stream != "none":
+                # A continual client trains on its current task (+ replay): that is its weight,
+                # at most all its examples plus the replay sample, whatever it reports.
+                trained = _scalar(metrics.get(keys.NUM_EXAMPLES))
+                most = node.num_examples + int(self.cfg["replay-size"]) * self.replay
+                examples[pid] = int(min(trained, most)) if np.isfinite(trained) else 0
+                if examples[pid] <= 0:
+                    reason = "no examples of its current task"
+                    log_.errors.append({"partition_id": pid, "reason": reason})
+                    continue
             train_loss = _scalar(metrics.get(keys.TRAIN_LOSS))
             if self.needs_train_loss and not np.isfinite(train_loss):
                 # QFedAvg scales the update by the loss: one NaN would make every weight NaN.
@@ -891,11 +902,12 @@ class PerClientRates(FedAvg):
         accepted.sort(key=lambda r: self.clients[r.metadata.src_node_id].partition_id)
         for reply in accepted:
             node = self.clients[reply.metadata.src_node_id]
-            weight = node.num_examples * factors.get(node.partition_id, 1.0)
+            size = examples.get(node.partition_id, node.num_examples)
+            weight = size * factors.get(node.partition_id, 1.0)
             log_.aggregation_weight[node.partition_id] = float(weight)
             reply.content[keys.METRICS] = MetricRecord(
                 {
-                    keys.NUM_EXAMPLES: node.num_examples,
+                    keys.NUM_EXAMPLES: size,
                     keys.AGGREGATION_WEIGHT: float(weight),
                     keys.TRAIN_LOSS: log_.train_loss[node.partition_id],
                 }

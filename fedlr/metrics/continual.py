@@ -168,22 +168,33 @@ def per_client(
     return [summary(m, None if baselines is None else baselines[i]) for i, m in enumerate(matrices)]
 
 
-def matrix_at(history: Mapping[int, Sequence[float | None]], ends: Sequence[int]) -> np.ndarray:
+def matrix_at(
+    history: Mapping[int, Sequence[float | None]],
+    ends: Sequence[int],
+    starts: Sequence[int] | None = None,
+) -> np.ndarray:
     """One client's accuracy matrix from its per-round evaluations.
 
     ``history[r]`` is the client's accuracy on every task after round ``r`` (``None`` or a
     negative value where it has no test example of a task); row ``i`` of the result is the
     evaluation at round ``ends[i]`` (the end of task ``i``), or at the latest round before it
-    that has one (a client that missed an evaluation). Entries nobody measured are NaN.
+    that has one (a client that missed an evaluation), but never before ``starts[i]``, the round
+    task ``i`` arrived (an evaluation from before it was trained is not its row). Entries nobody
+    measured are NaN.
 
     >>> matrix_at({2: [0.9, 0.1], 3: [0.8, 0.2], 4: [0.5, 0.9]}, [3, 4]).tolist()
     [[0.8, 0.2], [0.5, 0.9]]
+    >>> matrix_at({2: [0.9, 0.1], 3: [0.8, 0.2]}, [3, 4], starts=[1, 4]).tolist()
+    [[0.8, 0.2], [nan, nan]]
     """
     tasks = len(ends)
+    if starts is not None and len(starts) != tasks:
+        raise ValueError(f"starts: expected one round per task ({tasks}), got {len(starts)}")
     out = np.full((tasks, tasks), np.nan)
     rounds = sorted(history)
     for i, end in enumerate(ends):
-        seen = [r for r in rounds if r <= end]
+        first = starts[i] if starts is not None else -np.inf
+        seen = [r for r in rounds if first <= r <= end]
         if not seen:
             continue
         row = [np.nan if v is None or v < 0 else float(v) for v in history[seen[-1]]]

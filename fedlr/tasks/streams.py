@@ -152,12 +152,13 @@ def arrival_rounds(
     """First round of each task at each client, shape ``(num_clients, num_tasks)``.
 
     Together (``stagger = 0``) task ``t`` arrives everywhere in round
-    ``1 + floor(t * num_rounds / num_tasks)``. Staggered, client ``k`` gets every task
-    ``min(k * stagger, L - 1)`` rounds later, where ``L`` is the shortest task's length, so each
-    task still has at least one round at every client.
+    ``1 + floor(t * num_rounds / num_tasks)``. Staggered, every client starts task 0 in round 1
+    and client ``k`` gets every later task ``min(k * stagger, L - 1)`` rounds after client 0,
+    where ``L`` is the shortest task's length, so each task still has at least one round at
+    every client (:func:`stagger_limit`).
 
     >>> arrival_rounds(10, 2, 3, stagger=2).tolist()
-    [[1, 6], [3, 8], [5, 10]]
+    [[1, 6], [1, 8], [1, 10]]
     """
     for name, value, low in (
         ("num_rounds", num_rounds, 1),
@@ -172,9 +173,20 @@ def arrival_rounds(
             f"num_tasks: expected at most num_rounds ({num_rounds}) tasks, got {num_tasks}"
         )
     base = np.array([1 + (t * num_rounds) // num_tasks for t in range(num_tasks)])
-    shortest = int(np.min(np.diff(np.append(base, num_rounds + 1))))
-    offsets = np.minimum(np.arange(num_clients) * stagger, shortest - 1)
-    return base[None, :] + offsets[:, None]
+    offsets = np.minimum(np.arange(num_clients) * stagger, stagger_limit(num_rounds, num_tasks))
+    starts = base[None, :] + offsets[:, None]
+    starts[:, 0] = 1  # task 0 is there from the start
+    return starts
+
+
+def stagger_limit(num_rounds: int, num_tasks: int) -> int:
+    """The largest delay a client's tasks get: the shortest task's length minus one.
+
+    >>> stagger_limit(25, 5)
+    4
+    """
+    base = [1 + (t * num_rounds) // num_tasks for t in range(num_tasks)]
+    return int(min(b - a for a, b in zip(base, [*base[1:], num_rounds + 1], strict=True))) - 1
 
 
 def replay_indices(
@@ -210,8 +222,7 @@ def replay_indices(
 def current_task(starts: Sequence[int], server_round: int) -> int:
     """The task a client trains on in ``server_round``: the last one that has arrived.
 
-    ``starts`` is the client's row of :func:`arrival_rounds`; before its first task arrives a
-    client trains on task 0.
+    ``starts`` is the client's row of :func:`arrival_rounds` (task 0 starts in round 1).
 
     >>> current_task([1, 6], 5), current_task([1, 6], 6)
     (0, 1)

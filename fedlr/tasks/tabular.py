@@ -280,6 +280,24 @@ def evaluate(
     return loss, accuracy
 
 
+class HeadMasked(nn.Module):
+    """``model`` seen through one task's output head: logits outside ``head`` are masked.
+
+    It shares ``model``'s parameters (same order), so a loss, noise estimate or gradient taken
+    through it is one of ``model`` under task-incremental evaluation.
+    """
+
+    def __init__(self, model: nn.Module, head: np.ndarray) -> None:
+        super().__init__()
+        self.inner = model
+        self.register_buffer("keep", torch.from_numpy(np.asarray(head, bool)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The inner model's logits, masked to the head."""
+        keep = self.get_buffer("keep").to(x.device)
+        return self.inner(x).masked_fill(~keep, MASKED_LOGIT)
+
+
 def _masked(logits: torch.Tensor, head: np.ndarray | None) -> torch.Tensor:
     if head is None:
         return logits

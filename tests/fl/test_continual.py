@@ -1,9 +1,9 @@
 """Continual streams in fedlr.fl: schedules per round, tasks per client, R matrices (no engine).
 
 Split digits, class-incremental, 2 tasks (classes 0-4, then 5-9), 10 rounds, 3 iid clients.
-Together, task 1 arrives in round 6 everywhere; with ``task-stagger`` 1 (2) client ``k`` gets
-each task ``k`` (``2k``) rounds later: starts ``[[1, 6], [2, 7], [3, 8]]`` (``[[1, 6], [3, 8],
-[5, 10]]``).
+Together, task 1 arrives in round 6 everywhere; with ``task-stagger`` 1 (2) every client starts
+task 0 in round 1 and client ``k`` gets task 1 ``k`` (``2k``) rounds later: starts
+``[[1, 6], [1, 7], [1, 8]]`` (``[[1, 6], [1, 8], [1, 10]]``).
 
 Hand-worked numbers:
 
@@ -32,6 +32,7 @@ Hand-worked numbers:
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 import math
 
 import numpy as np
@@ -175,7 +176,7 @@ def test_staggered_phases_start_at_each_clients_own_arrival_rounds(make_clients)
     cfg = make_cfg(task_stagger=1, **PHASES)
     strategy = build_strategy("fedavg+phases", cfg, make_clients([EXAMPLES] * 3))
     starts = strategy.task_starts()
-    assert starts.tolist() == [[1, 6], [2, 7], [3, 8]]
+    assert starts.tolist() == [[1, 6], [1, 7], [1, 8]]
     rates = rates_over_the_run(strategy)  # every client, every round: no client is refused
     # phase 1 (task 1) re-warms at the client's own arrival round (see the module docstring)
     own_phase_1 = {0: [0.3, 0.5, 0.5, 0.4, 0.2], 1: [0.3, 0.5, 0.5, 0.3], 2: [0.3, 0.5, 0.5]}
@@ -270,7 +271,7 @@ def test_only_a_replay_strategy_asks_its_clients_to_replay(make_clients, name, r
     ("overrides", "starts", "snapshots"),
     [
         ({}, [[1, 6]] * 3, [5, 10]),
-        ({"task_stagger": 2}, [[1, 6], [3, 8], [5, 10]], [9, 10]),
+        ({"task_stagger": 2}, [[1, 6], [1, 8], [1, 10]], [9, 10]),
         ({"num_tasks": 5}, [[1, 3, 5, 7, 9]] * 3, [2, 4, 6, 8, 10]),
         # no stream: num-tasks phases of +phases, the same at every client (no stagger)
         ({"stream": "none", "task_stagger": 2, "strategies": "fedavg"}, [[1, 6]] * 3, [5, 10]),
@@ -656,7 +657,7 @@ def test_results_pool_each_clients_evaluation_at_its_own_task_ends(continual_run
     block = results["strategies"]["fedavg"]["continual"]
 
     assert block["stream"] == "class-incremental" and block["num_tasks"] == 2
-    assert block["task_starts"] == [[1, 6], [3, 8], [5, 10]]
+    assert block["task_starts"] == [[1, 6], [1, 8], [1, 10]]
     assert block["snapshot_rounds"] == [9, 10]
     assert block["schedule"] == "constant" and block["replay"] is False
     np.testing.assert_allclose(block["R"], POOLED_R, rtol=1e-12)
@@ -732,3 +733,90 @@ def test_state_dict_keeps_the_continual_fields_through_json(make_clients):
     assert again.task_ensemble == {1: [0.7, 0.9]}
     assert again.ensemble_examples == {1: [20, 20]}
     assert again.schedule(7) == strategy.schedule(7)
+
+
+def test_a_continual_round_weighs_each_client_by_the_examples_it_trained_on(make_clients):
+    # Client 0 trained on 30 examples of its task, client 1 on 10, client 2 on none (it holds
+    # no example of the task): the average is (30 * 1 + 10 * 5) / 40 = 2 and client 2 is logged.
+    strategy = build_strategy("fedavg", make_cfg(), make_clients([EXAMPLES] * 3))
+    messages = sent(strategy, 1)
+    replies = []
+    for pid, (examples, value) in enumerate(((30, 1.0), (10, 5.0), (0, 100.0))):
+        metrics = {keys.NUM_EXAMPLES: examples, keys.TRAIN_LOSS: 1.0, keys.TASK: 0}
+        content = RecordDict(
+            {
+                keys.ARRAYS: ArrayRecord([np.full(2, value)]),
+                keys.METRICS: MetricRecord(metrics),
+            }
+        )
+        replies.append(Message(content, reply_to=messages[pid]))
+    arrays, _ = strategy.aggregate_train(1, replies)
+    assert arrays is not None
+    np.testing.assert_allclose(arrays.to_numpy_ndarrays()[0], [2.0, 2.0])
+    assert strategy.rounds[1].aggregation_weight == {0: 30.0, 1: 10.0}
+    assert strategy.rounds[1].errors == [
+        {"partition_id": 2, "reason": "no examples of its current task"}
+    ]
+
+
+def test_a_reported_task_size_is_capped_by_the_clients_examples_and_replay(make_clients):
+    strategy = build_strategy(
+        "fedavg+replay", make_cfg(replay_size=7), make_clients([EXAMPLES] * 3)
+    )
+    messages = sent(strategy, 1)
+    replies = []
+    for pid in range(3):
+        metrics = {keys.NUM_EXAMPLES: 10**6, keys.TRAIN_LOSS: 1.0, keys.TASK: 0}
+        content = RecordDict(
+            {keys.ARRAYS: ArrayRecord([np.zeros(2)]), keys.METRICS: MetricRecord(metrics)}
+        )
+        replies.append(Message(content, reply_to=messages[pid]))
+    strategy.aggregate_train(1, replies)
+    assert strategy.rounds[1].aggregation_weight == dict.fromkeys(range(3), EXAMPLES + 7.0)
+
+
+def test_rounds_jsonl_writes_null_for_a_task_without_test_examples(tmp_path, make_clients):
+    clients = make_clients([EXAMPLES] * 3)
+    cfg = make_cfg()
+    strategy = build_strategy("fedavg", cfg, clients)
+    strategy.rounds[1] = RoundLog(task_accuracy={0: [0.5, -1.0], 1: [0.25, 0.75]})
+    recorder = RunRecorder(tmp_path, cfg, clients)
+    line = recorder.round_done("fedavg", strategy, 1)
+    recorder.close()
+    rows = {row["partition_id"]: row["task_accuracy"] for row in line["clients"]}
+    assert rows == {0: [0.5, None], 1: [0.25, 0.75], 2: None}
+
+
+def test_task_incremental_probes_read_the_model_through_the_tasks_head():
+    # The received loss (q-FFL's F_k) and the noise estimate look at the task's own examples
+    # through its head: the replayed examples of task 0 and the logits of classes 0-4 are out.
+    cfg = make_cfg(stream="task-incremental", replay_size=20, estimator="loss-margin")
+    tasks, _ = client_app.client_stream(cfg, tabular.client_data(cfg, 1), 1)
+    received = tabular.build_model(cfg, seed=11)  # what client_message sends
+    head = streams.task_mask(tasks[1].classes)
+    expected_loss, _ = tabular.evaluate(received, tasks[1].x_train, tasks[1].y_train, head)
+    unmasked_loss, _ = tabular.evaluate(received, tasks[1].x_train, tasks[1].y_train)
+    assert expected_loss < unmasked_loss  # the head matters: 5 classes instead of 10
+    msg = client_message(
+        cfg,
+        MessageType.TRAIN,
+        **{
+            keys.LR: 0.05,
+            keys.SERVER_ROUND: 6,
+            keys.CLIENT_BATCH_SIZE: 16,
+            keys.REPLAY: True,
+            keys.ESTIMATE_NOISE: True,
+        },
+    )
+    metrics = client_app.train(msg, client_context(1)).content.metric_records[keys.METRICS]
+    assert metrics[keys.TRAIN_LOSS] == pytest.approx(expected_loss, rel=1e-6)
+    own = replace(
+        tabular.client_data(cfg, 1),
+        x_train=tasks[1].x_train,
+        y_train=tasks[1].y_train,
+        y_train_clean=tasks[1].y_train,
+    )
+    masked = tabular.HeadMasked(received, head)
+    expected_estimate = tabular.estimate_noise(masked, own, "loss-margin")
+    assert metrics[keys.NOISE_ESTIMATE] == pytest.approx(expected_estimate, rel=1e-6)
+    assert metrics[keys.NUM_EXAMPLES] == len(tasks[1].y_train) + 20  # training has the replay

@@ -244,3 +244,14 @@ def test_doctests():
     result = doctest.testmod(fedlr.metrics.continual)
     assert result.attempted > 0
     assert result.failed == 0
+
+
+def test_matrix_at_never_takes_a_row_from_before_the_task_arrived():
+    # task 1 arrives in round 4; its end-of-task evaluation (round 5) is missing, and the latest
+    # earlier evaluation (round 3) is from before the task was trained: the row stays NaN
+    history = {2: [0.9, 0.1], 3: [0.8, 0.2], 6: [0.5, 0.9]}
+    assert matrix_at(history, [3, 5]).tolist() == [[0.8, 0.2], [0.8, 0.2]]
+    bounded = matrix_at(history, [3, 5], starts=[1, 4])
+    assert bounded[0].tolist() == [0.8, 0.2] and np.isnan(bounded[1]).all()
+    with pytest.raises(ValueError, match="starts: expected one round per task"):
+        matrix_at(history, [3, 5], starts=[1])

@@ -98,7 +98,8 @@ def test_arrival_rounds_together_and_staggered():
     together = arrival_rounds(30, 5, 4)
     assert together.tolist() == [[1, 7, 13, 19, 25]] * 4
     staggered = arrival_rounds(30, 5, 4, stagger=2)
-    assert staggered[:, 0].tolist() == [1, 3, 5, 6]  # capped at the shortest task's length - 1
+    assert staggered[:, 0].tolist() == [1, 1, 1, 1]  # task 0 is there from round 1
+    assert staggered[:, 1].tolist() == [7, 9, 11, 12]  # capped at the shortest task's length - 1
     assert np.all(np.diff(staggered, axis=1) > 0)
     assert staggered.max() <= 30
 

@@ -460,3 +460,18 @@ def test_gradient_estimate_is_finite_positive_and_seeded():
 def test_unknown_estimator_raises():
     with pytest.raises(ValueError, match="estimator: expected .*, got 'magic'"):
         tabular.estimate_noise(tabular.build_model(CFG), tabular.client_data(CFG, 0), "magic")
+
+
+def test_head_masked_shares_the_models_parameters_and_masks_its_logits():
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 4)
+    head = np.array([False, True, True, False])
+    masked = tabular.HeadMasked(model, head)
+    assert [p.data_ptr() for p in masked.parameters()] == [p.data_ptr() for p in model.parameters()]
+    x = torch.randn(5, 3)
+    out = masked(x)
+    torch.testing.assert_close(out[:, head], model(x)[:, head])
+    assert torch.all(out[:, ~head] == tabular.MASKED_LOGIT)
+    # a gradient through it reaches only the head's output rows
+    torch.nn.functional.cross_entropy(out, torch.tensor([1, 2, 1, 2, 1])).backward()
+    assert torch.all(model.weight.grad[~head] == 0) and torch.any(model.weight.grad[head] != 0)
