@@ -535,14 +535,17 @@ def test_stream_names_are_the_ones_streams_builds():
     assert not config.SCHEMA["stream"].check("domain-incremental")
 
 
-def test_schedule_modifiers_are_the_schedules_but_constant():
-    from fedlr.rates.schedules import SCHEDULES
+def test_every_schedule_modifier_is_a_schedule_the_server_can_run():
+    from fedlr.fl.strategy import schedule_params
+    from fedlr.rates.schedules import round_multipliers
 
-    # the two lists must not drift apart: every schedule but constant is a modifier, once
     assert len(set(config.SCHEDULE_MODIFIERS)) == len(config.SCHEDULE_MODIFIERS)
-    assert set(config.SCHEDULE_MODIFIERS) | {"constant"} == set(SCHEDULES)
-    assert len(config.SCHEDULE_MODIFIERS) + 1 == len(SCHEDULES)
     assert set(config.SCHEDULE_MODIFIERS) <= set(config.MODIFIERS)
+    cfg = resolve(overrides={"num-server-rounds": 10, "num-tasks": 2})
+    for name in config.SCHEDULE_MODIFIERS:  # each one's parameters, from the config's keys
+        multipliers = round_multipliers(name, 10, **schedule_params(name, cfg, [1, 6]))
+        assert len(multipliers) == 10 and max(multipliers) <= 1.0
+        assert multipliers != [1.0] * 10, name  # a schedule, not the constant rate
 
 
 @pytest.mark.parametrize(

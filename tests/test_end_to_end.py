@@ -35,13 +35,24 @@ def simulate(tmp_path: Path, *settings: str) -> subprocess.CompletedProcess[str]
     )
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    tmp_path = tmp_path_factory.mktemp("e2e")
-    done = simulate(tmp_path, *SETTINGS)
+def finished_run(tmp_path_factory: pytest.TempPathFactory, prefix: str, *settings: str) -> Path:
+    """The run directory of one successful `fedlr simulate --set ...` in a fresh temp dir."""
+    tmp_path = tmp_path_factory.mktemp(prefix)
+    done = simulate(tmp_path, *settings)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     (path,) = (tmp_path / "runs").iterdir()
     return path
+
+
+def round_lines(run_dir: Path) -> dict[tuple[str, int], dict]:
+    """``rounds.jsonl`` by (strategy, round)."""
+    rows = [json.loads(line) for line in (run_dir / "rounds.jsonl").read_text().splitlines()]
+    return {(line["strategy"], line["round"]): line for line in rows}
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return finished_run(tmp_path_factory, "e2e", *SETTINGS)
 
 
 def test_run_directory_is_complete(run_dir: Path) -> None:

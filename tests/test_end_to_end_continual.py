@@ -16,7 +16,7 @@ import pytest
 
 from fedlr.metrics import continual
 
-from .test_end_to_end import simulate
+from .test_end_to_end import finished_run, round_lines
 
 pytestmark = pytest.mark.slow
 
@@ -38,17 +38,12 @@ SETTINGS = [
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    tmp_path = tmp_path_factory.mktemp("e2e-continual")
-    done = simulate(tmp_path, *SETTINGS)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    (path,) = (tmp_path / "runs").iterdir()
-    return path
+    return finished_run(tmp_path_factory, "e2e-continual", *SETTINGS)
 
 
 @pytest.fixture(scope="module")
 def lines(run_dir: Path) -> dict[tuple[str, int], dict]:
-    rows = [json.loads(line) for line in (run_dir / "rounds.jsonl").read_text().splitlines()]
-    return {(line["strategy"], line["round"]): line for line in rows}
+    return round_lines(run_dir)
 
 
 @pytest.fixture(scope="module")

@@ -56,16 +56,10 @@ from typing import Any
 
 import torch
 
-SCHEDULES = (
-    "constant",
-    "step",
-    "exponential",
-    "cosine",
-    "warm-restarts",
-    "cyclical",
-    "one-cycle",
-    "phases",
-)
+from fedlr.config import SCHEDULE_MODIFIERS
+
+# constant, then the schedules a strategy names as a modifier (+step, +cosine, ..., +phases)
+SCHEDULES = ("constant", *SCHEDULE_MODIFIERS)
 CYCLIC_MODES = ("triangular", "triangular2", "exp_range")
 ANNEAL_STRATEGIES = ("cos", "linear")
 
