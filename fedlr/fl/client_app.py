@@ -17,6 +17,7 @@ one is visible, else the CPU); with ``ddp-procs`` P > 1 local training spans P p
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -131,18 +132,24 @@ def train(msg: Message, context: Context) -> Message:
     return Message(content, reply_to=msg)
 
 
-def client_stream(cfg: dict[str, Any], data: Any, pid: int) -> tuple[list[Any], np.ndarray]:
-    """A client's tasks (:func:`fedlr.tasks.streams.build_stream`) and their arrival rounds."""
-    tasks = streams.build_stream(
-        cfg["stream"],
+@functools.lru_cache(maxsize=16)
+def _stream(data: Any, kind: str, num_tasks: int, seed: int, max_angle: float) -> list[Any]:
+    # ``data`` is the task module's cached ClientData (hashed by identity): built once per process
+    return streams.build_stream(
+        kind,
         data.x_train,
         data.y_train,
         data.x_test,
         data.y_test,
-        num_tasks=cfg["num-tasks"],
-        seed=cfg["seed"],
-        max_angle=cfg["rotation-max"],
+        num_tasks=num_tasks,
+        seed=seed,
+        max_angle=max_angle,
     )
+
+
+def client_stream(cfg: dict[str, Any], data: Any, pid: int) -> tuple[list[Any], np.ndarray]:
+    """A client's tasks (:func:`fedlr.tasks.streams.build_stream`) and their arrival rounds."""
+    tasks = _stream(data, cfg["stream"], cfg["num-tasks"], cfg["seed"], cfg["rotation-max"])
     starts = streams.arrival_rounds(
         cfg["num-server-rounds"], cfg["num-tasks"], cfg["num-clients"], cfg["task-stagger"]
     )[pid]

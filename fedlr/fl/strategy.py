@@ -82,8 +82,14 @@ from fedlr.rates.noise import NoiseEMA, inverse_noise_rule, is_valid_estimate
 log = logging.getLogger("fedlr")
 
 
-# RoundLog fields keyed by partition id that are not in the first checkpoint format
+# RoundLog fields keyed by partition id (a JSON copy of a state has them as strings)
 _PER_CLIENT_LOGS = (
+    "lr",
+    "noise_estimate",
+    "noise_smoothed",
+    "train_loss",
+    "accuracy",
+    "aggregation_weight",
     "batch_size",
     "coupling_factor",
     "schedule_factor",

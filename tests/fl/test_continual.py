@@ -729,6 +729,8 @@ def test_state_dict_keeps_the_continual_fields_through_json(make_clients):
     assert again.rounds[6].task == {0: 1, 2: 1}
     assert again.rounds[6].task_accuracy == {0: [0.6, 0.8], 2: [-1.0, 0.5]}
     assert again.rounds[6].schedule_factor == pytest.approx(dict.fromkeys(range(3), 0.3))
+    assert again.rounds[6].lr == strategy.rounds[6].lr  # older per-client logs: int keys too
+    assert list(again.rounds[6].lr) == [0, 1, 2]
     assert again.task_baseline == {0: [0.1, 0.0], 2: [0.2, 0.3]}
     assert again.task_ensemble == {1: [0.7, 0.9]}
     assert again.ensemble_examples == {1: [20, 20]}
@@ -820,3 +822,14 @@ def test_task_incremental_probes_read_the_model_through_the_tasks_head():
     expected_estimate = tabular.estimate_noise(masked, own, "loss-margin")
     assert metrics[keys.NOISE_ESTIMATE] == pytest.approx(expected_estimate, rel=1e-6)
     assert metrics[keys.NUM_EXAMPLES] == len(tasks[1].y_train) + 20  # training has the replay
+
+
+def test_a_clients_stream_is_built_once_per_process():
+    cfg = make_cfg(stream="rotated")
+    data = tabular.client_data(cfg, 0)
+    first, _ = client_app.client_stream(cfg, data, 0)
+    again, _ = client_app.client_stream(cfg, data, 0)
+    assert again is first  # rotated images are not recomputed for every message
+    other, _ = client_app.client_stream(make_cfg(stream="rotated", rotation_max=45.0), data, 0)
+    assert other is not first
+    assert not np.array_equal(other[-1].x_train, first[-1].x_train)
