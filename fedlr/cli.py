@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import warnings
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -29,6 +30,11 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def _print_warnings(caught: list[warnings.WarningMessage]) -> None:
+    for warning in caught:
+        err.print(f"[bold yellow]warning:[/] {warning.message}", highlight=False, soft_wrap=True)
+
+
 def _quiet_engine(verbose: bool) -> None:
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
@@ -36,8 +42,6 @@ def _quiet_engine(verbose: bool) -> None:
     if not verbose:
         os.environ.setdefault("RAY_LOG_TO_STDERR", "0")
         logging.getLogger("flwr").setLevel(logging.ERROR)
-        import warnings
-
         warnings.filterwarnings("ignore")
 
 
@@ -74,17 +78,23 @@ def simulate(
     """Run every strategy of a scenario side by side on Flower's simulation engine."""
     _quiet_engine(verbose)  # before anything imports flwr: it reads these once, on import
     saved = None
-    try:
-        if resume is not None:
-            saved = _resume_state(resume, config, set_, out)
-            cfg = saved[0]
-        else:
-            overrides: dict[str, Any] = dict(fedlr_config.parse_override(s) for s in set_ or [])
-            if out is not None:
-                overrides["out-dir"] = str(out)
-            cfg = fedlr_config.resolve(config, overrides)
-    except fedlr_config.ConfigError as error:
-        fail(str(error))
+    # The config's own warnings (a setting that does nothing) reach the user, one line each,
+    # even though the engine's are silenced.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        try:
+            if resume is not None:
+                saved = _resume_state(resume, config, set_, out)
+                cfg = saved[0]
+            else:
+                overrides: dict[str, Any] = dict(fedlr_config.parse_override(s) for s in set_ or [])
+                if out is not None:
+                    overrides["out-dir"] = str(out)
+                cfg = fedlr_config.resolve(config, overrides)
+        except fedlr_config.ConfigError as error:
+            _print_warnings(caught)
+            fail(str(error))
+    _print_warnings(caught)
 
     from flwr.simulation import run_simulation
 

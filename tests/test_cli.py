@@ -148,3 +148,15 @@ def test_bad_resume_is_one_line_and_exit_2(tmp_path, setup, args, mention):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and mention in lines[0], result.stderr
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_a_setting_that_does_nothing_warns_in_one_line_before_the_error(tmp_path):
+    # the engine's warnings are silenced, the config's own are shown: one line each
+    result = run_fedlr(
+        "simulate", "--set", "task-stagger=1", "--set", "dataset=karate", cwd=tmp_path
+    )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines[0] == "warning: task-stagger is ignored without a stream (stream = 'none')"
+    assert len(lines) == 2 and lines[1].startswith("error: hard-clean-clients:")
+    assert "Traceback" not in result.stdout + result.stderr
