@@ -51,7 +51,13 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import LogFormatter, MaxNLocator, PercentFormatter
 
-from fedlr.config import OPTIMIZER_MODIFIERS, SCHEDULE_MODIFIERS, split_list
+from fedlr.config import (
+    OPTIMIZER_MODIFIERS,
+    ConfigError,
+    schedule_of,
+    split_list,
+    uses_modifier,
+)
 from fedlr.metrics import continual
 from fedlr.metrics.fairness import clean_noisy_gap, fairness_summary, spearman_rho
 from fedlr.rates.coupling import rule_for_optimizer
@@ -525,9 +531,10 @@ def _square_matrix(raw: Any) -> np.ndarray | None:
 
 def _schedule_from_name(strategy: str) -> tuple[str, bool]:
     """Schedule (``constant`` without a schedule modifier) and replay implied by the name."""
-    _, *modifiers = (part.strip() for part in strategy.split("+"))
-    schedule = next((m for m in modifiers if m in SCHEDULE_MODIFIERS), "constant")
-    return schedule, "replay" in modifiers
+    try:
+        return schedule_of(strategy), uses_modifier(strategy, "replay")
+    except ConfigError:  # a name this version does not know: no schedule, no replay
+        return "constant", False
 
 
 def _continual_from_results(results: dict[str, Any]) -> dict[str, dict[str, Any]]:

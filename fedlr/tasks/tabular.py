@@ -205,8 +205,7 @@ def train_local(
         keep = torch.from_numpy(np.asarray(logit_mask, bool)).to(x.device)
 
     def forward(rows: torch.Tensor) -> torch.Tensor:
-        logits = model(x[rows])
-        return logits if keep is None else logits.masked_fill(~keep[rows], MASKED_LOGIT)
+        return _masked(model(x[rows]), None if keep is None else keep[rows])
 
     generator = torch.Generator().manual_seed(seed)
     loss_fn = nn.CrossEntropyLoss()
@@ -294,15 +293,15 @@ class HeadMasked(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The inner model's logits, masked to the head."""
-        keep = self.get_buffer("keep").to(x.device)
-        return self.inner(x).masked_fill(~keep, MASKED_LOGIT)
+        return _masked(self.inner(x), self.get_buffer("keep"))
 
 
-def _masked(logits: torch.Tensor, head: np.ndarray | None) -> torch.Tensor:
+def _masked(logits: torch.Tensor, head: np.ndarray | torch.Tensor | None) -> torch.Tensor:
+    """``logits`` with the entries outside ``head`` (booleans, ``(C,)`` or ``(N, C)``) masked."""
     if head is None:
         return logits
-    keep = torch.from_numpy(np.asarray(head, bool)).to(logits.device)
-    return logits.masked_fill(~keep, MASKED_LOGIT)
+    keep = head if isinstance(head, torch.Tensor) else torch.from_numpy(np.asarray(head, bool))
+    return logits.masked_fill(~keep.to(logits.device), MASKED_LOGIT)
 
 
 @torch.no_grad()
