@@ -137,12 +137,22 @@ def simulate(
         )
     if cfg["client-gpus"] > gpus > 0:
         fail(f"client-gpus: expected at most the {gpus} GPUs torch sees, got {cfg['client-gpus']}")
-    try:  # data problems (too few samples for a split, missing files) surface now, not inside Ray
-        from fedlr.tasks import task_for
+    if ":" in str(cfg["model"]):  # a user's model module: importable in Ray's workers too
+        paths = [os.getcwd(), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+        os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    # Data and model problems (too few samples for a split, missing files, a user's model that
+    # cannot be imported) surface now, as one line, not inside Ray.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        try:
+            from fedlr.tasks import task_for
 
-        task_for(cfg).client_data(cfg, 0)
-    except (ValueError, FileNotFoundError) as error:
-        fail(str(error))
+            task_for(cfg).client_data(cfg, 0)
+            task_for(cfg).build_model(cfg)
+        except (ValueError, FileNotFoundError) as error:
+            _print_warnings(caught)
+            fail(str(error))
+    _print_warnings(caught)
     if saved is not None:
         where = (
             f"after round {checkpoint.round} of {checkpoint.strategy}"

@@ -28,9 +28,15 @@ STRATEGIES = (
     "qfedavg",
     "fedprox",
 )
-TABULAR_DATASETS = ("digits", "synthetic")
+# Users' own tables, one file (or one site-column value) per client: read by fedlr.data.files.
+FILE_DATASETS = ("csv", "parquet")
+TABULAR_DATASETS = ("digits", "synthetic", *FILE_DATASETS)
 GRAPH_DATASETS = ("cora", "karate", "ba")
 DATASETS = TABULAR_DATASETS + GRAPH_DATASETS
+STANDARDIZE = ("federated", "site", "none")
+BUILTIN_MODELS = ("mlp", "linear")
+# Per-client evaluation metrics (fedlr.metrics.classification, computed with scikit-learn).
+METRICS = ("accuracy", "balanced-accuracy", "auroc", "f1", "loss")
 PARTITIONERS = ("iid", "dirichlet", "size-skew")
 LABEL_NOISE = ("symmetric", "pair-flip")
 ESTIMATORS = ("loss", "loss-margin", "gradient", "oracle")
@@ -259,6 +265,19 @@ def is_graph(cfg: Mapping[str, Any]) -> bool:
     return cfg["dataset"] in GRAPH_DATASETS
 
 
+def _import_string(value: str) -> bool:
+    """Whether ``value`` has the shape ``package.module:attribute`` (imported later, when used)."""
+    module, sep, attribute = value.partition(":")
+    return bool(sep) and all(
+        part.isidentifier() for part in (*module.split("."), *attribute.split("."))
+    )
+
+
+def is_files(cfg: Mapping[str, Any]) -> bool:
+    """Whether the run's data are users' files (``dataset`` csv or parquet)."""
+    return cfg["dataset"] in FILE_DATASETS
+
+
 def split_list(value: str) -> list[str]:
     """Split a comma-separated config value into its stripped, non-empty items."""
     return [item.strip() for item in str(value).split(",") if item.strip()]
@@ -339,6 +358,47 @@ SCHEMA: dict[str, Key] = {
         lambda v: True,
         "where datasets are cached (Cora's Planetoid files: raw copied from "
         "$FEDLR_PLANETOID_DIR or ../shared/data/planetoid)",
+    ),
+    # -- users' files (dataset = csv or parquet) ---------------------------------------------
+    "data-files": Key(
+        str,
+        "",
+        "a comma list of files or globs (.csv, .parquet), one per client, or one file with "
+        "site-column; empty on a deployment whose SuperNodes read node-config data-path",
+        lambda v: True,
+        "the sites' tables; clients are the files in sorted order",
+    ),
+    "site-column": Key(
+        str,
+        "",
+        "a column name, or empty",
+        lambda v: True,
+        "one file holding every site: one client per distinct value of this column, sorted",
+    ),
+    "label-column": Key(
+        str, "label", "a column name", lambda v: bool(v.strip()), "the column to predict"
+    ),
+    "feature-columns": Key(
+        str,
+        "",
+        "a comma list of column names, or empty (every column but the label and site columns)",
+        lambda v: True,
+        "the model's inputs",
+    ),
+    "categorical-columns": Key(
+        str,
+        "",
+        "a comma list of feature column names, or empty",
+        lambda v: True,
+        "features one-hot encoded over the categories of all sites",
+    ),
+    "standardize": Key(
+        str,
+        "federated",
+        " or ".join(STANDARDIZE),
+        _choice(STANDARDIZE),
+        "numeric features: z-scores from the sites' pooled train statistics (counts, sums, "
+        "sums of squares; never rows), from each site's own, or none",
     ),
     # -- graphs (dataset = cora, karate or ba) ----------------------------------------------
     "graph-split": Key(
@@ -436,6 +496,14 @@ SCHEMA: dict[str, Key] = {
         "std of the Gaussian input noise ('older equipment')",
     ),
     # -- local training ----------------------------------------------------------------------
+    "model": Key(
+        str,
+        "mlp",
+        "mlp, linear or package.module:function (called with the number of features and "
+        "classes, returning a torch.nn.Module)",
+        lambda v: v in BUILTIN_MODELS or _import_string(v),
+        "tabular model: a 2-layer MLP (hidden), a linear layer (logistic regression), or yours",
+    ),
     "hidden": Key(int, 64, "an integer >= 1", _range(1), "hidden width (MLP or GNN)"),
     "local-epochs": Key(
         int,
@@ -612,6 +680,21 @@ SCHEMA: dict[str, Key] = {
         _range(0),
         "+replay: examples of earlier tasks a client mixes into each round's training",
     ),
+    # -- evaluation ----------------------------------------------------------------------------
+    "metrics": Key(
+        str,
+        "accuracy",
+        "a comma list, without repeats, of " + ", ".join(METRICS),
+        _subset(METRICS),
+        "what each client reports on its test split (accuracy is always reported)",
+    ),
+    "fairness-metric": Key(
+        str,
+        "accuracy",
+        " or ".join(METRICS) + ", one of metrics",
+        _choice(METRICS),
+        "the metric of the fairness summary (mean, worst/best 10%, variance, Jain, Gini) and plots",
+    ),
     # -- the rate rule -----------------------------------------------------------------------
     "estimator": Key(
         str, "loss-margin", " or ".join(ESTIMATORS), _choice(ESTIMATORS), "client noise estimator"
@@ -742,12 +825,48 @@ def resolve(file: Path | None = None, overrides: Mapping[str, Any] | None = None
         except tomllib.TOMLDecodeError as err:
             raise ConfigError(f"config file {file}: not valid TOML ({err})") from None
     layers.append(dict(overrides or {}))
+    explicit: set[str] = set()
     for layer in layers:
         for key, value in layer.items():
             if key not in SCHEMA:
                 raise ConfigError(f"unknown config key {key!r}; allowed: {', '.join(SCHEMA)}")
             values[key] = _coerce(key, value)
-    return validate(values)
+            explicit.add(key)
+    return validate(_file_defaults(values, explicit))
+
+
+# Users' files inject nothing unless asked: these keys' digits defaults become 0 there.
+# The oracle reads injected truth, which real files lack: it is left out of their default list.
+FILE_DEFAULTS = {
+    "noisy-clients": 0,
+    "hard-clean-clients": 0,
+    "strategies": ",".join(s for s in STRATEGIES if s != "oracle-noise-rates"),
+}
+
+
+def _file_defaults(values: dict[str, Any], explicit: set[str]) -> dict[str, Any]:
+    """With users' files, the keys not set explicitly get the files' defaults.
+
+    Nothing is injected and the oracle is not run by default (:data:`FILE_DEFAULTS`), and
+    ``num-clients`` is the number of sites found in ``data-files`` (with no ``data-files``, a
+    deployment whose SuperNodes read their own ``data-path``, it stays as set).
+    """
+    if not is_files(values):
+        return values
+    for key, default in FILE_DEFAULTS.items():
+        if key not in explicit:
+            values[key] = default
+    if str(values["data-files"]).strip():
+        from fedlr.data.files import count_sites  # here: fedlr.data imports this module
+
+        found = count_sites(values)
+        if "num-clients" in explicit and values["num-clients"] != found:
+            raise ConfigError(
+                f"num-clients: data-files holds {found} sites; expected {found} (or leave "
+                f"num-clients unset), got {values['num-clients']}"
+            )
+        values["num-clients"] = found
+    return values
 
 
 def validate(values: dict[str, Any]) -> dict[str, Any]:
@@ -785,6 +904,7 @@ def validate(values: dict[str, Any]) -> dict[str, Any]:
         )
     _validate_batches(values)
     _validate_stream(values)
+    _validate_data(values)
     if is_graph(values):
         _validate_graph(values)
     else:
@@ -799,6 +919,60 @@ def validate(values: dict[str, Any]) -> dict[str, Any]:
         if bad:
             raise ConfigError(f"hard-classes: expected classes in 0..9, got {','.join(bad)}")
     return values
+
+
+def _validate_data(values: Mapping[str, Any]) -> None:
+    """Relations of the users'-files, model and metric keys."""
+    names = split_list(values["strategies"])
+    metrics = split_list(values["metrics"])
+    if values["fairness-metric"] not in (*metrics, "accuracy", "loss"):
+        raise ConfigError(
+            f"fairness-metric: expected accuracy, loss or one of metrics ({values['metrics']}), "
+            f"got {values['fairness-metric']!r}"
+        )
+    extra = [m for m in metrics if m not in ("accuracy", "loss")]
+    if extra and (is_graph(values) or values["stream"] != "none"):
+        raise ConfigError(
+            f"metrics: {extra[0]!r} is computed for tabular data without a stream; expected "
+            "accuracy or loss with a graph dataset or a continual stream"
+        )
+    if values["model"] != "mlp" and is_graph(values):
+        raise ConfigError(
+            f"model: graphs use the gnn key; expected 'mlp' (the default) with dataset "
+            f"{values['dataset']!r}, got {values['model']!r}"
+        )
+    if values["model"] != "mlp" and values["ddp-procs"] != 1:
+        raise ConfigError(
+            f"ddp-procs: expected 1 with model {values['model']!r} (DDP workers rebuild the "
+            f"built-in MLP only), got {values['ddp-procs']}"
+        )
+    if not is_files(values):
+        for key in ("data-files", "site-column"):
+            if str(values[key]).strip():
+                raise ConfigError(
+                    f"{key}: read with dataset csv or parquet; got dataset "
+                    f"{values['dataset']!r} (set dataset = 'csv' to train on files)"
+                )
+        return
+    if values["hard-clean-clients"] > 0:
+        raise ConfigError(
+            "hard-clean-clients: a hard-but-clean client is dealt chosen classes of digits or "
+            f"synthetic data; expected 0 with dataset {values['dataset']!r}, "
+            f"got {values['hard-clean-clients']}"
+        )
+    if values["stream"] != "none":
+        raise ConfigError(
+            f"stream: continual streams split digits or synthetic examples; expected 'none' "
+            f"with dataset {values['dataset']!r}, got {values['stream']!r}"
+        )
+    truth = values["noisy-clients"] > 0 or values["feature-noise-clients"] > 0
+    oracle = [n for n in names if parse_strategy(n)[0] == "oracle-noise-rates"]
+    if not truth and (oracle or values["estimator"] == "oracle"):
+        what = f"strategies: {oracle[0]!r}" if oracle else "estimator: 'oracle'"
+        raise ConfigError(
+            f"{what} reads each client's true noise, which real files do not have; inject noise "
+            "(noisy-clients > 0) or choose another strategy and estimator"
+        )
 
 
 def _validate_batches(values: Mapping[str, Any]) -> None:
@@ -984,8 +1158,20 @@ def _validate_graph(values: Mapping[str, Any]) -> None:
 
 
 def from_run_config(run_config: Mapping[str, Any]) -> dict[str, Any]:
-    """Resolve a Flower ``context.run_config`` (the app config plus ``--run-config``)."""
-    return resolve(overrides=dict(run_config))
+    """Resolve a Flower ``context.run_config`` (the app config plus ``--run-config``).
+
+    Flower passes every key of ``[tool.flwr.app.config]``, so a key counts as set (for the
+    files' defaults, :data:`FILE_DEFAULTS`) when its value differs from fedlr's default.
+    """
+    values: dict[str, Any] = dict(DEFAULTS)
+    explicit: set[str] = set()
+    for key, value in run_config.items():
+        if key not in SCHEMA:
+            raise ConfigError(f"unknown config key {key!r}; allowed: {', '.join(SCHEMA)}")
+        values[key] = _coerce(key, value)
+        if values[key] != DEFAULTS[key]:
+            explicit.add(key)
+    return validate(_file_defaults(values, explicit))
 
 
 def to_toml(values: Mapping[str, Any]) -> str:

@@ -488,7 +488,7 @@ def test_batch_relations_are_refused_with_one_line(overrides, message):
 def test_batch_keys_need_a_tabular_dataset(overrides, what):
     message = (
         f"{what}: batch sizes and the gradient noise scale need mini-batches; a graph dataset "
-        "(karate) trains full-batch; expected a tabular dataset (digits, synthetic)"
+        "(karate) trains full-batch; expected a tabular dataset (digits, synthetic, csv, parquet)"
     )
     assert one_line_error(message, **{**GRAPH, **overrides}) == message
 

@@ -27,7 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from fedlr.config import split_list
+from fedlr.config import is_files, split_list
+from fedlr.data import files
 from fedlr.data.datasets import load_digits_arrays, synthetic_federated
 from fedlr.data.noise import gaussian_feature_noise, pair_flip_label_noise, symmetric_label_noise
 from fedlr.data.partition import partition_indices
@@ -72,13 +73,14 @@ class ClientData:
     ----------
     partition_id : int
         The client's partition id (its Flower ``partition-id``).
-    role : str
-        ``"noisy"``, ``"hard-clean"`` or ``"clean"``.
+    role : str or None
+        ``"noisy"``, ``"hard-clean"`` or ``"clean"``; None for users' files into which nothing
+        is injected (a real site's noise is unknown).
     noise_rate : float
         Configured label-noise rate, 0.0 for clean clients: the oracle truth.
-    flip_fraction : float
+    flip_fraction : float or None
         Fraction of train labels actually changed (for symmetric noise about
-        ``noise_rate * (1 - 1/C)``).
+        ``noise_rate * (1 - 1/C)``); None where the truth is unknown (``role`` None).
     feature_sigma : float
         Std of the Gaussian input noise added to train and test inputs, 0.0 if none.
     x_train, y_train : np.ndarray
@@ -90,15 +92,16 @@ class ClientData:
     """
 
     partition_id: int
-    role: str
+    role: str | None
     noise_rate: float
-    flip_fraction: float
+    flip_fraction: float | None
     feature_sigma: float
     x_train: np.ndarray
     y_train: np.ndarray
     y_train_clean: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
+    site: str = ""
 
     @property
     def num_train(self) -> int:
@@ -123,11 +126,14 @@ class Federation:
         Number of classes.
     num_features : int
         Input dimension.
+    classes : tuple
+        Users' files: the label values, in class-index order (empty for built-in data).
     """
 
     clients: list[ClientData]
     num_classes: int
     num_features: int
+    classes: tuple[Any, ...] = ()
 
 
 def client_roles(cfg: Mapping[str, Any]) -> list[tuple[str, float, float]]:
@@ -272,30 +278,50 @@ def build_federation(cfg: Mapping[str, Any]) -> Federation:
             f"label-noise: expected {' or '.join(_LABEL_NOISE)}, got {cfg['label-noise']!r}"
         )
 
-    if cfg["dataset"] == "digits":
-        x_all, y_all = load_digits_arrays()
-        per_client = _digits_client_indices(y_all, cfg, hard_ids, hard_classes)
-        raw = [(x_all[idx], y_all[idx]) for idx in per_client]
-    elif cfg["dataset"] == "synthetic":
-        raw = synthetic_federated(
-            num_clients,
-            float(cfg["synthetic-alpha"]),
-            float(cfg["synthetic-beta"]),
-            seed=seed,
-            num_classes=num_classes,
-            client_classes={pid: hard_classes for pid in hard_ids},
-        )
+    names = [""] * num_clients
+    classes: tuple[Any, ...] = ()
+    if is_files(cfg):
+        sites, agreement = files.load_sites(cfg)
+        if len(sites) != num_clients:
+            raise ValueError(
+                f"num-clients: expected the number of sites in data-files ({len(sites)}), "
+                f"got {num_clients}"
+            )
+        splits = [(s.x_train, s.y_train, s.x_test, s.y_test) for s in sites]
+        names = [s.name for s in sites]
+        num_classes, classes = len(agreement.classes), tuple(agreement.classes)
     else:
-        raise ValueError(f"dataset: expected digits or synthetic, got {cfg['dataset']!r}")
+        if cfg["dataset"] == "digits":
+            x_all, y_all = load_digits_arrays()
+            per_client = _digits_client_indices(y_all, cfg, hard_ids, hard_classes)
+            raw = [(x_all[idx], y_all[idx]) for idx in per_client]
+        elif cfg["dataset"] == "synthetic":
+            raw = synthetic_federated(
+                num_clients,
+                float(cfg["synthetic-alpha"]),
+                float(cfg["synthetic-beta"]),
+                seed=seed,
+                num_classes=num_classes,
+                client_classes={pid: hard_classes for pid in hard_ids},
+            )
+        else:
+            raise ValueError(
+                f"dataset: expected digits, synthetic, csv or parquet, got {cfg['dataset']!r}"
+            )
+        splits = []
+        for pid, (x, y) in enumerate(raw):
+            train, test = _train_test_split(
+                y.size, float(cfg["test-fraction"]), np.random.default_rng([seed, pid, _TAG_SPLIT])
+            )
+            splits.append((x[train], y[train], x[test], y[test]))
+    # users' files into which nothing is injected carry no truth: a real site's noise is unknown
+    truth = not is_files(cfg) or bool(cfg["noisy-clients"] or cfg["feature-noise-clients"])
 
     clients = []
-    for pid, ((x, y), (role, rate, sigma)) in enumerate(zip(raw, roles, strict=True)):
-        train, test = _train_test_split(
-            y.size, float(cfg["test-fraction"]), np.random.default_rng([seed, pid, _TAG_SPLIT])
-        )
-        y_train_clean = y[train]
+    for pid, ((x_train, y_train_clean, x_test, y_test), (role, rate, sigma)) in enumerate(
+        zip(splits, roles, strict=True)
+    ):
         y_train, flip_fraction = client_label_noise(cfg, pid, rate, y_train_clean, num_classes)
-        x_train, x_test = x[train], x[test]
         if sigma > 0:
             feature_rng = np.random.default_rng([seed, pid, TAG_FEATURE_NOISE])
             x_train = gaussian_feature_noise(x_train, sigma, feature_rng)
@@ -303,18 +329,24 @@ def build_federation(cfg: Mapping[str, Any]) -> Federation:
         clients.append(
             ClientData(
                 partition_id=pid,
-                role=role,
+                role=role if truth else None,
                 noise_rate=rate,
-                flip_fraction=flip_fraction,
+                flip_fraction=flip_fraction if truth else None,
                 feature_sigma=sigma,
                 x_train=x_train,
                 y_train=y_train,
                 y_train_clean=y_train_clean,
                 x_test=x_test,
-                y_test=y[test],
+                y_test=y_test,
+                site=names[pid],
             )
         )
-    return Federation(clients=clients, num_classes=num_classes, num_features=raw[0][0].shape[1])
+    return Federation(
+        clients=clients,
+        num_classes=num_classes,
+        num_features=splits[0][0].shape[1],
+        classes=classes,
+    )
 
 
 def describe(federation: Federation) -> list[dict[str, Any]]:

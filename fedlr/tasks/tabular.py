@@ -1,4 +1,8 @@
-"""Tabular classification task: digits or LEAF Synthetic, an MLP, local SGD/Adam, noise estimates.
+"""Tabular classification task: digits, LEAF Synthetic or users' files; a model; loops; estimates.
+
+The model is the run's ``model``: a two-layer MLP, a linear layer (multinomial logistic
+regression), or a user's ``package.module:function`` called with the number of features and
+classes (:func:`make_model`).
 
 A task supplies everything the one ClientApp needs: the client's data (built from the run config,
 cached per process), a model, the local training loop, evaluation and the noise estimators.
@@ -21,7 +25,9 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
+from fedlr.config import ConfigError
 from fedlr.data.federated import ClientData, Federation, build_federation
+from fedlr.tasks.plugins import load_object
 from fedlr.rates.noise import gradient_noise_ratio, loss_mixture_noise, mean_margin_noise
 
 # Keys that change the data; everything else (rates, strategies, rounds) does not.
@@ -43,6 +49,12 @@ DATA_KEYS = (
     "feature-noise-clients",
     "feature-noise-sigma",
     "seed",
+    "data-files",
+    "site-column",
+    "label-column",
+    "feature-columns",
+    "categorical-columns",
+    "standardize",
 )
 # Per-sample gradients of at most this many examples feed the gradient estimator.
 GRADIENT_SAMPLE = 256
@@ -116,12 +128,44 @@ class MLP(nn.Module):
         return self.net(x)
 
 
-def build_model(cfg: Mapping[str, Any], seed: int | None = None) -> MLP:
+def make_model(cfg: Mapping[str, Any], num_features: int, num_classes: int) -> nn.Module:
+    """The run's ``model`` for inputs of ``num_features`` and ``num_classes`` outputs.
+
+    ``mlp``: :class:`MLP` of width ``hidden``; ``linear``: one ``nn.Linear`` (multinomial
+    logistic regression; with two classes, the logistic regression of FLamby's Fed-Heart-Disease
+    up to a reparametrisation); ``package.module:function``: the user's function, called as
+    ``function(num_features, num_classes)``.
+
+    Raises
+    ------
+    ConfigError
+        The user's function cannot be imported, fails, or returns no ``torch.nn.Module``.
+    """
+    name = str(cfg.get("model", "mlp"))
+    if name == "mlp":
+        return MLP(num_features, num_classes, cfg["hidden"])
+    if name == "linear":
+        return nn.Linear(num_features, num_classes)
+    factory = load_object(name, "model")
+    try:
+        model = factory(num_features, num_classes)
+    except Exception as error:  # noqa: BLE001  (the user's code: one line, not a traceback)
+        raise ConfigError(
+            f"model: {name}({num_features}, {num_classes}) raised {type(error).__name__}: {error}"
+        ) from None
+    if not isinstance(model, nn.Module):
+        raise ConfigError(
+            f"model: {name} returned {type(model).__name__}; expected a torch.nn.Module"
+        )
+    return model
+
+
+def build_model(cfg: Mapping[str, Any], seed: int | None = None) -> nn.Module:
     """The run's model; initial weights are a function of ``seed`` (default: the run seed)."""
     fed = federation(cfg)
     with torch.random.fork_rng():  # seed locally; the caller's global RNG state is untouched
         torch.manual_seed(cfg["seed"] if seed is None else seed)
-        return MLP(fed.num_features, fed.num_classes, cfg["hidden"])
+        return make_model(cfg, fed.num_features, fed.num_classes)
 
 
 def _tensors(
@@ -367,6 +411,8 @@ def estimate_noise(model: nn.Module, data: ClientData, estimator: str, *, seed: 
     (simulation only).
     """
     if estimator == "oracle":
+        if data.flip_fraction is None:
+            raise ValueError("estimator: 'oracle' needs injected noise; this client has no truth")
         return float(data.flip_fraction)
     if estimator in ("loss", "loss-margin"):
         lp = log_probs(model, data.x_train)
