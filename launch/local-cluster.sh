@@ -9,7 +9,9 @@
 # written under launch-runs/<time>/runs/. Env: FEDLR_LAUNCH_DIR (the folder), FEDLR_PORT (9091),
 # FEDLR_INSECURE=1 (no TLS, no auth; warns), FEDLR_GPUS (GPU ids, e.g. "0,1,2,3": node I runs with
 # CUDA_VISIBLE_DEVICES set to entry I mod their number; "0+1,2+3" gives each node two GPUs).
-# launch/multi-gpu.sh sets FEDLR_GPUS from the GPUs it finds.
+# launch/multi-gpu.sh sets FEDLR_GPUS from the GPUs it finds. FEDLR_NODE_DATA (users' files): a
+# comma list of N files, node I reads entry I and nothing else, e.g.
+#   FEDLR_NODE_DATA=a.csv,b.csv launch/local-cluster.sh 2 "dataset='csv' label-column='y'"
 set -euo pipefail
 [ $# -ge 1 ] || { echo "usage: $0 N [RUN_CONFIG]" >&2; exit 2; }
 nodes=$1
@@ -24,6 +26,15 @@ if [ -n "${FEDLR_GPUS:-}" ]; then
   for group in "${gpus[@]}"; do
     [[ $group =~ ^[^+[:space:]]+(\+[^+[:space:]]+)*$ ]] ||
       { echo "FEDLR_GPUS: expected GPU ids like 0,1 or 0+1,2+3, got '$FEDLR_GPUS'" >&2; exit 2; }
+  done
+fi
+node_data=()
+if [ -n "${FEDLR_NODE_DATA:-}" ]; then
+  IFS=, read -r -a node_data <<<"$FEDLR_NODE_DATA"
+  [ ${#node_data[@]} -eq "$nodes" ] ||
+    { echo "FEDLR_NODE_DATA: expected $nodes files (one per node), got ${#node_data[@]}" >&2; exit 2; }
+  for file in "${node_data[@]}"; do
+    [ -f "$file" ] || { echo "FEDLR_NODE_DATA: file not found: $file" >&2; exit 2; }
   done
 fi
 here=$(cd "$(dirname "$0")" && pwd)
@@ -64,8 +75,10 @@ fi
 for ((i = 0; i < nodes; i++)); do
   gpu=()
   [ ${#gpus[@]} -gt 0 ] && gpu=(--gpu "${gpus[i % ${#gpus[@]}]//+/,}")
+  data=()
+  [ ${#node_data[@]} -gt 0 ] && data=(--data "${node_data[i]}")
   "$here/supernode.sh" "$run" "$i" "$nodes" --superlink "127.0.0.1:$port" --certs "$run/certs" \
-    --port $((port + 10 + i)) "${gpu[@]}" "${secure[@]}"
+    --port $((port + 10 + i)) "${gpu[@]}" "${data[@]}" "${secure[@]}"
 done
 
 config="num-clients=$nodes out-dir='$run/runs'"

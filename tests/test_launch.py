@@ -139,6 +139,61 @@ def test_local_cluster_runs_fedlr_over_tls(tmp_path: Path) -> None:
     assert not list((run / "pids").glob("*.pid"))  # stop.sh removed every PID file it stopped
 
 
+HEART = ROOT.parent / "shared" / "data" / "heart_disease"
+
+
+@pytest.mark.skipif(not HEART.is_dir(), reason="../shared/data/heart_disease is not here")
+def test_each_supernode_reads_its_own_hospital_file_over_tls(tmp_path: Path) -> None:
+    """Four SuperNodes, each on one hospital's CSV, and a fifth whose file lacks the label.
+
+    The server holds no data: it learns features and classes from the sites' statistics. The
+    bad node's error is kept under ``errors`` and the run goes on with the four hospitals.
+    """
+    run = tmp_path / "cluster"
+    port = free_port()
+    bad = tmp_path / "bad.csv"
+    bad.write_text("age,sex\n50,1\n60,0\n")
+    sites = sorted(HEART.glob("*.csv"))
+    config = (
+        "num-server-rounds=1 dataset='csv' label-column='disease' model='linear' "
+        "categorical-columns='cp,restecg,slope,thal' strategies='fedavg' "
+        "metrics='accuracy,auroc' round-timeout=120"
+    )
+    environment = env(tmp_path) | {
+        "FEDLR_LAUNCH_DIR": str(run),
+        "FEDLR_PORT": str(port),
+        "FEDLR_NODE_DATA": ",".join(str(p) for p in [*sites, bad]),
+    }
+    try:
+        done = subprocess.run(
+            ["bash", str(LAUNCH / "local-cluster.sh"), "5", config],
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=480,
+            check=False,
+            cwd=ROOT,
+        )
+    finally:
+        sh(str(LAUNCH / "stop.sh"), str(run), tmp_path=tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "--insecure" not in (run / "superlink.log").read_text()
+    for i, site in enumerate([*sites, bad]):
+        assert f"supernode {i}: " in done.stdout and f"data {site.resolve()}," in done.stdout
+    (run_dir,) = (run / "runs").iterdir()
+    for name in ("config.toml", "rounds.jsonl", "results.json", "report.md"):
+        assert (run_dir / name).stat().st_size > 0, name
+    results = json.loads((run_dir / "results.json").read_text())
+    (error,) = results["errors"]
+    assert error["partition_id"] is None and "label-column" in error["reason"]
+    clients = results["strategies"]["fedavg"]["clients"]
+    assert [c["partition_id"] for c in clients] == [0, 1, 2, 3]
+    # each node trained on its own file: the train splits of 303, 294, 123 and 200 patients
+    assert [c["num_examples"] for c in clients] == [227, 220, 92, 150]
+    assert all(0 <= c["accuracy"] <= 1 for c in clients)
+    assert all("noise_true" not in c or c["noise_true"] is None for c in clients)
+
+
 class Cluster:
     """A SuperLink with TLS and node auth on a free port, started by the launch scripts.
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from fedlr.config import is_files, split_list
+from fedlr.config import ConfigError, is_files, split_list
 from fedlr.data import files
 from fedlr.data.datasets import load_digits_arrays, synthetic_federated
 from fedlr.data.noise import gaussian_feature_noise, pair_flip_label_noise, symmetric_label_noise
@@ -230,6 +230,52 @@ def _train_test_split(
     return np.sort(order[n_test:]), np.sort(order[:n_test])
 
 
+def has_truth(cfg: Mapping[str, Any]) -> bool:
+    """Whether clients know their true noise.
+
+    Always for built-in data; for users' files only when noise is injected into them (a real
+    site's own noise is unknown).
+    """
+    return not is_files(cfg) or bool(cfg["noisy-clients"] or cfg["feature-noise-clients"])
+
+
+def make_client(
+    cfg: Mapping[str, Any],
+    partition_id: int,
+    split: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    num_classes: int,
+    role: tuple[str, float, float],
+    site: str = "",
+) -> ClientData:
+    """Client ``partition_id`` from its clean ``(x_train, y_train, x_test, y_test)``.
+
+    Injects its label noise (train labels only) and feature noise (train and test inputs) as
+    :func:`client_roles` assigns them (``role`` is its ``(role, noise_rate, feature_sigma)``);
+    each from the client's own seeded stream, so one client is built alike alone or with all.
+    """
+    x_train, y_train_clean, x_test, y_test = split
+    name, rate, sigma = role
+    y_train, flip_fraction = client_label_noise(cfg, partition_id, rate, y_train_clean, num_classes)
+    if sigma > 0:
+        feature_rng = np.random.default_rng([int(cfg["seed"]), partition_id, TAG_FEATURE_NOISE])
+        x_train = gaussian_feature_noise(x_train, sigma, feature_rng)
+        x_test = gaussian_feature_noise(x_test, sigma, feature_rng)
+    truth = has_truth(cfg)
+    return ClientData(
+        partition_id=partition_id,
+        role=name if truth else None,
+        noise_rate=rate,
+        flip_fraction=flip_fraction if truth else None,
+        feature_sigma=sigma,
+        x_train=x_train,
+        y_train=y_train,
+        y_train_clean=y_train_clean,
+        x_test=x_test,
+        y_test=y_test,
+        site=site,
+    )
+
+
 def build_federation(cfg: Mapping[str, Any]) -> Federation:
     """Build every client's train/test data, roles and noise from a resolved config.
 
@@ -281,15 +327,38 @@ def build_federation(cfg: Mapping[str, Any]) -> Federation:
     names = [""] * num_clients
     classes: tuple[Any, ...] = ()
     if is_files(cfg):
-        sites, agreement = files.load_sites(cfg)
+        # every site here, through the same statistics -> agreement -> encoding as the query round
+        sites = [
+            files.split_site(name, frame, cfg, pid)
+            for pid, (name, frame) in enumerate(files.site_frames(cfg))
+        ]
         if len(sites) != num_clients:
             raise ValueError(
                 f"num-clients: expected the number of sites in data-files ({len(sites)}), "
                 f"got {num_clients}"
             )
-        splits = [(s.x_train, s.y_train, s.x_test, s.y_test) for s in sites]
-        names = [s.name for s in sites]
-        num_classes, classes = len(agreement.classes), tuple(agreement.classes)
+        first = sites[0]
+        for site in sites[1:]:
+            if site.features != first.features:
+                raise ConfigError(
+                    f"feature-columns: site {site.name} has features {', '.join(site.features)}, "
+                    f"but {first.name} has {', '.join(first.features)}; expected the same "
+                    "columns at every site (or list them in feature-columns)"
+                )
+        shared = {
+            pid: files.statistics_to_json(site, files.site_statistics(site))
+            for pid, site in enumerate(sites)
+        }
+        try:
+            agreement_json, _ = files.agree_from_replies(shared)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+        splits = [files.encode_own_site(cfg, site, agreement_json) for site in sites]
+        names = [site.name for site in sites]
+        for site in sites:
+            files.log_missing(site)
+        classes = tuple(files.agreement_from_json(agreement_json)[1].classes)
+        num_classes = len(classes)
     else:
         if cfg["dataset"] == "digits":
             x_all, y_all = load_digits_arrays()
@@ -314,33 +383,10 @@ def build_federation(cfg: Mapping[str, Any]) -> Federation:
                 y.size, float(cfg["test-fraction"]), np.random.default_rng([seed, pid, _TAG_SPLIT])
             )
             splits.append((x[train], y[train], x[test], y[test]))
-    # users' files into which nothing is injected carry no truth: a real site's noise is unknown
-    truth = not is_files(cfg) or bool(cfg["noisy-clients"] or cfg["feature-noise-clients"])
-
-    clients = []
-    for pid, ((x_train, y_train_clean, x_test, y_test), (role, rate, sigma)) in enumerate(
-        zip(splits, roles, strict=True)
-    ):
-        y_train, flip_fraction = client_label_noise(cfg, pid, rate, y_train_clean, num_classes)
-        if sigma > 0:
-            feature_rng = np.random.default_rng([seed, pid, TAG_FEATURE_NOISE])
-            x_train = gaussian_feature_noise(x_train, sigma, feature_rng)
-            x_test = gaussian_feature_noise(x_test, sigma, feature_rng)
-        clients.append(
-            ClientData(
-                partition_id=pid,
-                role=role if truth else None,
-                noise_rate=rate,
-                flip_fraction=flip_fraction if truth else None,
-                feature_sigma=sigma,
-                x_train=x_train,
-                y_train=y_train,
-                y_train_clean=y_train_clean,
-                x_test=x_test,
-                y_test=y_test,
-                site=names[pid],
-            )
-        )
+    clients = [
+        make_client(cfg, pid, split, num_classes, roles[pid], names[pid])
+        for pid, split in enumerate(splits)
+    ]
     return Federation(
         clients=clients,
         num_classes=num_classes,

@@ -24,6 +24,7 @@ what is allowed; ``fedlr simulate`` prints it as one line (exit 2) before the en
 from __future__ import annotations
 
 import glob
+import json
 import logging
 import math
 import os
@@ -442,53 +443,234 @@ def encode(
     return x_train, y_train, x_test, y_test
 
 
-@dataclass(frozen=True)
-class SiteArrays:
-    """One site, encoded: its name, arrays, and what was imputed (per feature column)."""
-
-    name: str
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-    missing: dict[str, int]
-
-
-def load_sites(cfg: Mapping[str, Any]) -> tuple[list[SiteArrays], Agreement]:
-    """Every site of ``data-files`` encoded, in client order, and the agreement they share.
-
-    In a simulation the agreement is computed here from each site's statistics, exactly as the
-    sites' shared statistics would give it; no site's rows enter another's arrays.
-    """
-    sites = [
-        split_site(name, frame, cfg, pid) for pid, (name, frame) in enumerate(site_frames(cfg))
-    ]
-    first = sites[0]
-    for site in sites[1:]:
-        if site.features != first.features:
-            raise ConfigError(
-                f"feature-columns: site {site.name} has features {', '.join(site.features)}, "
-                f"but {first.name} has {', '.join(first.features)}; expected the same columns "
-                "at every site (or list them in feature-columns)"
-            )
-    statistics = [site_statistics(site) for site in sites]
-    numeric = [c for c in first.features if c not in first.categorical]
-    agreement = agree(statistics, numeric)
-    if len(agreement.classes) < 2:
-        raise ConfigError(
-            f"label-column: {first.label!r} has one value ({agreement.classes[0]!r}) at every "
-            "site; expected 2 or more classes"
+def log_missing(site: Site) -> dict[str, int]:
+    """Log (and return) how many train values of each feature column ``site`` has imputed."""
+    missing = {c: int(site.train[c].isna().sum()) for c in site.features}
+    missing = {c: n for c, n in missing.items() if n}
+    if missing:
+        log.info(
+            "fedlr: %s: imputed %d missing train values (%s)",
+            site.name,
+            sum(missing.values()),
+            ", ".join(f"{c} {n}" for c, n in missing.items()),
         )
-    out = []
-    for site, own in zip(sites, statistics, strict=True):
-        arrays = encode(site, agreement, own, str(cfg["standardize"]))
-        missing = {c: n for c, n in own.missing.items() if n}
-        if missing:
-            log.info(
-                "fedlr: %s: imputed %d missing train values (%s)",
-                site.name,
-                sum(missing.values()),
-                ", ".join(f"{c} {n}" for c, n in missing.items()),
-            )
-        out.append(SiteArrays(site.name, *arrays, missing=missing))
-    return out, agreement
+    return missing
+
+
+# -- the sites' agreement over the wire (query round) -------------------------------------------
+# Bounds on what one site may claim: a hostile reply cannot make the model or the messages huge.
+MAX_CLASSES = 1000
+MAX_CATEGORIES = 1000
+MAX_COLUMNS = 10_000
+
+
+def own_site(cfg: Mapping[str, Any], partition_id: int, data_path: str | None = None) -> Site:
+    """The client's own site only: the SuperNode's ``data-path``, else site ``partition_id``.
+
+    A SuperNode started with ``--node-config "data-path='/srv/site.csv'"`` reads that file and
+    nothing else. Without it (a simulation), the client is site ``partition_id`` of
+    ``data-files``.
+    """
+    if data_path:
+        path = Path(expand(str(data_path)))
+        if not path.is_file():
+            raise ConfigError(f"data-path: file not found: {data_path}")
+        if path.suffix.lower() not in SUFFIXES:
+            raise ConfigError(f"data-path: {path}: expected a .csv or .parquet file")
+        return split_site(path.name, read_table(path), cfg, partition_id)
+    frames = site_frames(cfg)
+    if not 0 <= partition_id < len(frames):
+        raise ConfigError(
+            f"partition-id: expected 0..{len(frames) - 1} (the sites of data-files), "
+            f"got {partition_id}"
+        )
+    name, frame = frames[partition_id]
+    return split_site(name, frame, cfg, partition_id)
+
+
+def statistics_to_json(site: Site, statistics: SiteStatistics) -> str:
+    """What a site sends in the query round: its columns and :class:`SiteStatistics`, as JSON."""
+    return json.dumps(
+        {
+            "name": site.name,
+            "features": site.features,
+            "categorical": site.categorical,
+            "num_train": statistics.num_train,
+            "labels": statistics.labels,
+            "count": statistics.count,
+            "total": statistics.total,
+            "total_sq": statistics.total_sq,
+            "categories": statistics.categories,
+            "missing": statistics.missing,
+        }
+    )
+
+
+def _check(condition: bool, what: str) -> None:
+    if not condition:
+        raise ValueError(f"site statistics: {what}")
+
+
+def statistics_from_json(text: str) -> tuple[list[str], list[str], SiteStatistics]:
+    """``(features, categorical, statistics)`` of a site's reply, checked as untrusted input.
+
+    Raises
+    ------
+    ValueError
+        Not the expected JSON, counts out of range, non-finite moments, or more classes,
+        categories or columns than the bounds allow.
+    """
+    try:
+        data = json.loads(text)
+    except (TypeError, json.JSONDecodeError) as error:
+        raise ValueError(f"site statistics: not JSON ({error})") from None
+    _check(isinstance(data, dict), "expected a JSON object")
+    features, categorical = data.get("features"), data.get("categorical")
+    _check(
+        isinstance(features, list)
+        and 0 < len(features) <= MAX_COLUMNS
+        and all(isinstance(c, str) for c in features)
+        and len(set(features)) == len(features),
+        "features: expected distinct column names",
+    )
+    _check(
+        isinstance(categorical, list) and set(categorical) <= set(features),
+        "categorical: expected some of the features",
+    )
+    numeric = [c for c in features if c not in categorical]
+    num_train = data.get("num_train")
+    _check(isinstance(num_train, int) and num_train >= 1, "num_train: expected an integer >= 1")
+    labels = data.get("labels")
+    _check(
+        isinstance(labels, list)
+        and 0 < len(labels) <= MAX_CLASSES
+        and all(isinstance(v, int | float | str) and not isinstance(v, bool) for v in labels),
+        f"labels: expected 1..{MAX_CLASSES} label values",
+    )
+    count, total, total_sq = data.get("count"), data.get("total"), data.get("total_sq")
+    for name, values in (("count", count), ("total", total), ("total_sq", total_sq)):
+        _check(
+            isinstance(values, dict) and set(values) == set(numeric),
+            f"{name}: expected one value per numeric column",
+        )
+    for column in numeric:
+        n, s, sq = count[column], total[column], total_sq[column]
+        _check(isinstance(n, int) and 0 <= n <= num_train, f"count of {column!r} out of range")
+        _check(
+            all(isinstance(v, int | float) and math.isfinite(v) for v in (s, sq)) and sq >= 0,
+            f"sums of {column!r}: expected finite numbers",
+        )
+    categories = data.get("categories")
+    _check(
+        isinstance(categories, dict)
+        and set(categories) == set(categorical)
+        and all(
+            isinstance(v, list) and len(v) <= MAX_CATEGORIES and all(isinstance(c, str) for c in v)
+            for v in categories.values()
+        ),
+        f"categories: expected at most {MAX_CATEGORIES} strings per categorical column",
+    )
+    missing = data.get("missing", {})
+    _check(isinstance(missing, dict), "missing: expected an object")
+    statistics = SiteStatistics(
+        num_train=num_train,
+        labels=[_value(v) for v in labels],
+        count={c: int(count[c]) for c in numeric},
+        total={c: float(total[c]) for c in numeric},
+        total_sq={c: float(total_sq[c]) for c in numeric},
+        categories={c: list(categories[c]) for c in categorical},
+        missing={str(c): int(n) for c, n in missing.items() if isinstance(n, int)},
+    )
+    return list(features), list(categorical), statistics
+
+
+def agreement_to_json(agreement: Agreement, features: Sequence[str]) -> str:
+    """The agreement as the server sends it to every client (JSON)."""
+    return json.dumps(
+        {
+            "features": list(features),
+            "classes": agreement.classes,
+            "categories": agreement.categories,
+            "mean": agreement.mean,
+            "std": agreement.std,
+            "numeric": agreement.numeric,
+        }
+    )
+
+
+def agreement_from_json(text: str) -> tuple[list[str], Agreement]:
+    """``(features, agreement)`` from the server's JSON."""
+    data = json.loads(text)
+    return list(data["features"]), Agreement(
+        classes=[_value(v) for v in data["classes"]],
+        categories={c: list(v) for c, v in data["categories"].items()},
+        mean={c: float(v) for c, v in data["mean"].items()},
+        std={c: float(v) for c, v in data["std"].items()},
+        numeric=list(data["numeric"]),
+    )
+
+
+def encode_own_site(
+    cfg: Mapping[str, Any], site: Site, agreement_json: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The client's arrays under the server's agreement (its columns must be the agreed ones)."""
+    features, agreement = agreement_from_json(agreement_json)
+    if site.features != features:
+        raise ConfigError(
+            f"feature-columns: site {site.name} has features {', '.join(site.features)}; the "
+            f"federation agreed on {', '.join(features)}"
+        )
+    unknown = sorted(
+        {_value(v) for v in pd.concat([site.train, site.test])[site.label]}
+        - set(agreement.classes),
+        key=_sort_key,
+    )
+    if unknown:
+        raise ConfigError(f"label-column: site {site.name} has labels {unknown} not agreed on")
+    return encode(site, agreement, site_statistics(site), str(cfg["standardize"]))
+
+
+def agree_from_replies(replies: Mapping[int, str]) -> tuple[str, dict[int, str]]:
+    """The server's side: the agreement (JSON) from the sites' statistics, and who was left out.
+
+    ``replies`` maps partition ids to their statistics JSON. A reply that is not valid
+    (:func:`statistics_from_json`) or whose feature columns differ from those of most sites (ties:
+    the lowest partition id's) is left out, with the reason, in the returned dict.
+
+    Raises
+    ------
+    ValueError
+        Fewer than 2 sites' statistics are usable, or all of them hold one class.
+    """
+    parsed: dict[int, tuple[list[str], list[str], SiteStatistics]] = {}
+    left_out: dict[int, str] = {}
+    for pid in sorted(replies):
+        try:
+            parsed[pid] = statistics_from_json(replies[pid])
+        except ValueError as error:
+            left_out[pid] = str(error)
+    shapes = [(tuple(f), tuple(c)) for f, c, _ in parsed.values()]
+    if shapes:
+        features, categorical = max(
+            shapes, key=lambda shape: (shapes.count(shape), -shapes.index(shape))
+        )
+        for pid, (f, c, _) in list(parsed.items()):
+            if (tuple(f), tuple(c)) != (features, categorical):
+                left_out[pid] = (
+                    f"feature columns {', '.join(f)} differ from the other sites' "
+                    f"{', '.join(features)}"
+                )
+                del parsed[pid]
+    if len(parsed) < 2:
+        raise ValueError(
+            f"site statistics: {len(parsed)} site(s) usable; expected 2 or more"
+            + (f" (left out: {left_out})" if left_out else "")
+        )
+    numeric = [c for c in features if c not in categorical]
+    agreement = agree([s for _, _, s in parsed.values()], numeric)
+    if len(agreement.classes) < 2:
+        raise ValueError(
+            f"label-column: one value ({agreement.classes[0]!r}) at every site; expected 2 or "
+            "more classes"
+        )
+    return agreement_to_json(agreement, features), left_out

@@ -25,7 +25,8 @@ import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from fedlr.config import SCHEMA, client_batch_sizes, is_graph
+from fedlr.config import SCHEMA, client_batch_sizes, is_files, is_graph
+from fedlr.data import files
 from fedlr.fl import keys
 from fedlr.rates import coupling
 from fedlr.tasks import ddp, streams, tabular, task_for
@@ -54,12 +55,27 @@ def _setup(msg: Message, context: Context):
     cfg = run_config(config)
     pid = partition_id(context)
     task = task_for(cfg)
-    data = task.client_data(cfg, pid)
-    model = task.build_model(cfg)
+    if is_files(cfg):  # the client's own site, encoded as the sites agreed in the query round
+        if keys.SITE_AGREEMENT not in config:
+            raise ValueError(f"config: expected {keys.SITE_AGREEMENT!r} from the server")
+        agreement = str(config[keys.SITE_AGREEMENT])
+        data = task.client_data(cfg, pid, data_path=data_path(context), agreement=agreement)
+        model = task.build_model(cfg, agreement=agreement)
+    else:
+        data = task.client_data(cfg, pid)
+        model = task.build_model(cfg)
     if keys.ARRAYS in msg.content.array_records:
         model.load_state_dict(msg.content.array_records[keys.ARRAYS].to_torch_state_dict())
     model.to(tabular.pick_device(cfg.get("device", "auto")))
     return config, cfg, pid, data, model
+
+
+def data_path(context: Context) -> str | None:
+    """The SuperNode's own file (``--node-config "data-path='/srv/site.csv'"``), if any."""
+    value = context.node_config.get(keys.DATA_PATH)
+    if value is None or not str(value).strip():
+        return None
+    return str(value)
 
 
 def own_batch_size(cfg: dict[str, Any], pid: int, context: Context) -> int:
@@ -81,18 +97,37 @@ def own_batch_size(cfg: dict[str, Any], pid: int, context: Context) -> int:
 
 @app.query()
 def query(msg: Message, context: Context) -> Message:
-    """Describe this client: partition id, size, role and (simulation only) true noise."""
+    """Describe this client: partition id, size, batch; role and true noise where simulated.
+
+    Users' files are asked twice. First, without the sites' agreement, the client reads its own
+    site and replies with what it shares about it (:func:`fedlr.data.files.site_statistics`:
+    label values, categories, per-column counts and sums; never rows). Then, with the agreement
+    the server made of every site's, it answers as any client does.
+    """
+    config = msg.content.config_records[keys.CONFIG]
+    cfg = run_config(config)
+    if is_files(cfg) and keys.SITE_AGREEMENT not in config:
+        pid = partition_id(context)
+        site = files.own_site(cfg, pid, data_path(context))
+        statistics = files.site_statistics(site)
+        shared = MetricRecord({keys.PARTITION_ID: pid, keys.NUM_EXAMPLES: statistics.num_train})
+        site_record = ConfigRecord(
+            {keys.SITE_STATISTICS: files.statistics_to_json(site, statistics)}
+        )
+        return Message(RecordDict({keys.METRICS: shared, keys.SITE: site_record}), reply_to=msg)
     _, cfg, pid, data, _ = _setup(msg, context)
-    metrics = MetricRecord(
-        {
-            keys.PARTITION_ID: pid,
-            keys.NUM_EXAMPLES: data.num_train,
-            "noise-true": float(data.flip_fraction),
-            keys.BATCH_SIZE: own_batch_size(cfg, pid, context),
-        }
-    )
-    info = ConfigRecord({"role": data.role})
-    return Message(RecordDict({keys.METRICS: metrics, "info": info}), reply_to=msg)
+    values: dict[str, Any] = {
+        keys.PARTITION_ID: pid,
+        keys.NUM_EXAMPLES: data.num_train,
+        keys.BATCH_SIZE: own_batch_size(cfg, pid, context),
+    }
+    content = RecordDict()
+    if data.flip_fraction is not None:  # simulation metadata; a real site has no truth to send
+        values["noise-true"] = float(data.flip_fraction)
+    if data.role is not None:
+        content["info"] = ConfigRecord({"role": data.role})
+    content[keys.METRICS] = MetricRecord(values)
+    return Message(content, reply_to=msg)
 
 
 @app.train()

@@ -19,6 +19,9 @@ ADAM_EPS = "adam-eps"
 MEASURE_NOISE_SCALE = "measure-noise-scale"  # send the gradient at the received weights
 REPLAY = "replay"  # continual: mix replay-size examples of earlier tasks into training (+replay)
 SNAPSHOTS = "snapshots"  # continual evaluate: how many SNAPSHOT-i ArrayRecords to ensemble
+# users' files: what every site encodes alike (classes, categories, pooled statistics; JSON),
+# agreed by the server from the sites' query replies
+SITE_AGREEMENT = "site-agreement"
 
 # MetricRecord keys (client -> server)
 NUM_EXAMPLES = "num-examples"  # Flower's default weighting key
@@ -47,6 +50,7 @@ GRAD_NORM_SCALED = "grad-norm-scaled"  # the same times the node's degree scale 
 # node_config keys (Flower's simulation engine sets both; deployment passes --node-config)
 NODE_PARTITION_ID = "partition-id"
 NODE_NUM_PARTITIONS = "num-partitions"
+DATA_PATH = "data-path"  # deployment: this SuperNode's own file (users' files)
 
 # ArrayRecord / ConfigRecord / MetricRecord names inside a RecordDict
 ARRAYS = "arrays"
@@ -54,3 +58,5 @@ CONFIG = "config"
 METRICS = "metrics"
 GRADIENT = "gradient"  # ArrayRecord: the mean gradient at the received weights (noise scale)
 SNAPSHOT = "snapshot-{}"  # ArrayRecord: the global model kept at the end of task i
+SITE = "site"  # ConfigRecord of a query reply (users' files): the site's shared statistics
+SITE_STATISTICS = "statistics"  # its JSON

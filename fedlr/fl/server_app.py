@@ -17,11 +17,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from flwr.app import ArrayRecord, ConfigRecord, Context
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
 from fedlr import config as fedlr_config
+from fedlr.config import is_files
+from fedlr.data import files
 from fedlr.fl import checkpoint as ckpt
+from fedlr.fl import keys
 from fedlr.fl.recorder import RoundCallback, RunRecorder, new_run_dir, write_config
 from fedlr.fl.strategy import ClientInfo, PerClientRates, build_strategy, query_nodes
 from fedlr.tasks import task_for
@@ -29,8 +32,8 @@ from fedlr.tasks import task_for
 log = logging.getLogger("fedlr")
 
 
-def query_clients(grid: Grid, cfg: Mapping[str, Any], timeout: float = 300.0) -> list[ClientInfo]:
-    """Wait for ``num-clients`` nodes, ask each for its partition id, size and role."""
+def wait_for_nodes(grid: Grid, cfg: Mapping[str, Any], timeout: float = 300.0) -> list[int]:
+    """The node ids of the grid once ``num-clients`` nodes are connected."""
     expected = cfg["num-clients"]
     deadline = time.monotonic() + timeout
     while len(node_ids := list(grid.get_node_ids())) < expected:
@@ -40,8 +43,87 @@ def query_clients(grid: Grid, cfg: Mapping[str, Any], timeout: float = 300.0) ->
                 f"after {timeout:.0f} s"
             )
         time.sleep(0.5)
+    return node_ids
+
+
+def agree_on_sites(
+    grid: Grid, node_ids: list[int], cfg: Mapping[str, Any], timeout: float = 300.0
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Users' files: ask every node for its site's statistics; return the config to send on.
+
+    The returned config is ``cfg`` plus the sites' agreement (:data:`keys.SITE_AGREEMENT`,
+    :func:`fedlr.data.files.agree_from_replies`), which every later message carries. A node whose
+    file is bad (its ClientApp raised) or whose statistics are not valid is left out of the run
+    and reported in the returned errors, ``{"node_id", "partition_id", "reason"}`` each; the run
+    goes on with the others.
+
+    Raises
+    ------
+    RuntimeError
+        Fewer than 2 sites answered with usable statistics.
+    """
+    content = RecordDict({keys.CONFIG: ConfigRecord(dict(cfg))})
+    messages = [Message(content, dst_node_id=n, message_type=MessageType.QUERY) for n in node_ids]
+    shared: dict[int, str] = {}
+    node_of: dict[int, int] = {}
+    errors: list[dict[str, Any]] = []
+    for reply in grid.send_and_receive(messages, timeout=timeout):
+        node_id = reply.metadata.src_node_id
+        if reply.has_error():
+            errors.append({"node_id": node_id, "partition_id": None, "reason": reply.error.reason})
+            continue
+        try:
+            pid = int(reply.content.metric_records[keys.METRICS][keys.PARTITION_ID])
+            text = str(reply.content.config_records[keys.SITE][keys.SITE_STATISTICS])
+        except (KeyError, TypeError, ValueError) as error:
+            errors.append({"node_id": node_id, "partition_id": None, "reason": repr(error)})
+            continue
+        if pid in shared:
+            errors.append({"node_id": node_id, "partition_id": pid, "reason": "repeated partition"})
+            continue
+        shared[pid], node_of[pid] = text, node_id
+    answered = {reply_node for reply_node in node_of.values()}
+    for node_id in sorted(set(node_ids) - answered - {e["node_id"] for e in errors}):
+        errors.append({"node_id": node_id, "partition_id": None, "reason": "no reply"})
+    try:
+        agreement, left_out = files.agree_from_replies(shared)
+    except ValueError as error:
+        raise RuntimeError(f"{error}; errors: {errors}") from None
+    errors += [
+        {"node_id": node_of[pid], "partition_id": pid, "reason": reason}
+        for pid, reason in left_out.items()
+    ]
+    for error in errors:
+        log.warning(
+            "fedlr: node %s (partition %s) left out of the run: %s",
+            error["node_id"],
+            error["partition_id"],
+            error["reason"],
+        )
+    return {**cfg, keys.SITE_AGREEMENT: agreement}, errors
+
+
+def query_clients(
+    grid: Grid,
+    cfg: Mapping[str, Any],
+    timeout: float = 300.0,
+    node_ids: list[int] | None = None,
+) -> list[ClientInfo]:
+    """Wait for ``num-clients`` nodes, ask each for its partition id, size and role.
+
+    With ``node_ids`` (users' files, after :func:`agree_on_sites` left some out), only those
+    nodes are asked, and the partition ids need not cover ``0..num-clients - 1``.
+    """
+    expected = cfg["num-clients"]
+    partial = node_ids is not None
+    if node_ids is None:
+        node_ids = wait_for_nodes(grid, cfg, timeout)
     clients, failed = query_nodes(grid, node_ids, cfg, timeout)
     pids = sorted(c.partition_id for c in clients)
+    if partial and len(set(pids)) == len(pids) >= 2:
+        for node_id, reason in failed:
+            log.warning("fedlr: node %s failed the query round, left out: %s", node_id, reason)
+        return clients
     if failed and pids != list(range(expected)):
         # Failures are fine while the others cover every partition (a dead node not yet dropped
         # by the SuperLink, next to its restarted successor); otherwise they are the reason.
@@ -76,17 +158,30 @@ def run_federation(
 
     if not resume:  # a run killed even in the query round can be resumed
         write_config(run_dir, cfg)
-    # Built first: the data split and model take ~1 s, while the simulated nodes are still starting
-    # (for Cora this also fills PyG's processed cache before any client reads it).
-    initial = ArrayRecord(task_for(cfg).build_model(cfg).state_dict())
+    task = task_for(cfg)
     saved = ckpt.load(run_dir) if resume else None
-    clients = query_clients(grid, cfg)
+    run_cfg: Mapping[str, Any] = cfg
+    errors: list[dict[str, Any]] = []
+    if is_files(cfg):  # the server holds no data: the model's shape comes from the sites
+        node_ids = wait_for_nodes(grid, cfg)
+        run_cfg, errors = agree_on_sites(grid, node_ids, cfg)
+        left_out = {e["node_id"] for e in errors}
+        clients = query_clients(grid, run_cfg, node_ids=[n for n in node_ids if n not in left_out])
+        agreement = str(run_cfg[keys.SITE_AGREEMENT])
+        initial = ArrayRecord(task.build_model(cfg, agreement=agreement).state_dict())
+    else:
+        # Built first: the data split and model take ~1 s, while the simulated nodes are still
+        # starting (for Cora this also fills PyG's processed cache before any client reads it).
+        initial = ArrayRecord(task.build_model(cfg).state_dict())
+        clients = query_clients(grid, cfg)
     if saved is not None:
         ckpt.check_same_federation(saved, clients)
         log.info("fedlr: resuming %s after round %d of %s", run_dir, saved.round, saved.strategy)
     recorder = RunRecorder(
         run_dir, cfg, clients, on_round=on_round, resume=resume, checkpoint=saved
     )
+    if errors:  # nodes left out in the query round (users' files): kept with the results
+        recorder.results["errors"] = errors
     done = list(saved.done) if saved is not None else []
     # Flower's aggregation calls gc.collect() per reply (ArrayRecord.to_numpy_ndarrays with
     # keep_input=False); with torch and Ray loaded that costs ~0.16 s a call. Objects alive now
@@ -98,7 +193,7 @@ def run_federation(
             if name in done:
                 continue
             resumed = saved if saved is not None and saved.strategy == name else None
-            run_strategy(grid, cfg, name, initial, clients, recorder, done, resumed)
+            run_strategy(grid, run_cfg, name, initial, clients, recorder, done, resumed)
             done.append(name)
     finally:
         recorder.close()

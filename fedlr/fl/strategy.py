@@ -146,9 +146,10 @@ class ClientInfo:
     node_id: int
     partition_id: int
     num_examples: int
-    noise_true: float
-    role: str
+    noise_true: float | None  # None: no truth (a real site; users' files with nothing injected)
+    role: str | None
     batch_size: int = 0  # the client's own local batch size (0: graph tasks, full-batch)
+    site_statistics: str = ""  # users' files: the site's shared statistics (JSON), else empty
 
 
 @dataclass
@@ -307,14 +308,18 @@ def query_nodes(
             continue
         try:
             metrics = reply.content.metric_records[keys.METRICS]
+            info = reply.content.config_records.get("info")
+            site = reply.content.config_records.get(keys.SITE)
             clients.append(
                 ClientInfo(
                     node_id=node_id,
                     partition_id=int(_scalar(metrics[keys.PARTITION_ID])),
                     num_examples=int(_scalar(metrics[keys.NUM_EXAMPLES])),
-                    noise_true=_scalar(metrics["noise-true"]),
-                    role=str(reply.content.config_records["info"]["role"]),
+                    # ground truth is optional metadata: simulations send it, real sites do not
+                    noise_true=_scalar(metrics["noise-true"]) if "noise-true" in metrics else None,
+                    role=str(info["role"]) if info is not None and "role" in info else None,
                     batch_size=_batch_size(metrics.get(keys.BATCH_SIZE)),
+                    site_statistics=str(site[keys.SITE_STATISTICS]) if site is not None else "",
                 )
             )
         except (KeyError, ValueError) as error:  # int(nan) is a ValueError

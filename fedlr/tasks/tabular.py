@@ -25,8 +25,15 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from fedlr.config import ConfigError
-from fedlr.data.federated import ClientData, Federation, build_federation
+from fedlr.config import ConfigError, is_files
+from fedlr.data import files
+from fedlr.data.federated import (
+    ClientData,
+    Federation,
+    build_federation,
+    client_roles,
+    make_client,
+)
 from fedlr.tasks.plugins import load_object
 from fedlr.rates.noise import gradient_noise_ratio, loss_mixture_noise, mean_margin_noise
 
@@ -97,13 +104,43 @@ def _federation(data_key: str) -> Federation:
     return build_federation(json.loads(data_key))
 
 
+def _data_key(cfg: Mapping[str, Any]) -> str:
+    return json.dumps({k: cfg[k] for k in DATA_KEYS}, sort_keys=True)
+
+
 def federation(cfg: Mapping[str, Any]) -> Federation:
     """The federation for a run config; built once per process and data-relevant config."""
-    return _federation(json.dumps({k: cfg[k] for k in DATA_KEYS}, sort_keys=True))
+    return _federation(_data_key(cfg))
 
 
-def client_data(cfg: Mapping[str, Any], partition_id: int) -> ClientData:
-    """One client's data; ``partition_id`` must be in ``[0, num-clients)``."""
+@functools.lru_cache(maxsize=8)
+def _site_client(data_key: str, partition_id: int, data_path: str, agreement: str) -> ClientData:
+    cfg = json.loads(data_key)
+    site = files.own_site(cfg, partition_id, data_path or None)
+    split = files.encode_own_site(cfg, site, agreement)
+    files.log_missing(site)
+    num_classes = len(files.agreement_from_json(agreement)[1].classes)
+    roles = client_roles(cfg)
+    role = roles[partition_id] if partition_id < len(roles) else ("clean", 0.0, 0.0)
+    return make_client(cfg, partition_id, split, num_classes, role, site.name)
+
+
+def client_data(
+    cfg: Mapping[str, Any],
+    partition_id: int,
+    *,
+    data_path: str | None = None,
+    agreement: str | None = None,
+) -> ClientData:
+    """One client's data; ``partition_id`` must be in ``[0, num-clients)``.
+
+    Users' files with the sites' ``agreement`` (JSON, :func:`fedlr.data.files.agree_from_replies`,
+    sent by the server after the query round): the client reads only its own site, the
+    SuperNode's ``data_path`` or site ``partition_id`` of ``data-files``, and nobody else's rows.
+    Otherwise the client's row of the seeded :func:`federation` (built once per process).
+    """
+    if is_files(cfg) and agreement is not None:
+        return _site_client(_data_key(cfg), partition_id, data_path or "", agreement)
     clients = federation(cfg).clients
     if not 0 <= partition_id < len(clients):
         raise ValueError(
@@ -160,12 +197,23 @@ def make_model(cfg: Mapping[str, Any], num_features: int, num_classes: int) -> n
     return model
 
 
-def build_model(cfg: Mapping[str, Any], seed: int | None = None) -> nn.Module:
-    """The run's model; initial weights are a function of ``seed`` (default: the run seed)."""
-    fed = federation(cfg)
+def build_model(
+    cfg: Mapping[str, Any], seed: int | None = None, agreement: str | None = None
+) -> nn.Module:
+    """The run's model; initial weights are a function of ``seed`` (default: the run seed).
+
+    Its shape comes from the sites' ``agreement`` (users' files: the server holds no data and
+    learns the number of features and classes from the query round), else from the data.
+    """
+    if agreement is not None:
+        _, agreed = files.agreement_from_json(agreement)
+        num_features, num_classes = agreed.num_features, len(agreed.classes)
+    else:
+        fed = federation(cfg)
+        num_features, num_classes = fed.num_features, fed.num_classes
     with torch.random.fork_rng():  # seed locally; the caller's global RNG state is untouched
         torch.manual_seed(cfg["seed"] if seed is None else seed)
-        return make_model(cfg, fed.num_features, fed.num_classes)
+        return make_model(cfg, num_features, num_classes)
 
 
 def _tensors(
