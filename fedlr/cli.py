@@ -137,7 +137,7 @@ def simulate(
         )
     if cfg["client-gpus"] > gpus > 0:
         fail(f"client-gpus: expected at most the {gpus} GPUs torch sees, got {cfg['client-gpus']}")
-    if ":" in str(cfg["model"]):  # a user's model module: importable in Ray's workers too
+    if ":" in str(cfg["model"]) or cfg["task"]:  # the user's module: importable in Ray's workers
         paths = [os.getcwd(), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
         os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     # Data and model problems (too few samples for a split, missing files, a user's model that
@@ -145,10 +145,9 @@ def simulate(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
         try:
-            from fedlr.tasks import task_for
+            from fedlr.tasks import preflight
 
-            task_for(cfg).client_data(cfg, 0)
-            task_for(cfg).build_model(cfg)
+            preflight(cfg)
         except (ValueError, FileNotFoundError) as error:
             _print_warnings(caught)
             fail(str(error))

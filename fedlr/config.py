@@ -504,6 +504,14 @@ SCHEMA: dict[str, Key] = {
         lambda v: v in BUILTIN_MODELS or _import_string(v),
         "tabular model: a 2-layer MLP (hidden), a linear layer (logistic regression), or yours",
     ),
+    "task": Key(
+        str,
+        "",
+        "'' (the built-in task of dataset) or package.module:factory (called with the run "
+        "config, returning a fedlr Task, e.g. a fedlr.tasks.base.ArrayTask)",
+        lambda v: not v or _import_string(v),
+        "your own task: data, model and loops (dataset and model are then not used)",
+    ),
     "hidden": Key(int, 64, "an integer >= 1", _range(1), "hidden width (MLP or GNN)"),
     "local-epochs": Key(
         int,
@@ -845,13 +853,13 @@ FILE_DEFAULTS = {
 
 
 def _file_defaults(values: dict[str, Any], explicit: set[str]) -> dict[str, Any]:
-    """With users' files, the keys not set explicitly get the files' defaults.
+    """With users' files or task, the keys not set explicitly get the files' defaults.
 
     Nothing is injected and the oracle is not run by default (:data:`FILE_DEFAULTS`), and
     ``num-clients`` is the number of sites found in ``data-files`` (with no ``data-files``, a
     deployment whose SuperNodes read their own ``data-path``, it stays as set).
     """
-    if not is_files(values):
+    if not is_files(values) and not values["task"]:
         return values
     for key, default in FILE_DEFAULTS.items():
         if key not in explicit:
@@ -946,6 +954,32 @@ def _validate_data(values: Mapping[str, Any]) -> None:
             f"ddp-procs: expected 1 with model {values['model']!r} (DDP workers rebuild the "
             f"built-in MLP only), got {values['ddp-procs']}"
         )
+    if values["task"]:
+        clash = [
+            key
+            for key, bad in (
+                ("hard-clean-clients", values["hard-clean-clients"] > 0),
+                ("stream", values["stream"] != "none"),
+                ("dataset", is_graph(values) or is_files(values)),
+                ("model", values["model"] != "mlp"),
+                ("ddp-procs", values["ddp-procs"] != 1),
+            )
+            if bad
+        ]
+        if clash:
+            raise ConfigError(
+                f"{clash[0]}: task {values['task']!r} brings its own data, model and loops; "
+                f"expected {clash[0]} at its default with a task, got {values[clash[0]]!r}"
+            )
+        if not (values["noisy-clients"] or values["feature-noise-clients"]):
+            oracle = [n for n in names if parse_strategy(n)[0] == "oracle-noise-rates"]
+            if oracle or values["estimator"] == "oracle":
+                what = f"strategies: {oracle[0]!r}" if oracle else "estimator: 'oracle'"
+                raise ConfigError(
+                    f"{what} reads each client's true noise, which a task's own data does not "
+                    "have; inject noise (noisy-clients > 0) or choose another strategy"
+                )
+        return
     if not is_files(values):
         for key in ("data-files", "site-column"):
             if str(values[key]).strip():

@@ -3,6 +3,8 @@
 Kebab-case, as Flower's own ``"num-examples"`` and ``"server-round"``.
 """
 
+from fedlr.tasks import base as _task_keys
+
 # ConfigRecord keys (server -> client)
 LR = "lr"
 STRATEGY = "strategy"
@@ -20,8 +22,8 @@ MEASURE_NOISE_SCALE = "measure-noise-scale"  # send the gradient at the received
 REPLAY = "replay"  # continual: mix replay-size examples of earlier tasks into training (+replay)
 SNAPSHOTS = "snapshots"  # continual evaluate: how many SNAPSHOT-i ArrayRecords to ensemble
 # users' files: what every site encodes alike (classes, categories, pooled statistics; JSON),
-# agreed by the server from the sites' query replies
-SITE_AGREEMENT = "site-agreement"
+# agreed by the server from the sites' query replies. Defined with the Task protocol.
+SITE_AGREEMENT = _task_keys.SITE_AGREEMENT
 
 # MetricRecord keys (client -> server)
 NUM_EXAMPLES = "num-examples"  # Flower's default weighting key
@@ -36,21 +38,21 @@ STEPS = "steps"  # optimizer steps taken in local training
 GRADIENT_BATCH = "gradient-batch"  # examples behind the gradient in the GRADIENT record
 # continual streams: the task trained on (train); accuracy and test examples per task (evaluate),
 # and the same for the snapshot ensemble (an evaluate message carrying snapshots)
-TASK = "task"
-TASK_ACCURACY = "task-accuracy"  # one per task; -1 where the client holds no test example
-TASK_EXAMPLES = "task-examples"
-ENSEMBLE_TASK_ACCURACY = "ensemble-task-accuracy"
+TASK = _task_keys.TASK
+TASK_ACCURACY = _task_keys.TASK_ACCURACY  # one per task; -1 where the client holds no test example
+TASK_EXAMPLES = _task_keys.TASK_EXAMPLES
+ENSEMBLE_TASK_ACCURACY = _task_keys.ENSEMBLE_TASK_ACCURACY
 # graph tasks: per test node (evaluate) and per node at the received weights (train)
-TEST_DEGREE = "test-degree"  # global degree of each test node
-TEST_CORRECT = "test-correct"  # 1 when that test node is classified correctly
-GRAD_DEGREE = "grad-degree"  # the degree the rule reads, per node
-GRAD_NORM = "grad-norm"  # norm of the loss gradient at each node's input row
-GRAD_NORM_SCALED = "grad-norm-scaled"  # the same times the node's degree scale s_v
+TEST_DEGREE = _task_keys.TEST_DEGREE  # global degree of each test node
+TEST_CORRECT = _task_keys.TEST_CORRECT  # 1 when that test node is classified correctly
+GRAD_DEGREE = _task_keys.GRAD_DEGREE  # the degree the rule reads, per node
+GRAD_NORM = _task_keys.GRAD_NORM  # norm of the loss gradient at each node's input row
+GRAD_NORM_SCALED = _task_keys.GRAD_NORM_SCALED  # the same times the node's degree scale s_v
 
 # node_config keys (Flower's simulation engine sets both; deployment passes --node-config)
 NODE_PARTITION_ID = "partition-id"
 NODE_NUM_PARTITIONS = "num-partitions"
-DATA_PATH = "data-path"  # deployment: this SuperNode's own file (users' files)
+DATA_PATH = _task_keys.DATA_PATH  # deployment: this SuperNode's own file (users' files)
 
 # ArrayRecord / ConfigRecord / MetricRecord names inside a RecordDict
 ARRAYS = "arrays"

@@ -27,7 +27,8 @@ from fedlr.fl import checkpoint as ckpt
 from fedlr.fl import keys
 from fedlr.fl.recorder import RoundCallback, RunRecorder, new_run_dir, write_config
 from fedlr.fl.strategy import ClientInfo, PerClientRates, build_strategy, query_nodes
-from fedlr.tasks import task_for
+from fedlr.tasks import load_task
+from fedlr.tasks.base import ClientContext
 
 log = logging.getLogger("fedlr")
 
@@ -73,7 +74,7 @@ def agree_on_sites(
             errors.append({"node_id": node_id, "partition_id": None, "reason": reply.error.reason})
             continue
         try:
-            pid = int(reply.content.metric_records[keys.METRICS][keys.PARTITION_ID])
+            pid = int(reply.content.metric_records[keys.METRICS][keys.PARTITION_ID])  # type: ignore[arg-type]
             text = str(reply.content.config_records[keys.SITE][keys.SITE_STATISTICS])
         except (KeyError, TypeError, ValueError) as error:
             errors.append({"node_id": node_id, "partition_id": None, "reason": repr(error)})
@@ -93,12 +94,12 @@ def agree_on_sites(
         {"node_id": node_of[pid], "partition_id": pid, "reason": reason}
         for pid, reason in left_out.items()
     ]
-    for error in errors:
+    for entry in errors:
         log.warning(
             "fedlr: node %s (partition %s) left out of the run: %s",
-            error["node_id"],
-            error["partition_id"],
-            error["reason"],
+            entry["node_id"],
+            entry["partition_id"],
+            entry["reason"],
         )
     return {**cfg, keys.SITE_AGREEMENT: agreement}, errors
 
@@ -158,21 +159,21 @@ def run_federation(
 
     if not resume:  # a run killed even in the query round can be resumed
         write_config(run_dir, cfg)
-    task = task_for(cfg)
+    task = load_task(cfg)
     saved = ckpt.load(run_dir) if resume else None
     run_cfg: Mapping[str, Any] = cfg
     errors: list[dict[str, Any]] = []
-    if is_files(cfg):  # the server holds no data: the model's shape comes from the sites
+    if is_files(cfg) and not cfg["task"]:  # no data here: the model's shape is the sites'
         node_ids = wait_for_nodes(grid, cfg)
         run_cfg, errors = agree_on_sites(grid, node_ids, cfg)
         left_out = {e["node_id"] for e in errors}
         clients = query_clients(grid, run_cfg, node_ids=[n for n in node_ids if n not in left_out])
-        agreement = str(run_cfg[keys.SITE_AGREEMENT])
-        initial = ArrayRecord(task.build_model(cfg, agreement=agreement).state_dict())
+        agreed = ClientContext(cfg, -1, message={keys.SITE_AGREEMENT: run_cfg[keys.SITE_AGREEMENT]})
+        initial = ArrayRecord(task.build_model(agreed).state_dict())
     else:
         # Built first: the data split and model take ~1 s, while the simulated nodes are still
         # starting (for Cora this also fills PyG's processed cache before any client reads it).
-        initial = ArrayRecord(task.build_model(cfg).state_dict())
+        initial = ArrayRecord(task.build_model().state_dict())
         clients = query_clients(grid, cfg)
     if saved is not None:
         ckpt.check_same_federation(saved, clients)

@@ -583,7 +583,12 @@ class PerClientRates(FedAvg):
     def noise_for_rule(self) -> dict[int, float]:
         """Noise per partition id that the rule may use now (oracle truth or smoothed estimates)."""
         if self.rate_source == "oracle":
-            return {pid: c.noise_true for pid, c in self.by_partition.items()}
+            # the config refuses the oracle where clients report no truth (real files)
+            return {
+                pid: c.noise_true
+                for pid, c in self.by_partition.items()
+                if c.noise_true is not None
+            }
         return {pid: v for pid, v in self.ema.values.items() if pid not in self.invalid_last}
 
     def factors(self) -> dict[int, float]:

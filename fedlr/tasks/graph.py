@@ -61,6 +61,17 @@ from fedlr.rates.degree import (
     weighted_node_loss,
 )
 from fedlr.rates.noise import loss_mixture_noise, mean_margin_noise
+from fedlr.tasks.base import (
+    GRAD_DEGREE,
+    GRAD_NORM,
+    GRAD_NORM_SCALED,
+    TEST_CORRECT,
+    TEST_DEGREE,
+    ClientContext,
+    RoundPlan,
+    TrainReport,
+    describe_truth,
+)
 from fedlr.tasks.tabular import model_device, pick_device
 
 __all__ = [
@@ -679,3 +690,71 @@ def evaluate_client(
     mask = client.data.test_mask
     loss, accuracy, correct = evaluate_gnn(model, client.data, mask)
     return loss, accuracy, client.global_degree[mask].tolist(), correct.astype(int).tolist()
+
+
+class GraphTask:
+    """The built-in graph task (:class:`~fedlr.tasks.base.Task`): a subgraph per client.
+
+    Full-batch training (:func:`train_client`, with the degree rule for ``+degree``
+    strategies); each round also reports, per node, the gradient norms at the received weights
+    and, on evaluation, each test node's global degree and correctness, which the server pools
+    into the degree-fairness diagnostics.
+    """
+
+    mini_batches = False
+
+    def __init__(self, cfg: Mapping[str, Any]) -> None:
+        self.cfg = cfg
+
+    def client_data(self, ctx: ClientContext) -> GraphClientData:
+        """The client's subgraph."""
+        return client_data(ctx.cfg, ctx.partition_id)
+
+    def build_model(self, ctx: ClientContext | None = None) -> nn.Module:
+        """The run's GNN."""
+        return build_model(self.cfg if ctx is None else ctx.cfg)
+
+    def describe(self, data: GraphClientData) -> dict[str, Any]:
+        """``num-examples`` (train nodes) and the simulated truth."""
+        return describe_truth(data)
+
+    def train(self, model: nn.Module, data: GraphClientData, plan: RoundPlan) -> TrainReport:
+        """Received loss, noise statistic, degree diagnostic, then full-batch training."""
+        assert isinstance(model, GNN)
+        loss = received_loss(model, data)
+        estimate = -1.0
+        if plan.estimate_noise:
+            estimate = estimate_noise(model, data, plan.estimator, seed=plan.seed)
+        diagnostic = train_client(
+            model,
+            data,
+            self.cfg,
+            lr=plan.lr,
+            degree_rule=plan.degree_rule,
+            proximal_mu=plan.proximal_mu,
+            seed=plan.seed,
+        )
+        return TrainReport(
+            metrics={
+                "train_loss": loss,
+                "noise-estimate": float(estimate),
+                GRAD_DEGREE: diagnostic["degree"],
+                GRAD_NORM: diagnostic["norm"],
+                GRAD_NORM_SCALED: diagnostic["norm-scaled"],
+            },
+            num_examples=data.num_train,
+        )
+
+    def evaluate(
+        self, model: nn.Module, data: GraphClientData, ctx: ClientContext
+    ) -> dict[str, Any]:
+        """Loss and accuracy on the test nodes, and each one's global degree and 0/1."""
+        assert isinstance(model, GNN)
+        loss, accuracy, test_degree, test_correct = evaluate_client(model, data)
+        return {
+            "num-examples": data.num_test,
+            TEST_DEGREE: test_degree,
+            TEST_CORRECT: test_correct,
+            "accuracy": accuracy,
+            "eval-loss": loss,
+        }

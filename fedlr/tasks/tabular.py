@@ -34,8 +34,18 @@ from fedlr.data.federated import (
     client_roles,
     make_client,
 )
-from fedlr.tasks.plugins import load_object
+from fedlr.rates import coupling
 from fedlr.rates.noise import gradient_noise_ratio, loss_mixture_noise, mean_margin_noise
+from fedlr.tasks.base import (
+    DATA_PATH,
+    SITE_AGREEMENT,
+    ArrayTask,
+    ClientContext,
+    RoundPlan,
+    TrainReport,
+    train_kwargs,
+)
+from fedlr.tasks.plugins import load_object
 
 # Keys that change the data; everything else (rates, strategies, rounds) does not.
 DATA_KEYS = (
@@ -476,3 +486,80 @@ def estimate_noise(model: nn.Module, data: ClientData, estimator: str, *, seed: 
     raise ValueError(
         f"estimator: expected loss, loss-margin, gradient or oracle, got {estimator!r}"
     )
+
+
+class TabularTask(ArrayTask):
+    """The built-in tabular task (:class:`~fedlr.tasks.base.Task`): digits, synthetic, files.
+
+    Data: the client's row of the seeded federation (digits, synthetic), or, for users' files,
+    the client's own site encoded under the sites' agreement that the server sends
+    (:data:`fedlr.fl.keys.SITE_AGREEMENT`), read from the SuperNode's ``data-path`` when it has
+    one. Model: :func:`make_model`. Training: :class:`~fedlr.tasks.base.ArrayTask`'s, or across
+    ``ddp-procs`` processes (:func:`fedlr.tasks.ddp.train_ddp`) at the rate scaled to their
+    global batch.
+    """
+
+    def client_data(self, ctx: ClientContext) -> ClientData:
+        """The client's data (see the class docstring)."""
+        cfg = ctx.cfg
+        if is_files(cfg):  # the client's own site, encoded as the sites agreed in the query round
+            if SITE_AGREEMENT not in ctx.message:
+                raise ValueError(f"config: expected {SITE_AGREEMENT!r} from the server")
+            path = ctx.node_config.get(DATA_PATH)
+            return client_data(
+                cfg,
+                ctx.partition_id,
+                data_path=str(path) if path is not None and str(path).strip() else None,
+                agreement=str(ctx.message[SITE_AGREEMENT]),
+            )
+        return client_data(cfg, ctx.partition_id)
+
+    def build_model(self, ctx: ClientContext | None = None) -> nn.Module:
+        """:func:`build_model`, shaped by the sites' agreement for users' files."""
+        agreement = None
+        if ctx is not None and SITE_AGREEMENT in ctx.message:
+            agreement = str(ctx.message[SITE_AGREEMENT])
+        return build_model(self.cfg if ctx is None else ctx.cfg, agreement=agreement)
+
+    def train(self, model: nn.Module, data: ClientData, plan: RoundPlan) -> TrainReport:
+        """:class:`~fedlr.tasks.base.ArrayTask`'s training, on ``ddp-procs`` processes if > 1."""
+        procs = int(self.cfg.get("ddp-procs", 1))
+        if procs == 1:
+            return super().train(model, data, plan)
+        gradient = None
+        if plan.measure_noise_scale and data.num_train:
+            gradient = mean_gradient(model, data, plan.batch_size, seed=plan.seed ^ 0x6E5)
+        received_loss, _ = evaluate(model, data.x_train, data.y_train)
+        estimate = -1.0
+        if plan.estimate_noise:
+            estimate = estimate_noise(model, data, plan.estimator, seed=plan.seed)
+        # The server's rate is for one batch of batch-size B; P processes step on batches of P*B.
+        rule = coupling.rule_for_optimizer(plan.optimizer)
+        ddp_lr = coupling.scale_lr(plan.lr, procs * plan.batch_size, plan.batch_size, rule)
+        settings = train_kwargs(plan)
+        del settings["lr"]
+        if self.cfg.get("weight-decay-coupling") == "fixed-shrink":  # keep lr * wd as sent
+            settings["weight_decay"] = float(plan.weight_decay) * plan.lr / ddp_lr
+        from fedlr.tasks import ddp  # its workers import this module
+
+        assert isinstance(model, MLP), "config: DDP trains the built-in MLP (model = mlp)"
+        ddp.train_ddp(
+            model,
+            data,
+            procs=procs,
+            lr=ddp_lr,
+            device=model_device(model),
+            timeout=float(self.cfg.get("round-timeout", 600.0)),
+            **settings,
+        )
+        return TrainReport(
+            metrics={
+                "train_loss": received_loss,
+                "noise-estimate": float(estimate),
+                # DDP: P processes step on global batches of P * batch
+                "steps": local_steps(data.num_train, procs * plan.batch_size, plan.epochs),
+            },
+            num_examples=data.num_train,
+            gradient=gradient,
+            gradient_batch=min(plan.batch_size, data.num_train) if gradient is not None else 0,
+        )

@@ -54,6 +54,7 @@ from fedlr.fl import client_app, keys
 from fedlr.fl.recorder import RunRecorder
 from fedlr.fl.strategy import RoundLog, build_strategy, schedule_params
 from fedlr.metrics import continual
+from fedlr.tasks import continual as continual_task
 from fedlr.rates import schedules
 from fedlr.tasks import streams, tabular
 
@@ -397,7 +398,7 @@ def in_process_clients(make_clients):
 
 def task_accuracies(cfg, pid, model) -> tuple[list[float], list[int]]:
     """Accuracy of ``model`` on each task's test split of client ``pid``, and the split sizes."""
-    tasks, _ = client_app.client_stream(cfg, tabular.client_data(cfg, pid), pid)
+    tasks, _ = continual_task.client_stream(cfg, tabular.client_data(cfg, pid), pid)
     return (
         [tabular.evaluate(model, t.x_test, t.y_test)[1] for t in tasks],
         [len(t.y_test) for t in tasks],
@@ -440,7 +441,7 @@ def test_evaluate_tasks_sends_the_snapshots_and_reads_the_ensemble(make_clients)
             keys.SNAPSHOT.format(1),
         }
     for pid, (accuracy, _, ensemble) in out.items():
-        tasks, _ = client_app.client_stream(cfg, tabular.client_data(cfg, pid), pid)
+        tasks, _ = continual_task.client_stream(cfg, tabular.client_data(cfg, pid), pid)
         expected = [tabular.evaluate_ensemble([other, model], t.x_test, t.y_test)[1] for t in tasks]
         assert ensemble == pytest.approx(expected)
         assert accuracy == pytest.approx(task_accuracies(cfg, pid, model)[0])
@@ -524,7 +525,7 @@ def test_a_continual_client_trains_on_its_current_task(stagger, pid, server_roun
     cfg = make_cfg(task_stagger=stagger)
     starts = streams.arrival_rounds(ROUNDS, 2, 3, stagger)[pid]
     assert streams.current_task(starts, server_round) == task
-    tasks, _ = client_app.client_stream(cfg, tabular.client_data(cfg, pid), pid)
+    tasks, _ = continual_task.client_stream(cfg, tabular.client_data(cfg, pid), pid)
     metrics = train(cfg, pid, server_round).content.metric_records[keys.METRICS]
     n = len(tasks[task].y_train)
     assert set(np.unique(tasks[task].y_train)) == set(range(5 * task, 5 * task + 5))
@@ -535,7 +536,7 @@ def test_a_continual_client_trains_on_its_current_task(stagger, pid, server_roun
 
 def test_replay_grows_the_training_set_after_the_first_task():
     cfg = make_cfg(replay_size=20)
-    tasks, _ = client_app.client_stream(cfg, tabular.client_data(cfg, 1), 1)
+    tasks, _ = continual_task.client_stream(cfg, tabular.client_data(cfg, 1), 1)
     first, second = len(tasks[0].y_train), len(tasks[1].y_train)
     assert first > 20
     counted = {}
@@ -599,7 +600,7 @@ def test_task_incremental_evaluation_predicts_within_each_tasks_classes():
     cfg = make_cfg(stream="task-incremental")
     model = tabular.build_model(cfg, seed=11)
     reply = client_app.evaluate(client_message(cfg, MessageType.EVALUATE, model), client_context(2))
-    tasks, _ = client_app.client_stream(cfg, tabular.client_data(cfg, 2), 2)
+    tasks, _ = continual_task.client_stream(cfg, tabular.client_data(cfg, 2), 2)
     heads = [
         tabular.evaluate(model, t.x_test, t.y_test, streams.task_mask(t.classes))[1] for t in tasks
     ]
@@ -793,7 +794,7 @@ def test_task_incremental_probes_read_the_model_through_the_tasks_head():
     # The received loss (q-FFL's F_k) and the noise estimate look at the task's own examples
     # through its head: the replayed examples of task 0 and the logits of classes 0-4 are out.
     cfg = make_cfg(stream="task-incremental", replay_size=20, estimator="loss-margin")
-    tasks, _ = client_app.client_stream(cfg, tabular.client_data(cfg, 1), 1)
+    tasks, _ = continual_task.client_stream(cfg, tabular.client_data(cfg, 1), 1)
     received = tabular.build_model(cfg, seed=11)  # what client_message sends
     head = streams.task_mask(tasks[1].classes)
     expected_loss, _ = tabular.evaluate(received, tasks[1].x_train, tasks[1].y_train, head)
@@ -827,9 +828,9 @@ def test_task_incremental_probes_read_the_model_through_the_tasks_head():
 def test_a_clients_stream_is_built_once_per_process():
     cfg = make_cfg(stream="rotated")
     data = tabular.client_data(cfg, 0)
-    first, _ = client_app.client_stream(cfg, data, 0)
-    again, _ = client_app.client_stream(cfg, data, 0)
+    first, _ = continual_task.client_stream(cfg, data, 0)
+    again, _ = continual_task.client_stream(cfg, data, 0)
     assert again is first  # rotated images are not recomputed for every message
-    other, _ = client_app.client_stream(make_cfg(stream="rotated", rotation_max=45.0), data, 0)
+    other, _ = continual_task.client_stream(make_cfg(stream="rotated", rotation_max=45.0), data, 0)
     assert other is not first
     assert not np.array_equal(other[-1].x_train, first[-1].x_train)
