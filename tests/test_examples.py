@@ -1,0 +1,75 @@
+"""examples/: a user's own task and a user's own model, each run as its README says."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+HEART = ROOT.parent / "shared" / "data" / "heart_disease"
+ENV = dict(
+    os.environ,
+    FLWR_TELEMETRY_ENABLED="0",
+    FLWR_DISABLE_UPDATE_CHECK="1",
+    FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION="1",
+    MPLBACKEND="Agg",
+)
+
+
+def simulate(folder: Path, out: Path, *settings: str) -> subprocess.CompletedProcess[str]:
+    args = [sys.executable, "-m", "fedlr.cli", "simulate", "scenario.toml", "--out", str(out)]
+    for setting in settings:
+        args += ["--set", setting]
+    return subprocess.run(
+        args, cwd=folder, env=ENV, capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+def results(out: Path) -> dict:
+    (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
+    for name in ("config.toml", "rounds.jsonl", "results.json", "report.md"):
+        assert (run_dir / name).stat().st_size > 0, name
+    return json.loads((run_dir / "results.json").read_text())
+
+
+@pytest.mark.slow
+def test_a_users_cnn_task_on_digit_images(tmp_path: Path) -> None:
+    done = simulate(EXAMPLES / "digits_cnn", tmp_path, "num-server-rounds=2")
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    run = results(tmp_path)
+    clients = run["strategies"]["noise-adaptive"]["clients"]
+    assert [c["partition_id"] for c in clients] == [0, 1, 2, 3, 4]
+    assert [c["role"] for c in clients] == ["noisy", "noisy", "clean", "clean", "clean"]
+    assert all(0 <= c["accuracy"] <= 1 for c in clients)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HEART.is_dir(), reason="../shared/data/heart_disease is not here")
+def test_a_users_logistic_regression_on_the_heart_disease_files(tmp_path: Path) -> None:
+    done = simulate(EXAMPLES / "heart_logreg", tmp_path, "num-server-rounds=2")
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    run = results(tmp_path)
+    clients = run["strategies"]["fedavg"]["clients"]
+    assert [c["num_examples"] for c in clients] == [227, 220, 92, 150]
+    assert all(c["role"] is None for c in clients)  # real sites: no truth
+
+
+@pytest.mark.parametrize(
+    ("task", "message"),
+    [
+        ("task:absent", "task: module 'task' has no attribute 'absent'"),
+        ("no_such_module:make", "task: cannot import 'no_such_module'"),
+        ("builtins:dict", "task: builtins:dict returned dict, which lacks client_data"),
+    ],
+)
+def test_a_bad_task_is_one_line_and_exit_2(tmp_path: Path, task: str, message: str) -> None:
+    done = simulate(EXAMPLES / "digits_cnn", tmp_path, f"task={task}")
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
