@@ -47,7 +47,7 @@ class DigitsCNN(ArrayTask):
     num_classes = 10
 
     def load(self, ctx: ClientContext):
-        """This client's images and labels: its share of the 1,797 digits, split 75/25."""
+        """The client's images and labels: its share of the 1,797 digits, split 75/25."""
         digits = load_digits()
         images = (digits.images / 16.0).astype(np.float32)[:, None, :, :]  # (N, 1, 8, 8)
         labels = digits.target.astype(np.int64)
