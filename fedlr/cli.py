@@ -292,6 +292,35 @@ def report(
     Console().print(f"report: {path}")
 
 
+@cli.command("config")
+def show_config(
+    config: Annotated[
+        Path | None, typer.Argument(help="Scenario TOML. Default: fedlr's defaults.")
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", "-s", help="Override one key (repeatable)."),
+    ] = None,
+    keys: Annotated[
+        bool, typer.Option("--keys", help="Print every key as a Markdown table instead.")
+    ] = False,
+) -> None:
+    """Print the resolved config as TOML (defaults < file < --set), or the table of keys."""
+    if keys:
+        typer.echo(fedlr_config.keys_markdown(), nl=False)
+        return
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        try:
+            overrides = dict(fedlr_config.parse_override(s) for s in set_ or [])
+            cfg = fedlr_config.resolve(config, overrides)
+        except fedlr_config.ConfigError as error:
+            _print_warnings(caught)
+            fail(str(error))
+    _print_warnings(caught)
+    typer.echo(fedlr_config.to_toml(cfg), nl=False)
+
+
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="fedlr")

@@ -1213,3 +1213,15 @@ def to_toml(values: Mapping[str, Any]) -> str:
     import tomli_w
 
     return tomli_w.dumps(dict(values))
+
+
+def keys_markdown() -> str:
+    """Every key of :data:`SCHEMA` as the Markdown table of the README (``fedlr config --keys``)."""
+    import json
+
+    rows = ["| key | default | allowed | meaning |", "|---|---|---|---|"]
+    for key, spec in SCHEMA.items():
+        default = json.dumps(spec.default)
+        cells = [f"`{key}`", f"`{default}`", spec.allowed, spec.help]
+        rows.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    return "\n".join(rows) + "\n"

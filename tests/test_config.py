@@ -769,3 +769,28 @@ def test_a_stagger_within_the_cap_does_not_warn():
         # 6 clients, 30 rounds of 5 tasks: delays 0..5, the cap
         settings = {"stream": "permuted", "task-stagger": 1, "num-clients": 6}
         resolve(overrides={**settings, "noisy-clients": 4})
+
+
+def test_readme_lists_every_key_as_the_schema_says():
+    """README's table is `fedlr config --keys` (regenerate it with that command)."""
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("| key | default | allowed | meaning |")
+    end = readme.index("\n\n", start) + 1
+    assert readme[start:end] == config.keys_markdown()
+
+
+def test_fedlr_config_prints_the_resolved_config_and_exits_2_on_bad_input():
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "fedlr.cli", "config", "--set", "seed=3"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert done.returncode == 0
+    assert tomllib.loads(done.stdout) == {**DEFAULTS, "seed": 3}
+    bad = subprocess.run(
+        [sys.executable, "-m", "fedlr.cli", "config", "--set", "lr=-1"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert bad.returncode == 2 and "lr: expected a number > 0, got -1" in bad.stderr
