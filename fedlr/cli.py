@@ -256,7 +256,12 @@ def _print_summary(console: Console, run_dir: Path) -> None:
     from rich.table import Table
 
     results = json.loads((run_dir / "results.json").read_text())
-    table = Table(title="per-client accuracy of the final global model (unweighted over clients)")
+    # the fairness summary is of the run's fairness-metric (results.json names it when not
+    # accuracy); scores are shown in percent, a loss as it is (its worst 10% the highest)
+    named = [e.get("fairness_metric") for e in results["strategies"].values()]
+    metric = next((str(m) for m in named if m), "accuracy")
+    scale, digits = (1.0, 3) if metric == "loss" else (100.0, 1)
+    table = Table(title=f"per-client {metric} of the final global model (unweighted over clients)")
     for column in ("strategy", "mean", "worst-10%", "variance", "Jain", "rho(est, true)"):
         table.add_column(column, justify="right" if column != "strategy" else "left")
     for name, entry in results["strategies"].items():
@@ -264,9 +269,11 @@ def _print_summary(console: Console, run_dir: Path) -> None:
         rho = (entry.get("estimator") or {}).get("spearman")
         table.add_row(
             name,
-            f"{100 * fair['mean']:.1f}" if fair else "n/a",
-            f"{100 * fair['worst10']:.1f}" if fair else "n/a",
-            f"{1e4 * fair['variance']:.1f}" if fair else "n/a",
+            f"{scale * fair['mean']:.{digits}f}" if fair else "n/a",
+            f"{scale * fair['worst10']:.{digits}f}" if fair else "n/a",
+            f"{scale * scale * fair['variance']:.{digits + 1 if scale == 1 else 1}f}"
+            if fair
+            else "n/a",
             f"{fair['jain']:.3f}" if fair else "n/a",
             f"{rho:.2f}" if rho is not None else "-",
         )

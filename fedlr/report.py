@@ -18,6 +18,14 @@ strategy per round, appended as rounds finish) and ``results.json`` (rewritten e
 strategy finishes). Everything here reads those files and writes next to them; nothing is kept
 between calls.
 
+The summary table's fairness columns (mean, variance, worst/best 10%, Jain, Gini) and the
+per-client plot are of the run's ``fairness-metric`` (accuracy by default; for ``loss`` the
+worst clients are those of highest loss, :func:`fedlr.metrics.fairness.metric_fairness_summary`),
+and the per-client tables and ``results.csv`` hold every metric a client reported (the run's
+``metrics``, a task's own). Roles, true noise and what is computed from them (the clean−noisy
+gap, Spearman ρ against the true noise, the hard-but-clean section, the plot against true noise)
+appear only where some client knows its truth: a real site has none.
+
 A strategy missing from ``results.json`` (a run killed mid-way) is summarised from its last
 recorded round in ``rounds.jsonl``, and the report says so at the top. Its degree data comes from
 the same lines (``degree_fairness``, ``gradient_slope``), and its optimizer and degree rule from
@@ -59,7 +67,9 @@ from fedlr.config import (
     uses_modifier,
 )
 from fedlr.metrics import continual
-from fedlr.metrics.fairness import clean_noisy_gap, fairness_summary, spearman_rho
+from fedlr.metrics.classification import NAMES as METRIC_NAMES
+from fedlr.metrics.classification import higher_is_better
+from fedlr.metrics.fairness import clean_noisy_gap, metric_fairness_summary, spearman_rho
 from fedlr.rates.coupling import rule_for_optimizer
 from fedlr.tasks.streams import arrival_rounds, task_ends
 
@@ -195,12 +205,30 @@ def _num(value: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _fairness(accuracies: Sequence[float]) -> dict[str, float | None]:
-    """Fairness summary of per-client accuracies, as results.json writes it (None if empty)."""
-    values = [a for a in accuracies if a is not None]
-    if not values:
+def _fairness(values: Sequence[float | None], metric: str = "accuracy") -> dict[str, float | None]:
+    """Fairness summary of per-client values of ``metric``, as results.json writes it."""
+    present = [v for v in values if v is not None]
+    if not present:
         return dict.fromkeys(("mean", "variance", "worst10", "best10", "jain", "gini"))
-    return dict(fairness_summary(values))
+    return dict(metric_fairness_summary(present, metric))
+
+
+def _metrics(raw: Any) -> dict[str, float]:
+    """A client's ``metrics`` table (name -> finite value); empty when missing or malformed."""
+    if not isinstance(raw, dict):
+        return {}
+    return {str(k): v for k, v in ((k, _num(v)) for k, v in raw.items()) if v is not None}
+
+
+def _metric_value(client: dict[str, Any], metric: str) -> float | None:
+    """A normalised client's value of ``metric`` (accuracy or one of its ``metrics``)."""
+    return client["accuracy"] if metric == "accuracy" else client["metrics"].get(metric)
+
+
+def _wants_loss(config: dict[str, Any]) -> bool:
+    """Whether the run's ``metrics`` or ``fairness-metric`` names the loss (eval_loss)."""
+    names = split_list(str(config.get("metrics", "")))
+    return config.get("fairness-metric") == "loss" or "loss" in names
 
 
 def _strategy_order(
@@ -227,6 +255,7 @@ def _last_rounds(rounds: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def _summaries_from_results(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    # A client's role and true noise are absent (None) where it has no truth (a real site).
     summaries = {}
     for strategy, entry in results["strategies"].items():
         fairness = entry.get("fairness") or {}
@@ -240,6 +269,7 @@ def _summaries_from_results(results: dict[str, Any]) -> dict[str, dict[str, Any]
                 "lr": _num(client.get("lr")),
                 "accuracy": _num(client.get("accuracy")),
                 "num_examples": client.get("num_examples"),
+                "metrics": _metrics(client.get("metrics")),
             }
             for client in entry.get("clients") or []
         ]
@@ -255,7 +285,10 @@ def _summaries_from_results(results: dict[str, Any]) -> dict[str, dict[str, Any]
     return summaries
 
 
-def _summaries_from_rounds(rounds: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def _summaries_from_rounds(
+    rounds: list[dict[str, Any]], config: dict[str, Any]
+) -> dict[str, dict[str, Any]]:
+    metric = str(config.get("fairness-metric", "accuracy"))
     summaries = {}
     for strategy, record in _last_rounds(rounds).items():
         clients = []
@@ -264,6 +297,10 @@ def _summaries_from_rounds(rounds: list[dict[str, Any]]) -> dict[str, dict[str, 
             estimate = _num(client.get("noise_smoothed"))
             if estimate is None:
                 estimate = _num(client.get("noise_estimate"))
+            metrics = _metrics(client.get("metrics"))
+            loss = _num(client.get("eval_loss"))
+            if _wants_loss(config) and loss is not None:
+                metrics["loss"] = loss
             clients.append(
                 {
                     "partition_id": client.get("partition_id"),
@@ -273,12 +310,13 @@ def _summaries_from_rounds(rounds: list[dict[str, Any]]) -> dict[str, dict[str, 
                     "lr": _num(client.get("lr")),
                     "accuracy": _num(client.get("accuracy")),
                     "num_examples": None,
+                    "metrics": metrics,
                 }
             )
-        fairness = _fairness([c["accuracy"] for c in clients if c["accuracy"] is not None])
-        # Prefer what the run itself logged for the two numbers it logs.
+        fairness = _fairness([_metric_value(c, metric) for c in clients], metric)
+        # Prefer what the run itself logged for the two numbers it logs (of accuracy).
         for key, logged in (("mean", "accuracy_mean"), ("worst10", "accuracy_worst10")):
-            if _num(record.get(logged)) is not None:
+            if metric == "accuracy" and _num(record.get(logged)) is not None:
                 fairness[key] = _num(record.get(logged))
         scored = [c for c in clients if c["accuracy"] is not None and c["noise_true"] is not None]
         rated = [
@@ -684,7 +722,7 @@ def _load_run(run_dir: Path) -> dict[str, Any]:
             f"{run_dir}: nothing to report (no results.json and no readable line in rounds.jsonl)"
         )
     # Finished strategies from results.json; a strategy cut off mid-run from its last round.
-    summaries = _summaries_from_rounds(rounds)
+    summaries = _summaries_from_rounds(rounds, config)
     if results is not None:
         summaries.update(_summaries_from_results(results))
     for summary in summaries.values():
@@ -699,8 +737,14 @@ def _load_run(run_dir: Path) -> dict[str, Any]:
         blocks.update(_continual_from_results(results))
     batches = {s: batches[s] for s in order if s in batches}
     source = results if results is not None else config
+    clients = [c for s in order for c in summaries[s]["clients"]]
     return {
         "name": source.get("name") or config.get("name") or run_dir.name,
+        "fairness_metric": _fairness_metric(config, results),
+        # truth columns, plots and summaries only where some client knows its truth
+        "has_truth": any(c["noise_true"] is not None for c in clients),
+        "has_roles": any(c.get("role") is not None for c in clients),
+        "metric_names": _metric_names(clients),
         "seed": source.get("seed", config.get("seed")),
         "num_rounds": source.get("num_rounds", config.get("num-server-rounds")),
         "base_lr": _num(config.get("lr")),
@@ -714,6 +758,21 @@ def _load_run(run_dir: Path) -> dict[str, Any]:
         "continual": {s: blocks[s] for s in order if s in blocks},  # empty unless a stream
         "colours": _colours(_strategy_order(results, rounds, config)),
     }
+
+
+def _fairness_metric(config: dict[str, Any], results: dict[str, Any] | None) -> str:
+    """The run's ``fairness-metric``: config.toml's, else results.json's, else accuracy."""
+    if config.get("fairness-metric"):
+        return str(config["fairness-metric"])
+    entries = (results or {}).get("strategies", {}).values()
+    named = [e["fairness_metric"] for e in entries if e.get("fairness_metric")]
+    return str(named[0]) if named else "accuracy"
+
+
+def _metric_names(clients: list[dict[str, Any]]) -> list[str]:
+    """Every metric some client reported besides accuracy: fedlr's in order, then the others."""
+    seen = {name for c in clients for name in c["metrics"]}
+    return [n for n in METRIC_NAMES if n in seen] + sorted(seen - set(METRIC_NAMES))
 
 
 def _colours(strategies: list[str]) -> dict[str, tuple[str, str]]:
@@ -732,8 +791,10 @@ def _colours(strategies: list[str]) -> dict[str, tuple[str, str]]:
 def write_csv(run_dir: Path | str) -> Path:
     """Write ``results.csv``: one row per strategy and client.
 
-    Columns are ``CSV_COLUMNS``; a missing value is an empty cell. An unfinished run (no
-    ``results.json``) gives the clients of the last recorded round of each strategy.
+    Columns are ``CSV_COLUMNS`` (``role`` and ``noise_true`` only where some client knows its
+    truth), then every metric some client reported besides accuracy; a missing value is an
+    empty cell. An unfinished run (no ``results.json``) gives the clients of the last recorded
+    round of each strategy.
 
     Parameters
     ----------
@@ -751,14 +812,21 @@ def write_csv(run_dir: Path | str) -> Path:
 
 def _write_csv(run_dir: Path, run: dict[str, Any]) -> Path:
     path = run_dir / CSV_FILE
+    columns = [c for c in CSV_COLUMNS if _shows_column(run, c)]
     with path.open("w", newline="", encoding="utf-8") as stream:
         writer = csv.writer(stream)
-        writer.writerow(CSV_COLUMNS)
+        writer.writerow(columns + run["metric_names"])
         for strategy in run["strategies"]:
             for client in run["summaries"][strategy]["clients"]:
-                row = [strategy] + [client.get(column) for column in CSV_COLUMNS[1:]]
+                row = [strategy] + [client.get(column) for column in columns[1:]]
+                row += [client["metrics"].get(name) for name in run["metric_names"]]
                 writer.writerow(["" if value is None else value for value in row])
     return path
+
+
+def _shows_column(run: dict[str, Any], column: str) -> bool:
+    """Role and true noise only where some client knows them (a real site has no truth)."""
+    return {"role": run["has_roles"], "noise_true": run["has_truth"]}.get(column, True)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -797,10 +865,72 @@ _SUMMARY_COLUMNS: tuple[tuple[str, Callable[[dict], float | None], Callable, int
 )
 
 
+# The fairness-metric's name in text, and in the summary table's header.
+_METRIC_TEXT = {"balanced-accuracy": "balanced accuracy", "auroc": "AUROC", "f1": "F1"}
+_METRIC_SHORT = {"accuracy": "acc.", "balanced-accuracy": "bal. acc.", "auroc": "AUROC", "f1": "F1"}
+
+
+def _metric_text(metric: str) -> str:
+    return _METRIC_TEXT.get(metric, metric)
+
+
+def _percent_scale(metric: str) -> bool:
+    """Whether ``metric`` is a score in [0, 1], shown in percent (the loss is shown as it is)."""
+    return metric in METRIC_NAMES and higher_is_better(metric)
+
+
+def _summary_columns(run: dict[str, Any]) -> tuple[tuple[str, Callable, Callable, int], ...]:
+    """The summary table's columns: the fairness-metric's, then the truth-based two if known."""
+    metric = run["fairness_metric"]
+    truth = _SUMMARY_COLUMNS[6:] if run["has_truth"] else ()
+    if metric == "accuracy":
+        return _SUMMARY_COLUMNS[:6] + truth
+    if truth:  # the gap stays one of accuracy
+        truth = (("Clean−noisy acc. gap (pp)", *truth[0][1:]), truth[1])
+    short = _METRIC_SHORT.get(metric, metric)
+    fairness = _SUMMARY_COLUMNS[:6]
+    if _percent_scale(metric):
+        return ((f"Mean {short} (%)", *fairness[0][1:]), *fairness[1:], *truth)
+    three = lambda v: _fmt(v, ".3f")  # noqa: E731
+    return (
+        (f"Mean {short}", fairness[0][1], three, -1),
+        ("Variance", fairness[1][1], lambda v: _fmt(v, ".4f"), -1),
+        ("Worst-10% (highest)", fairness[2][1], three, -1),
+        ("Best-10% (lowest)", fairness[3][1], three, -1),
+        *fairness[4:],
+        *truth,
+    )
+
+
+def _summary_note(run: dict[str, Any], rho: str) -> str:
+    """What the summary table's numbers are (the words under it)."""
+    metric = run["fairness_metric"]
+    clean = "clean " if run["has_truth"] else ""
+    if metric == "accuracy":
+        words = f"Accuracies are on each client's {clean}test split, in percent"
+    else:
+        unit = ", in percent" if _percent_scale(metric) else ""
+        words = f"Fairness columns are of each client's {_metric_text(metric)} on its {clean}test "
+        words += f"split{unit}, each client counted once"
+        if not higher_is_better(metric):
+            words += (
+                "; the worst 10% are the clients of highest loss; Jain and Gini measure how "
+                "evenly the loss is spread (1 and 0: every client alike)"
+            )
+    if run["has_truth"]:
+        kind = "" if metric == "accuracy" else " (of accuracy)"
+        words += (
+            f"; the gap{kind} is mean clean minus mean noisy accuracy in percentage points; "
+            f"Spearman ρ{rho}"
+        )
+    return words + ". Best per column in bold."
+
+
 def _summary_table(run: dict[str, Any]) -> list[str]:
     strategies = run["strategies"]
+    columns = _summary_columns(run)
     cells: dict[str, list[str]] = {s: [] for s in strategies}
-    for _, value_of, formatter, direction in _SUMMARY_COLUMNS:
+    for _, value_of, formatter, direction in columns:
         values = {s: _num(value_of(run["summaries"][s])) for s in strategies}
         present = {s: v for s, v in values.items() if v is not None}
         best_text = None
@@ -811,25 +941,34 @@ def _summary_table(run: dict[str, Any]) -> list[str]:
             text = formatter(values[s])
             # Ties at the shown precision are all best.
             cells[s].append(f"**{text}**" if values[s] is not None and text == best_text else text)
-    header = ["Strategy"] + [column[0] for column in _SUMMARY_COLUMNS]
+    header = ["Strategy"] + [column[0] for column in columns]
     rows = [[f"`{s}`"] + cells[s] for s in strategies]
-    return _table(header, rows, "l" + "r" * len(_SUMMARY_COLUMNS))
+    return _table(header, rows, "l" + "r" * len(columns))
 
 
-def _client_table(summary: dict[str, Any]) -> list[str]:
-    rows = [
-        [
-            str(client.get("partition_id")),
-            client.get("role") or NA,
-            _fmt(client["noise_true"], ".2f"),
+def _client_table(run: dict[str, Any], summary: dict[str, Any]) -> list[str]:
+    """One row per client: truth where known, estimate, rate, accuracy, every other metric."""
+    names = run["metric_names"]
+    rows = []
+    for client in summary["clients"]:
+        row = [str(client.get("partition_id"))]
+        if run["has_roles"]:
+            row.append(client.get("role") or NA)
+        if run["has_truth"]:
+            row.append(_fmt(client["noise_true"], ".2f"))
+        row += [
             _fmt(client["noise_estimate"], ".2f"),
             _fmt(client["lr"], ".3g"),
             _percent(client["accuracy"]),
         ]
-        for client in summary["clients"]
-    ]
-    header = ["Partition", "Role", "True noise", "Estimate", "LR", "Accuracy (%)"]
-    return _table(header, rows, "rlrrrr")
+        row += [
+            _fmt(client["metrics"].get(n), ".3f" if n in METRIC_NAMES else ".4g") for n in names
+        ]
+        rows.append(row)
+    header = ["Partition"] + ["Role"] * run["has_roles"] + ["True noise"] * run["has_truth"]
+    header += ["Estimate", "LR", "Accuracy (%)"] + names
+    align = "r" + "l" * run["has_roles"] + "r" * run["has_truth"] + "rrr" + "r" * len(names)
+    return _table(header, rows, align)
 
 
 def _mean(values: list[float | None]) -> float | None:
@@ -1228,16 +1367,17 @@ def _markdown(run: dict[str, Any]) -> str:
     lines += _summary_table(run)
     lines += [
         "",
-        "Accuracies are on each client's clean test split, in percent; the gap is mean clean "
-        f"minus mean noisy accuracy in percentage points; Spearman ρ{rho}. Best per column in "
-        "bold.",
+        _summary_note(run, rho),
         "",
         f"![Mean client accuracy per round]({ACCURACY_PER_ROUND_PNG})",
         "",
     ]
-    lines += _hard_clean_section(run) + [""]
+    if run["has_roles"]:  # roles are simulation truth: a real site has none
+        lines += _hard_clean_section(run) + [""]
+    per_client = "vs true noise" if run["has_truth"] else "per partition"
     lines += [
-        f"![Final client accuracy vs true noise]({ACCURACY_VS_NOISE_PNG})",
+        f"![Final client {_metric_text(run['fairness_metric'])} {per_client}]"
+        f"({ACCURACY_VS_NOISE_PNG})",
         "",
         f"![Learning rate vs noise estimate]({RATE_VS_NOISE_PNG})",
         "",
@@ -1252,7 +1392,7 @@ def _markdown(run: dict[str, Any]) -> str:
     lines += ["## Clients per strategy", ""]
     for strategy in run["strategies"]:
         summary = run["summaries"][strategy]
-        lines += [f"### `{strategy}`", ""] + _client_table(summary) + [""]
+        lines += [f"### `{strategy}`", ""] + _client_table(run, summary) + [""]
         if summary["missing"]:
             ids = ", ".join(str(i) for i in summary["missing"])
             lines += [f"No reply in round {summary['round']} from: {ids}.", ""]
@@ -1327,9 +1467,9 @@ def _plot_accuracy_vs_noise(run: dict[str, Any], path: Path) -> Path:
     figure = _new_figure()
     axes = figure.add_subplot()
     strategies = run["strategies"]
-    has_truth = any(
-        c["noise_true"] is not None for s in strategies for c in run["summaries"][s]["clients"]
-    )
+    has_truth = run["has_truth"]
+    metric = run["fairness_metric"]  # the per-client value plotted
+    scale = 100.0 if _percent_scale(metric) else 1.0
     span = 0.008 if has_truth else 0.06
     hard_xs: list[float] = []
     hard_ys: list[float] = []
@@ -1338,25 +1478,28 @@ def _plot_accuracy_vs_noise(run: dict[str, Any], path: Path) -> Path:
         xs, ys = [], []
         for client in run["summaries"][strategy]["clients"]:
             x = client["noise_true"] if has_truth else _num(client.get("partition_id"))
-            if x is None or client["accuracy"] is None:
+            value = _metric_value(client, metric)
+            if x is None or value is None:
                 continue
             x += _dodge(index, len(strategies), span)
             xs.append(x)
-            ys.append(100 * client["accuracy"])
+            ys.append(scale * value)
             if client.get("role") == _HARD_CLEAN:
                 hard_xs.append(x)
-                hard_ys.append(100 * client["accuracy"])
+                hard_ys.append(scale * value)
         axes.scatter(xs, ys, color=colour, marker=marker, s=42, alpha=0.85, label=strategy)
     if hard_xs:
         axes.scatter(hard_xs, hard_ys, label="hard-clean client", **_RING)
+    name = _metric_text(metric)
     if has_truth:
-        axes.set_title("Final client accuracy vs true label-noise rate")
+        axes.set_title(f"Final client {name} vs true label-noise rate")
         axes.set_xlabel("True label-noise rate of the client's training split")
     else:
-        axes.set_title("Final client accuracy (true noise unknown: results.json missing)")
+        axes.set_title(f"Final client {name} (no client knows its true noise)")
         axes.set_xlabel("Partition id")
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axes.set_ylabel("Accuracy on clean test split (%)")
+    unit = " (%)" if scale == 100.0 else ""
+    axes.set_ylabel(f"{name[0].upper() + name[1:]} on {'clean ' * has_truth}test split{unit}")
     axes.grid(alpha=0.3)
     if strategies:
         axes.legend(loc="best", fontsize="small")

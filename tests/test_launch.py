@@ -105,21 +105,23 @@ def test_certs_are_made_once_and_kept(tmp_path: Path) -> None:
     assert (certs / "node-1.pub").read_text().startswith("ecdsa-sha2-nistp384 ")
 
 
-def test_local_cluster_runs_fedlr_over_tls(tmp_path: Path) -> None:
+def local_cluster(
+    tmp_path: Path, nodes: int, config: str, extra_env: dict[str, str] | None = None
+) -> tuple[Path, str, dict]:
+    """``launch/local-cluster.sh NODES CONFIG`` (TLS and node auth on), then stop.sh.
+
+    Checks that it succeeded over TLS and left a complete run directory; returns the launch
+    folder, the script's stdout and the run's ``results.json``.
+    """
     run = tmp_path / "cluster"
-    port = free_port()
-    config = (
-        "num-server-rounds=2 noisy-clients=1 hard-clean-clients=0 "
-        "strategies='noise-adaptive' warmup-rounds=1"
-    )
-    environment = env(tmp_path) | {"FEDLR_LAUNCH_DIR": str(run), "FEDLR_PORT": str(port)}
+    environment = env(tmp_path) | {"FEDLR_LAUNCH_DIR": str(run), "FEDLR_PORT": str(free_port())}
     try:
         done = subprocess.run(
-            ["bash", str(LAUNCH / "local-cluster.sh"), "2", config],
-            env=environment,
+            ["bash", str(LAUNCH / "local-cluster.sh"), str(nodes), config],
+            env=environment | (extra_env or {}),
             capture_output=True,
             text=True,
-            timeout=420,
+            timeout=480,
             check=False,
             cwd=ROOT,
         )
@@ -130,10 +132,19 @@ def test_local_cluster_runs_fedlr_over_tls(tmp_path: Path) -> None:
     (run_dir,) = (run / "runs").iterdir()
     for name in ("config.toml", "rounds.jsonl", "results.json", "report.md"):
         assert (run_dir / name).stat().st_size > 0, name
-    results = json.loads((run_dir / "results.json").read_text())
+    return run, done.stdout, json.loads((run_dir / "results.json").read_text())
+
+
+def test_local_cluster_runs_fedlr_over_tls(tmp_path: Path) -> None:
+    config = (
+        "num-server-rounds=2 noisy-clients=1 hard-clean-clients=0 "
+        "strategies='noise-adaptive' warmup-rounds=1"
+    )
+    run, _, results = local_cluster(tmp_path, 2, config)
     clients = results["strategies"]["noise-adaptive"]["clients"]
     assert [c["partition_id"] for c in clients] == [0, 1]
     assert all(0 <= c["accuracy"] <= 1 for c in clients)
+    (run_dir,) = (run / "runs").iterdir()
     rounds = [json.loads(line) for line in (run_dir / "rounds.jsonl").read_text().splitlines()]
     assert [r["round"] for r in rounds] == [1, 2]
     assert not list((run / "pids").glob("*.pid"))  # stop.sh removed every PID file it stopped
@@ -149,8 +160,6 @@ def test_each_supernode_reads_its_own_hospital_file_over_tls(tmp_path: Path) -> 
     The server holds no data: it learns features and classes from the sites' statistics. The
     bad node's error is kept under ``errors`` and the run goes on with the four hospitals.
     """
-    run = tmp_path / "cluster"
-    port = free_port()
     bad = tmp_path / "bad.csv"
     bad.write_text("age,sex\n50,1\n60,0\n")
     sites = sorted(HEART.glob("*.csv"))
@@ -159,31 +168,10 @@ def test_each_supernode_reads_its_own_hospital_file_over_tls(tmp_path: Path) -> 
         "categorical-columns='cp,restecg,slope,thal' strategies='fedavg' "
         "metrics='accuracy,auroc' round-timeout=120"
     )
-    environment = env(tmp_path) | {
-        "FEDLR_LAUNCH_DIR": str(run),
-        "FEDLR_PORT": str(port),
-        "FEDLR_NODE_DATA": ",".join(str(p) for p in [*sites, bad]),
-    }
-    try:
-        done = subprocess.run(
-            ["bash", str(LAUNCH / "local-cluster.sh"), "5", config],
-            env=environment,
-            capture_output=True,
-            text=True,
-            timeout=480,
-            check=False,
-            cwd=ROOT,
-        )
-    finally:
-        sh(str(LAUNCH / "stop.sh"), str(run), tmp_path=tmp_path)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "--insecure" not in (run / "superlink.log").read_text()
+    node_data = ",".join(str(p) for p in [*sites, bad])
+    _, stdout, results = local_cluster(tmp_path, 5, config, {"FEDLR_NODE_DATA": node_data})
     for i, site in enumerate([*sites, bad]):
-        assert f"supernode {i}: " in done.stdout and f"data {site.resolve()}," in done.stdout
-    (run_dir,) = (run / "runs").iterdir()
-    for name in ("config.toml", "rounds.jsonl", "results.json", "report.md"):
-        assert (run_dir / name).stat().st_size > 0, name
-    results = json.loads((run_dir / "results.json").read_text())
+        assert f"supernode {i}: " in stdout and f"data {site.resolve()}," in stdout
     (error,) = results["errors"]
     assert error["partition_id"] is None and "label-column" in error["reason"]
     clients = results["strategies"]["fedavg"]["clients"]

@@ -196,7 +196,8 @@ def test_report_without_results(tmp_path):
     # computed from round 3: fedavg Jain = 3.1^2 / (4 * 2.47) = 0.9727
     row = _row(report, "fedavg")
     assert row[1] == "77.5" and row[3] == "60.0" and row[5] == "0.973"
-    assert row[7:] == ["n/a", "n/a"]
+    # these round lines carry no client's truth: no gap or Spearman column
+    assert len(row) == 7
     assert _row(report, "noise-adaptive")[1] == "**82.5**"
     assert "invalid noise estimates" in report
     for png in PNGS:
@@ -1001,3 +1002,123 @@ def test_run_without_stream_has_no_continual_section(tmp_path, finished):
     assert not any((run_dir / png).exists() for png in CONTINUAL_PNGS)
     # the PNGs every run gets are still written
     assert all((run_dir / png).exists() for png in PNGS)
+
+
+# ------------------------------------------------------------------------------------------------
+# Metrics beyond accuracy, the fairness-metric, and sites without truth
+# ------------------------------------------------------------------------------------------------
+
+# Three clients, one round of fedavg, written by the real recorder. Client 0 is the noisy one
+# (when there is truth). AUROC 0.7, 0.85, 0.95: mean 2.5 / 3 = 83.3%; losses 0.9, 0.5, 0.3:
+# mean 1.7 / 3 = 0.567, worst (highest) 0.9. Accuracy gap (0.8 + 0.9) / 2 - 0.6 = 25 pp.
+
+
+def make_metrics_run(root: Path, *, fairness_metric: str, truth: bool, finished: bool) -> Path:
+    from fedlr.fl.recorder import RunRecorder
+    from fedlr.fl.strategy import ClientInfo, RoundLog, build_strategy
+
+    cfg = resolve(
+        overrides={
+            "name": "sites",
+            "num-clients": 3,
+            "noisy-clients": 1,
+            "hard-clean-clients": 0,
+            "strategies": "fedavg",
+            "num-server-rounds": 1,
+            "metrics": "accuracy,auroc",
+            "fairness-metric": fairness_metric,
+        }
+    )
+    clients = [
+        ClientInfo(
+            node_id=10 + k,
+            partition_id=k,
+            num_examples=20,
+            noise_true=(0.4 if k == 0 else 0.0) if truth else None,
+            role=("noisy" if k == 0 else "clean") if truth else None,
+        )
+        for k in range(3)
+    ]
+    strategy = build_strategy("fedavg", cfg, clients)
+    strategy.rounds[1] = RoundLog(
+        lr=dict.fromkeys(range(3), 0.1),
+        accuracy={0: 0.6, 1: 0.8, 2: 0.9},
+        eval_loss={0: 0.9, 1: 0.5, 2: 0.3},
+        metrics={0: {"auroc": 0.7, "sensitivity": 0.25}, 1: {"auroc": 0.85}, 2: {"auroc": 0.95}},
+    )
+    run_dir = root / f"{fairness_metric}-{truth}-{finished}"
+    recorder = RunRecorder(run_dir, cfg, clients)
+    recorder.start_strategy("fedavg")
+    recorder.round_done("fedavg", strategy, 1)
+    if finished:
+        recorder.strategy_done("fedavg", strategy)
+    recorder.close()
+    return run_dir
+
+
+def _header(report: str, first: str) -> list[str]:
+    line = next(x for x in report.splitlines() if x.startswith(f"| {first} |"))
+    return [cell.strip() for cell in line.strip("|").split("|")]
+
+
+@pytest.mark.parametrize("finished", [True, False])
+def test_report_of_an_auroc_fairness_metric(tmp_path, finished):
+    run_dir = make_metrics_run(tmp_path, fairness_metric="auroc", truth=True, finished=finished)
+    report = render_report(run_dir).read_text()
+    assert _header(report, "Strategy") == [
+        "Strategy", "Mean AUROC (%)", "Variance (%²)", "Worst-10% (%)", "Best-10% (%)", "Jain",
+        "Gini", "Clean−noisy acc. gap (pp)", "Spearman ρ",
+    ]  # fmt: skip
+    row = _row(report, "fedavg")
+    assert row[1] == "83.3" and row[3] == "70.0" and row[4] == "95.0" and row[7] == "25.0"
+    assert "Fairness columns are of each client's AUROC on its clean test split" in report
+    # the per-client table holds every reported metric
+    assert _header(report, "Partition") == [
+        "Partition", "Role", "True noise", "Estimate", "LR", "Accuracy (%)", "auroc",
+        "sensitivity",
+    ]  # fmt: skip
+    assert "| 0 | noisy | 0.40 | n/a | 0.1 | 60.0 | 0.700 | 0.25 |" in report
+    assert "| 2 | clean | 0.00 | n/a | 0.1 | 90.0 | 0.950 | n/a |" in report
+    assert "![Final client AUROC vs true noise](client_accuracy_vs_noise.png)" in report
+    with (run_dir / "results.csv").open(newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    assert list(rows[0])[-2:] == ["auroc", "sensitivity"]
+    assert [(r["auroc"], r["sensitivity"]) for r in rows] == [
+        ("0.7", "0.25"),
+        ("0.85", ""),
+        ("0.95", ""),
+    ]
+    for png in PNGS:
+        assert (run_dir / png).read_bytes()[:8] == PNG_MAGIC
+
+
+@pytest.mark.parametrize("finished", [True, False])
+def test_report_of_a_loss_fairness_metric_counts_the_highest_loss_as_worst(tmp_path, finished):
+    run_dir = make_metrics_run(tmp_path, fairness_metric="loss", truth=True, finished=finished)
+    report = render_report(run_dir).read_text()
+    header = _header(report, "Strategy")
+    assert header[1:5] == ["Mean loss", "Variance", "Worst-10% (highest)", "Best-10% (lowest)"]
+    row = _row(report, "fedavg")
+    assert row[1] == "0.567" and row[3] == "0.900" and row[4] == "0.300"
+    assert "the worst 10% are the clients of highest loss" in report
+    assert _header(report, "Partition")[-3:] == ["auroc", "loss", "sensitivity"]
+    assert "| 1 | clean | 0.00 | n/a | 0.1 | 80.0 | 0.850 | 0.500 | n/a |" in report
+
+
+@pytest.mark.parametrize("finished", [True, False])
+def test_report_of_sites_without_truth_shows_no_truth(tmp_path, finished):
+    run_dir = make_metrics_run(tmp_path, fairness_metric="accuracy", truth=False, finished=finished)
+    report = render_report(run_dir).read_text()
+    assert _header(report, "Strategy")[-2:] == ["Jain", "Gini"]  # no gap, no Spearman ρ
+    assert _row(report, "fedavg")[1] == "76.7"
+    assert _header(report, "Partition") == [
+        "Partition", "Estimate", "LR", "Accuracy (%)", "auroc", "sensitivity",
+    ]  # fmt: skip
+    assert "Hard-but-clean" not in report and "Spearman" not in report and "gap" not in report
+    assert "Accuracies are on each client's test split, in percent. Best" in report
+    assert "![Final client accuracy per partition](client_accuracy_vs_noise.png)" in report
+    with (run_dir / "results.csv").open(newline="") as stream:
+        columns = next(csv.reader(stream))
+    assert "role" not in columns and "noise_true" not in columns
+    for png in PNGS:
+        assert (run_dir / png).read_bytes()[:8] == PNG_MAGIC

@@ -55,7 +55,11 @@ class Checkpoint:
 
 
 def client_table(clients: Sequence[ClientInfo]) -> list[dict[str, Any]]:
-    """What identifies the federation's data: partition, size, role and true noise per client."""
+    """What identifies the federation's data: partition, size, role and true noise per client.
+
+    Role and true noise are None where a client has no truth (a real site): resuming compares
+    them as they are, so a federation that gained or lost its truth is a different one.
+    """
     return [
         {
             "partition_id": c.partition_id,
@@ -124,7 +128,10 @@ def load(run_dir: Path) -> Checkpoint | None:
 
 
 def check_same_federation(checkpoint: Checkpoint, clients: Sequence[ClientInfo]) -> None:
-    """Refuse to resume onto different data (partition sizes, roles or noise differ)."""
+    """Refuse to resume onto different data (partition sizes, roles or noise differ).
+
+    Clients without truth (role and true noise None) match a checkpoint of clients without it.
+    """
     now = client_table(clients)
     if now != checkpoint.clients:
         raise RuntimeError(

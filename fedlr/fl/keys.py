@@ -48,6 +48,23 @@ TEST_CORRECT = _task_keys.TEST_CORRECT  # 1 when that test node is classified co
 GRAD_DEGREE = _task_keys.GRAD_DEGREE  # the degree the rule reads, per node
 GRAD_NORM = _task_keys.GRAD_NORM  # norm of the loss gradient at each node's input row
 GRAD_NORM_SCALED = _task_keys.GRAD_NORM_SCALED  # the same times the node's degree scale s_v
+# What fedlr itself reads from an evaluate reply. Any other numeric scalar a task returns (the
+# run's ``metrics``, e.g. "auroc", or a user's own, e.g. "sensitivity") is kept per client as it
+# is named (fedlr.fl.client_metrics).
+EVALUATE_KEYS = frozenset(
+    {
+        NUM_EXAMPLES,
+        PARTITION_ID,
+        AGGREGATION_WEIGHT,
+        ACCURACY,
+        EVAL_LOSS,
+        TASK_ACCURACY,
+        TASK_EXAMPLES,
+        ENSEMBLE_TASK_ACCURACY,
+        TEST_DEGREE,
+        TEST_CORRECT,
+    }
+)
 
 # node_config keys (Flower's simulation engine sets both; deployment passes --node-config)
 NODE_PARTITION_ID = "partition-id"

@@ -4,6 +4,15 @@
 rewritten (write, then rename) each time a strategy finishes, so a killed run keeps every round
 and every strategy it completed. A resumed run (``resume=True``) first cuts both back to what its
 checkpoint covers, then appends as an uninterrupted run would have.
+
+A client's ``role`` and ``noise_true`` are written only where it knows them (simulated noise; a
+real site has no truth); without them the truth-based numbers (``gap_clean_noisy``, the
+estimator's ``spearman``) are null. When clients report metrics beyond accuracy and loss (the
+run's ``metrics``, or a task's own), every client row gets a ``metrics`` table, name -> value:
+that round's in ``rounds.jsonl``, each one's latest in ``results.json`` (there with ``loss``, the
+latest ``eval_loss``, when ``metrics`` or ``fairness-metric`` names it). A strategy's
+``fairness`` summarises the clients' accuracy or, with another ``fairness-metric``, that metric
+(named in ``fairness_metric``; :func:`fedlr.metrics.fairness.metric_fairness_summary`).
 """
 
 from __future__ import annotations
@@ -17,11 +26,16 @@ from typing import Any
 
 import numpy as np
 
-from fedlr.config import to_toml
+from fedlr.config import split_list, to_toml
 from fedlr.fl.checkpoint import Checkpoint
 from fedlr.fl.strategy import ClientInfo, PerClientRates
 from fedlr.metrics import continual
-from fedlr.metrics.fairness import clean_noisy_gap, fairness_summary, spearman_rho
+from fedlr.metrics.fairness import (
+    clean_noisy_gap,
+    fairness_summary,
+    metric_fairness_summary,
+    spearman_rho,
+)
 
 RoundCallback = Callable[[str, int, dict[str, Any]], None]
 
@@ -58,7 +72,8 @@ def _finite_or_none(value: float | None) -> float | None:
 
 def _finite_values(values: Mapping[int, float]) -> dict[int, float]:
     # A client can report a NaN (or non-numeric) accuracy, which the strategy logs as NaN.
-    return {k: v for k, v in values.items() if _finite_or_none(v) is not None}
+    # In partition-id order, not reply order: a mean over them is then the same in every run.
+    return {k: v for k, v in sorted(values.items()) if _finite_or_none(v) is not None}
 
 
 def _json_safe(value: Any) -> Any:
@@ -185,6 +200,9 @@ class RunRecorder:
                     task=log_.task.get(pid),
                     task_accuracy=_task_row(log_.task_accuracy.get(pid)),
                 )
+            if log_.metrics:  # the run's metrics beyond accuracy and loss, a task's own
+                rows[-1]["metrics"] = dict(log_.metrics.get(pid, {}))
+            _drop_unknown_truth(rows[-1])
         accuracies = [r["accuracy"] for r in rows if r["accuracy"] is not None]
         summary = fairness_summary(accuracies) if accuracies else None
         line = {
@@ -223,11 +241,19 @@ class RunRecorder:
         last_lr: dict[int, float] = {}
         last_batch: dict[int, int] = {}
         last_coupling: dict[int, float] = {}
+        last_metrics: dict[int, dict[str, float]] = {}
         for r in rounds:  # a client's latest value, even if it missed the last round
             last_acc.update(_finite_values(strategy.rounds[r].accuracy))
             last_lr.update(strategy.rounds[r].lr)
             last_batch.update(strategy.rounds[r].batch_size)
             last_coupling.update(strategy.rounds[r].coupling_factor)
+            for pid, reported in strategy.rounds[r].metrics.items():
+                last_metrics.setdefault(pid, {}).update(reported)
+        fairness_metric = str(self.cfg.get("fairness-metric", "accuracy"))
+        if fairness_metric == "loss" or "loss" in split_list(self.cfg.get("metrics", "")):
+            for r in rounds:  # the loss is logged as eval_loss; per client it joins the metrics
+                for pid, loss in _finite_values(strategy.rounds[r].eval_loss).items():
+                    last_metrics.setdefault(pid, {})["loss"] = loss
         smoothed = strategy.ema.values if strategy.uses_estimates else {}
         rows: list[dict[str, Any]] = []
         for c in self.clients:
@@ -251,9 +277,16 @@ class RunRecorder:
                     own_batch_size=strategy.batch[c.partition_id],
                     coupling_factor=last_coupling.get(c.partition_id),
                 )
+            if last_metrics:
+                rows[-1]["metrics"] = dict(last_metrics.get(c.partition_id, {}))
+            _drop_unknown_truth(rows[-1])
         scored = [r for r in rows if r["accuracy"] is not None]
         acc = [r["accuracy"] for r in scored]
-        est = [r for r in rows if r["noise_estimate"] is not None]
+        # Truth-based numbers over the clients that know their truth (none on real sites).
+        truthful = [r for r in scored if r.get("noise_true") is not None]
+        est = [
+            r for r in rows if r["noise_estimate"] is not None and r.get("noise_true") is not None
+        ]
         rho = (
             spearman_rho([r["noise_estimate"] for r in est], [r["noise_true"] for r in est])
             if len(est) >= 2 and strategy.rate_source != "oracle"
@@ -266,9 +299,11 @@ class RunRecorder:
         self.results["strategies"][name] = {
             "fairness": fairness_summary(acc) if acc else None,
             "gap_clean_noisy": _finite_or_none(
-                clean_noisy_gap(acc, [r["noise_true"] for r in scored])
+                clean_noisy_gap(
+                    [r["accuracy"] for r in truthful], [r["noise_true"] for r in truthful]
+                )
             )
-            if acc
+            if truthful
             else None,
             "estimator": {
                 "name": self.cfg["estimator"] if strategy.uses_estimates else None,
@@ -280,6 +315,15 @@ class RunRecorder:
             "accuracy_per_round": per_round,
             "elapsed_s": round(time.perf_counter() - self._started.get(name, 0.0), 3),
         }
+        if fairness_metric != "accuracy":  # the summary of the run's fairness-metric instead
+            values = [
+                r["metrics"][fairness_metric]
+                for r in rows
+                if fairness_metric in r.get("metrics", {})
+            ]
+            entry = self.results["strategies"][name]
+            entry["fairness"] = metric_fairness_summary(values, fairness_metric) if values else None
+            entry["fairness_metric"] = fairness_metric
         if strategy.graph:
             self.results["strategies"][name]["degree"] = _degree_summary(strategy, rounds)
         else:
@@ -292,6 +336,13 @@ class RunRecorder:
     def close(self) -> None:
         """Close the round log."""
         self._rounds.close()
+
+
+def _drop_unknown_truth(row: dict[str, Any]) -> None:
+    """Leave a client's role and true noise out of its row where it has none (a real site)."""
+    for key in ("role", "noise_true"):
+        if row.get(key) is None:
+            row.pop(key, None)
 
 
 def _task_row(values: list[float] | None) -> list[float | None] | None:

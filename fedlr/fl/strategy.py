@@ -9,7 +9,8 @@
 * ``aggregate_train``: reads each reply's noise estimate, rejects invalid ones (NaN, inf,
   negative, missing: logged, uniform rate), smooths valid ones (EMA), sets each reply's
   aggregation weight, then hands the replies to ``super()``. The round loop stays Flower's.
-* ``aggregate_evaluate``: keeps every client's accuracy for the run log.
+* ``aggregate_evaluate``: keeps every client's accuracy, loss and other metrics (the run's
+  ``metrics``, a task's own; bounded and checked) for the run log.
 * ``start(..., first_round=r)``: Flower's own loop, continued from a checkpoint; every hook adds
   the rounds already done, so a resumed run sends, seeds and logs the same round numbers.
 
@@ -75,6 +76,7 @@ from fedlr.config import (
     uses_modifier,
 )
 from fedlr.fl import keys
+from fedlr.fl.client_metrics import evaluate_metrics
 from fedlr.metrics.degree import degree_bucket_fairness, loglog_slope
 from fedlr.rates import coupling, schedules
 from fedlr.rates.noise import NoiseEMA, inverse_noise_rule, is_valid_estimate
@@ -98,6 +100,7 @@ _PER_CLIENT_LOGS = (
     "task",
     "task_accuracy",
     "task_examples",
+    "metrics",
 )
 
 
@@ -181,6 +184,9 @@ class RoundLog:
     task: dict[int, int] = field(default_factory=dict)
     task_accuracy: dict[int, list[float]] = field(default_factory=dict)
     task_examples: dict[int, list[int]] = field(default_factory=dict)
+    # evaluate: each client's metrics beyond accuracy and loss (the run's ``metrics``, a task's
+    # own), checked by fedlr.fl.client_metrics
+    metrics: dict[int, dict[str, float]] = field(default_factory=dict)
 
 
 def _scalar(value: object) -> float:
@@ -289,13 +295,35 @@ def _batch_size(value: object) -> int:
     return int(number)
 
 
+def _noise_true(value: object, node_id: int) -> float | None:
+    """A query reply's true noise rate: None when absent (no truth) or not a rate in [0, 1]."""
+    if value is None:
+        return None
+    rate = _scalar(value)
+    if not 0.0 <= rate <= 1.0:  # NaN too
+        log.warning("fedlr: node %s: true noise %r ignored (not a rate in [0, 1])", node_id, value)
+        return None
+    return rate
+
+
+def _role(value: object, node_id: int) -> str | None:
+    """A query reply's role: None when absent (no truth) or not a short string."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 0 < len(value) <= 64:
+        log.warning("fedlr: node %s: role %r ignored (not a short string)", node_id, value)
+        return None
+    return value
+
+
 def query_nodes(
     grid: Grid, node_ids: Iterable[int], cfg: Mapping[str, Any], timeout: float
 ) -> tuple[list[ClientInfo], list[tuple[int, str]]]:
     """Ask nodes who they are (partition id, size, role); return answers and failures.
 
     Failures are ``(node_id, reason)`` pairs: a node whose ClientApp raised, or whose reply
-    lacks the keys.
+    lacks the keys. The truth (``noise-true``, the ``info`` record's ``role``) is optional: a
+    real site sends none, and its :class:`ClientInfo` holds None for both.
     """
     content = RecordDict({keys.CONFIG: ConfigRecord(dict(cfg))})
     messages = [Message(content, dst_node_id=n, message_type=MessageType.QUERY) for n in node_ids]
@@ -316,8 +344,8 @@ def query_nodes(
                     partition_id=int(_scalar(metrics[keys.PARTITION_ID])),
                     num_examples=int(_scalar(metrics[keys.NUM_EXAMPLES])),
                     # ground truth is optional metadata: simulations send it, real sites do not
-                    noise_true=_scalar(metrics["noise-true"]) if "noise-true" in metrics else None,
-                    role=str(info["role"]) if info is not None and "role" in info else None,
+                    noise_true=_noise_true(metrics.get("noise-true"), node_id),
+                    role=_role(info.get("role") if info is not None else None, node_id),
                     batch_size=_batch_size(metrics.get(keys.BATCH_SIZE)),
                     site_statistics=str(site[keys.SITE_STATISTICS]) if site is not None else "",
                 )
@@ -1006,7 +1034,12 @@ class PerClientRates(FedAvg):
     def aggregate_evaluate(
         self, server_round: int, replies: Iterable[Message]
     ) -> MetricRecord | None:
-        """Keep each client's accuracy, then aggregate (unweighted mean) with ``super()``."""
+        """Keep each client's accuracy, loss and other metrics, then aggregate with ``super()``.
+
+        Metrics beyond accuracy and loss are checked by
+        :func:`fedlr.fl.client_metrics.evaluate_metrics`; what it drops is logged in the round's
+        errors. ``super()`` takes the unweighted mean of accuracy and loss.
+        """
         server_round += self.round_offset
         log_ = self.rounds.setdefault(server_round, RoundLog())
         accepted = []
@@ -1023,8 +1056,16 @@ class PerClientRates(FedAvg):
             accepted.append(reply)
             if node is not None:
                 loss = _scalar(metrics.get(keys.EVAL_LOSS))
-                if np.isfinite(loss):
+                if np.isfinite(loss) and loss >= 0.0:
                     log_.eval_loss[node.partition_id] = loss
+                elif np.isfinite(loss):  # a cross-entropy is never negative
+                    reason = f"invalid eval-loss {loss!r}"
+                    log_.errors.append({"partition_id": node.partition_id, "reason": reason})
+                extras, dropped = evaluate_metrics(metrics)
+                if extras:
+                    log_.metrics[node.partition_id] = extras
+                if dropped is not None:
+                    log_.errors.append({"partition_id": node.partition_id, "reason": dropped})
                 accuracy = _scalar(metrics.get(keys.ACCURACY))
                 if 0.0 <= accuracy <= 1.0:
                     log_.accuracy[node.partition_id] = accuracy
@@ -1051,6 +1092,13 @@ class PerClientRates(FedAvg):
             log_.degree_fairness["accuracy"] = float(np.mean(test_correct))
             log_.degree_fairness["nodes"] = len(test_correct)
         accepted.sort(key=lambda r: self.clients[r.metadata.src_node_id].partition_id)
+        # Flower refuses replies whose MetricRecords differ in keys (and ends the run): keys that
+        # only some clients send (a task's own metric) are recorded above, then left out here.
+        records = [r.content.metric_records[keys.METRICS] for r in accepted]
+        common = set.intersection(*(set(m) for m in records)) if records else set()
+        for record in records:
+            for key in [k for k in record if k not in common]:
+                del record[key]
         return super().aggregate_evaluate(server_round, accepted)
 
     def summary(self) -> None:

@@ -6,15 +6,20 @@ Every metric here treats each client as one unit: client :math:`k` contributes i
 of accuracies across devices ("treat each device equally", ``litian96/fair_flearn`` issue #1).
 
 Accuracies are fractions in :math:`[0, 1]`, one per client, given as a 1-D array-like of length
-:math:`K \ge 1`. All functions are pure: numpy and scipy only, no I/O, no randomness.
+:math:`K \ge 1`. :func:`metric_fairness_summary` summarises another per-client metric the same
+way (a score in :math:`[0, 1]`, or a loss, where the worst clients are those of highest loss).
+All functions are pure: numpy and scipy only, no I/O, no randomness.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
+
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+
+from fedlr.metrics.classification import higher_is_better
 
 __all__ = [
     "best_fraction_mean",
@@ -22,6 +27,7 @@ __all__ = [
     "fairness_summary",
     "gini",
     "jain_index",
+    "metric_fairness_summary",
     "spearman_rho",
     "worst_fraction_mean",
 ]
@@ -177,7 +183,11 @@ def jain_index(accuracies: ArrayLike) -> float:
     >>> round(jain_index([0.5, 0.7, 0.9, 1.0]), 6)  # 3.1**2 / (4 * 2.55)
     0.942157
     """
-    array = _as_accuracies(accuracies)
+    return _jain(_as_accuracies(accuracies))
+
+
+def _jain(array: FloatArray) -> float:
+    """Jain's index of finite values >= 0 (:func:`jain_index` without its [0, 1] check)."""
     top = float(np.max(array))
     if top == 0.0:
         return 1.0
@@ -224,7 +234,11 @@ def gini(accuracies: ArrayLike) -> float:
     >>> round(gini([0.5, 0.7, 0.9, 1.0]), 6)  # 3.4 / (2 * 16 * 0.775)
     0.137097
     """
-    array = _as_accuracies(accuracies)
+    return _gini(_as_accuracies(accuracies))
+
+
+def _gini(array: FloatArray) -> float:
+    """Gini coefficient of finite values >= 0 (:func:`gini` without its [0, 1] check)."""
     num_clients = array.size
     top = float(np.max(array))
     if top == 0.0:
@@ -282,6 +296,70 @@ def fairness_summary(accuracies: ArrayLike) -> dict[str, float]:
         "best10": best_fraction_mean(array, 0.1),
         "jain": jain_index(array),
         "gini": gini(array),
+    }
+
+
+def metric_fairness_summary(values: ArrayLike, metric: str = "accuracy") -> dict[str, float]:
+    r"""The fairness summary of any per-client metric, ``"worst"`` meaning the metric's worst.
+
+    For a score in :math:`[0, 1]`, higher better (``accuracy``, ``balanced-accuracy``,
+    ``auroc``, ``f1``), this is :func:`fairness_summary` of the scores.
+
+    For ``loss`` (a mean cross-entropy :math:`\ell_k \ge 0`, lower better), the same keys:
+
+    - ``"mean"``, ``"variance"``: as for accuracies, unweighted, ``ddof=0``.
+    - ``"worst10"``: mean of the :math:`\lceil 0.1 K \rceil` *highest* losses; ``"best10"``: of
+      the lowest.
+    - ``"jain"``, ``"gini"``: Jain's index and the Gini coefficient of the losses as they are,
+      :math:`(\sum_k \ell_k)^2 / (K \sum_k \ell_k^2) \in [1/K, 1]` and
+      :math:`\sum_i \sum_j |\ell_i - \ell_j| / (2 K^2 \bar\ell) \in [0, 1 - 1/K]`. Both measure
+      inequality of any non-negative quantity and are scale-free, so the losses need no bound
+      (or flipping): 1 and 0 mean every client has the same loss, as they mean the same accuracy
+      for accuracies. Equal losses are not equal accuracies, though: compare a loss summary only
+      with loss summaries. All-zero losses count as equal (1 and 0).
+
+    Parameters
+    ----------
+    values : array_like, shape (K,)
+        One value per client, each client counted once.
+    metric : str, default "accuracy"
+        The metric's name (:data:`fedlr.metrics.classification.NAMES`); ``loss`` is the one
+        where lower is better.
+
+    Returns
+    -------
+    dict of str to float
+        The keys of :func:`fairness_summary`.
+
+    Raises
+    ------
+    ValueError
+        If ``values`` is empty, not 1-D or non-finite, outside [0, 1] for a score, or negative
+        for ``loss``.
+
+    Examples
+    --------
+    >>> summary = metric_fairness_summary([0.2, 0.4, 0.6, 0.8], "loss")
+    >>> {key: round(value, 6) for key, value in summary.items()}  # doctest: +NORMALIZE_WHITESPACE
+    {'mean': 0.5, 'variance': 0.05, 'worst10': 0.8, 'best10': 0.2,
+     'jain': 0.833333, 'gini': 0.25}
+    """
+    if higher_is_better(metric):
+        return fairness_summary(values)
+    array = _as_vector(values, metric)
+    if array.size == 0:
+        raise ValueError(f"{metric} must hold at least one client value, got an empty sequence")
+    if not np.all(np.isfinite(array)) or np.any(array < 0.0):
+        raise ValueError(f"{metric} must be finite numbers >= 0, got {array.tolist()}")
+    count = _fraction_count(array.size, 0.1)
+    ordered = np.sort(array)
+    return {
+        "mean": float(np.mean(array)),
+        "variance": float(np.var(array, ddof=0)),
+        "worst10": float(np.mean(ordered[array.size - count :])),
+        "best10": float(np.mean(ordered[:count])),
+        "jain": _jain(array),
+        "gini": _gini(array),
     }
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -86,6 +88,24 @@ def test_client_table_is_by_partition_and_ignores_node_ids():
     bigger = ClientInfo(node_id=7, partition_id=1, num_examples=6, noise_true=0.0, role="clean")
     with pytest.raises(RuntimeError, match="do not hold the data"):
         ckpt.check_same_federation(saved, [bigger, b])
+
+
+def test_sites_without_truth_resume_through_the_checkpoint_file(tmp_path):
+    # a real site has no role and no true noise: None, written and read back as None
+    sites = [
+        ClientInfo(node_id=9 + pid, partition_id=pid, num_examples=5, noise_true=None, role=None)
+        for pid in (0, 1)
+    ]
+    saved = example()
+    saved.clients = ckpt.client_table(sites)
+    ckpt.save(tmp_path, saved)
+    loaded = ckpt.load(tmp_path)
+    assert loaded is not None
+    assert [(c["role"], c["noise_true"]) for c in loaded.clients] == [(None, None)] * 2
+    ckpt.check_same_federation(loaded, list(reversed(sites)))
+    simulated = [replace(c, noise_true=0.0, role="clean") for c in sites]
+    with pytest.raises(RuntimeError, match="do not hold the data"):
+        ckpt.check_same_federation(loaded, simulated)
 
 
 # -- snapshots of the global model at task ends (continual runs) ----------------------------------

@@ -251,6 +251,33 @@ def test_evaluate_reports_accuracy_on_the_clean_test_split():
     assert metrics[keys.EVAL_LOSS] == pytest.approx(loss)
 
 
+def test_evaluate_reports_the_runs_other_metrics_and_nothing_more_by_default():
+    from fedlr.metrics import classification
+
+    default = client_app.evaluate(message(MessageType.EVALUATE), context())
+    assert set(default.content.metric_records[keys.METRICS]) == {
+        keys.NUM_EXAMPLES,
+        keys.ACCURACY,
+        keys.EVAL_LOSS,
+        keys.PARTITION_ID,
+    }
+    names = "accuracy,balanced-accuracy,auroc,f1,loss"
+    reply = client_app.evaluate(message(MessageType.EVALUATE, metrics=names), context())
+    metrics = reply.content.metric_records[keys.METRICS]
+    # accuracy and the loss are there already (accuracy, eval-loss); the others join them
+    assert set(metrics) - set(default.content.metric_records[keys.METRICS]) == {
+        "balanced-accuracy",
+        "auroc",
+        "f1",
+    }
+    data = tabular.client_data(CFG, PARTITION)
+    log_probs = tabular.log_probs(tabular.build_model(CFG, seed=11), data.x_test)
+    expected = classification.scores(
+        log_probs, data.y_test, ["balanced-accuracy", "auroc", "f1"], 10
+    )
+    assert {name: metrics[name] for name in expected} == pytest.approx(expected)
+
+
 def test_the_client_app_routes_by_message_type():
     reply = client_app.app(message(MessageType.EVALUATE), context())
     assert keys.ACCURACY in reply.content.metric_records[keys.METRICS]

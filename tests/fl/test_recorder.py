@@ -373,3 +373,117 @@ def test_steps_losses_and_noise_scale_are_logged_per_round_and_summarised(record
     assert batches["final_loss"] == 0.5
     assert batches["b_simple"] == [120.0, None]
     assert batches["coupled"] is False and batches["coupling_rule"] is None
+
+
+# -- metrics beyond accuracy, the fairness-metric, and runs without truth --------------------
+
+
+def test_metrics_go_per_client_into_both_files_and_fairness_follows_the_fairness_metric(
+    tmp_path, clients
+):
+    cfg = fedlr_config.resolve(
+        overrides={
+            "name": "unit",
+            "num-clients": 4,
+            "noisy-clients": 2,
+            "metrics": "accuracy,auroc",
+            "fairness-metric": "auroc",
+        }
+    )
+    strategy = build_strategy("fedavg", cfg, clients)
+    strategy.rounds[1] = RoundLog(
+        accuracy={0: 0.5, 1: 0.6, 2: 0.9, 3: 0.8},
+        metrics={0: {"auroc": 0.6}, 1: {"auroc": 0.8, "sensitivity": 0.3}, 2: {"auroc": 0.9}},
+    )
+    strategy.rounds[2] = RoundLog(accuracy={0: 0.7}, metrics={0: {"auroc": 0.7}})
+    rec = RunRecorder(tmp_path / "run", cfg, clients)
+    rec.start_strategy("fedavg")
+    rec.round_done("fedavg", strategy, 1)
+    rec.round_done("fedavg", strategy, 2)
+    summary = rec.strategy_done("fedavg", strategy)
+    rec.close()
+
+    first, second = round_lines(rec.run_dir)
+    assert all(set(row) == ROUND_CLIENT_KEYS | {"metrics"} for row in first["clients"])
+    assert [row["metrics"] for row in first["clients"]] == [
+        {"auroc": 0.6},
+        {"auroc": 0.8, "sensitivity": 0.3},
+        {"auroc": 0.9},
+        {},  # client 3 reported none
+    ]
+    assert [row["metrics"] for row in second["clients"]] == [{"auroc": 0.7}, {}, {}, {}]
+    assert first["accuracy_mean"] == pytest.approx(0.7)  # the per-round means stay accuracy's
+
+    # each client's latest value of each metric
+    assert [row["metrics"] for row in summary["clients"]] == [
+        {"auroc": 0.7},
+        {"auroc": 0.8, "sensitivity": 0.3},
+        {"auroc": 0.9},
+        {},
+    ]
+    assert all(set(row) == RESULT_CLIENT_KEYS | {"metrics"} for row in summary["clients"])
+    # AUROC of the three clients that have one: 0.7, 0.8, 0.9
+    assert summary["fairness_metric"] == "auroc"
+    fairness = summary["fairness"]
+    assert fairness["mean"] == pytest.approx(0.8)
+    assert fairness["variance"] == pytest.approx(0.02 / 3)
+    assert (fairness["worst10"], fairness["best10"]) == (0.7, 0.9)
+    # the clean-noisy gap stays one of accuracy: (0.9 + 0.8) / 2 - (0.7 + 0.6) / 2
+    assert summary["gap_clean_noisy"] == pytest.approx(0.2)
+    assert strict_loads((rec.run_dir / "results.json").read_text())["strategies"]["fedavg"] == (
+        summary
+    )
+
+
+def test_a_loss_fairness_metric_reads_the_eval_loss_and_worst_is_highest(tmp_path, clients):
+    cfg = fedlr_config.resolve(
+        overrides={"num-clients": 4, "noisy-clients": 2, "fairness-metric": "loss"}
+    )
+    strategy = build_strategy("fedavg", cfg, clients)
+    strategy.rounds[1] = RoundLog(
+        accuracy={0: 0.5, 1: 0.6, 2: 0.9, 3: 0.8}, eval_loss={0: 1.0, 1: 2.0, 2: 0.5, 3: 0.5}
+    )
+    strategy.rounds[2] = RoundLog(eval_loss={0: 0.8, 1: NAN})
+    rec = RunRecorder(tmp_path / "run", cfg, clients)
+    rec.round_done("fedavg", strategy, 1)
+    summary = rec.strategy_done("fedavg", strategy)
+    rec.close()
+
+    assert "metrics" not in round_lines(rec.run_dir)[0]["clients"][0]  # eval_loss is there
+    assert [row["metrics"] for row in summary["clients"]] == [
+        {"loss": 0.8},
+        {"loss": 2.0},  # round 2's NaN is not a value
+        {"loss": 0.5},
+        {"loss": 0.5},
+    ]
+    # losses 0.8, 2.0, 0.5, 0.5: mean 3.8 / 4; worst = the highest (ceil(0.4) = 1 client)
+    fairness = summary["fairness"]
+    assert fairness["mean"] == pytest.approx(0.95)
+    assert (fairness["worst10"], fairness["best10"]) == (2.0, 0.5)
+    assert summary["fairness_metric"] == "loss"
+
+
+def test_clients_without_truth_have_no_truth_columns_and_no_truth_summaries(tmp_path, cfg, clients):
+    from dataclasses import replace
+
+    unknown = [replace(c, noise_true=None, role=None) for c in clients]
+    strategy = build_strategy("noise-adaptive", cfg, unknown)
+    strategy.rounds[1] = RoundLog(
+        lr={0: 0.1, 1: 0.1, 2: 0.1, 3: 0.1},
+        noise_estimate={0: 0.4, 1: 0.3, 2: 0.1, 3: 0.2},
+        accuracy={0: 0.5, 1: 0.6, 2: 0.9, 3: 0.8},
+    )
+    strategy.ema.values = {0: 0.4, 1: 0.3, 2: 0.1, 3: 0.2}
+    rec = RunRecorder(tmp_path / "run", cfg, unknown)
+    line = rec.round_done("noise-adaptive", strategy, 1)
+    summary = rec.strategy_done("noise-adaptive", strategy)
+    rec.close()
+
+    assert all(set(row) == ROUND_CLIENT_KEYS - {"role", "noise_true"} for row in line["clients"])
+    assert all(
+        set(row) == RESULT_CLIENT_KEYS - {"role", "noise_true"} for row in summary["clients"]
+    )
+    assert summary["gap_clean_noisy"] is None
+    assert summary["estimator"] == {"name": cfg["estimator"], "spearman": None}
+    assert summary["fairness"]["mean"] == pytest.approx(0.7)
+    assert [row["noise_estimate"] for row in summary["clients"]] == [0.4, 0.3, 0.1, 0.2]

@@ -13,6 +13,7 @@ from fedlr.metrics.fairness import (
     fairness_summary,
     gini,
     jain_index,
+    metric_fairness_summary,
     spearman_rho,
     worst_fraction_mean,
 )
@@ -271,6 +272,46 @@ def test_spearman_uses_numpy_inputs():
     rng = np.random.default_rng(0)
     truth = rng.uniform(size=20)
     assert spearman_rho(truth * 3 + 1, truth) == pytest.approx(1.0)
+
+
+# --- other metrics than accuracy ------------------------------------------------------------
+
+
+def test_a_loss_summary_by_hand():
+    # losses 0.2, 0.4, 0.6, 0.8: mean 0.5; squared deviations 0.09 + 0.01 + 0.01 + 0.09 = 0.2,
+    # / 4 = 0.05; worst = highest (ceil(0.4) = 1 client), best = lowest;
+    # Jain 2^2 / (4 * (0.04 + 0.16 + 0.36 + 0.64)) = 4 / 4.8; Gini: pairs i<j 0.2 + 0.4 + 0.6 +
+    # 0.2 + 0.4 + 0.2 = 2.0, both orders 4.0, / (2 * 16 * 0.5) = 0.25
+    summary = metric_fairness_summary([0.6, 0.2, 0.8, 0.4], "loss")
+    assert set(summary) == SUMMARY_KEYS
+    assert summary["mean"] == pytest.approx(0.5)
+    assert summary["variance"] == pytest.approx(0.05)
+    assert (summary["worst10"], summary["best10"]) == (0.8, 0.2)
+    assert summary["jain"] == pytest.approx(4 / 4.8)
+    assert summary["gini"] == pytest.approx(0.25)
+
+
+def test_losses_need_no_upper_bound_and_jain_gini_are_scale_free():
+    small = metric_fairness_summary([0.5, 1.0, 2.0], "loss")
+    large = metric_fairness_summary([5.0, 10.0, 20.0], "loss")
+    assert large["jain"] == pytest.approx(small["jain"])
+    assert large["gini"] == pytest.approx(small["gini"])
+    zeros = metric_fairness_summary([0.0, 0.0], "loss")
+    assert (zeros["jain"], zeros["gini"]) == (1.0, 0.0)  # all equal
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "balanced-accuracy", "auroc", "f1"])
+def test_a_score_summary_is_the_accuracy_summary(metric):
+    values = [0.5, 0.7, 0.9, 1.0]
+    assert metric_fairness_summary(values, metric) == fairness_summary(values)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        metric_fairness_summary([1.5], metric)
+
+
+@pytest.mark.parametrize("bad", [[], [-0.1], [float("nan")], [float("inf")]])
+def test_bad_losses_are_refused(bad):
+    with pytest.raises(ValueError, match="loss"):
+        metric_fairness_summary(bad, "loss")
 
 
 # --- docstring examples ---------------------------------------------------------------------
