@@ -699,7 +699,7 @@ SCHEMA: dict[str, Key] = {
     "fairness-metric": Key(
         str,
         "accuracy",
-        " or ".join(METRICS) + ", one of metrics",
+        " or ".join(METRICS) + "; accuracy, loss or one of metrics",
         _choice(METRICS),
         "the metric of the fairness summary (mean, worst/best 10%, variance, Jain, Gini) and plots",
     ),
@@ -1195,7 +1195,8 @@ def from_run_config(run_config: Mapping[str, Any]) -> dict[str, Any]:
     """Resolve a Flower ``context.run_config`` (the app config plus ``--run-config``).
 
     Flower passes every key of ``[tool.flwr.app.config]``, so a key counts as set (for the
-    files' defaults, :data:`FILE_DEFAULTS`) when its value differs from fedlr's default.
+    files' defaults, :data:`FILE_DEFAULTS`) when its value differs from fedlr's default: under
+    ``flwr run``, ``noisy-clients=8`` on files (fedlr's default value) reads as unset, i.e. 0.
     """
     values: dict[str, Any] = dict(DEFAULTS)
     explicit: set[str] = set()

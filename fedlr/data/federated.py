@@ -350,9 +350,12 @@ def build_federation(cfg: Mapping[str, Any]) -> Federation:
             for pid, site in enumerate(sites)
         }
         try:
-            agreement_json, _ = files.agree_from_replies(shared)
+            agreement_json, left_out = files.agree_from_replies(shared)
         except ValueError as error:
             raise ConfigError(str(error)) from None
+        if left_out:  # the user's own files: say which site and why, never train without it
+            pid, reason = next(iter(left_out.items()))
+            raise ConfigError(f"data-files: site {sites[pid].name}: {reason}")
         splits = [files.encode_own_site(cfg, site, agreement_json) for site in sites]
         names = [site.name for site in sites]
         for site in sites:

@@ -65,8 +65,8 @@ def expand(item: str) -> str:
     return str(Path(item).expanduser())
 
 
-# Stream tag of the split, as fedlr.data.federated's: every site splits from
-# default_rng([seed, partition_id, 2]).
+# Stream tag of the split, as fedlr.data.federated's: every site's split is seeded by
+# SeedSequence([seed, partition_id, 2]) (scikit-learn's train_test_split takes its first word).
 TAG_SPLIT = 2
 
 
@@ -199,7 +199,18 @@ def read_table(path: Path) -> pd.DataFrame:
         raise ConfigError(f"data-files: {path} cannot be read as a table ({first})") from None
     if frame.empty:
         raise ConfigError(f"data-files: {path} has no rows (expected a header row and rows)")
-    frame.columns = [str(c).strip() for c in frame.columns]
+    if SUFFIXES.get(path.suffix.lower()) != "parquet":  # pandas renames a repeated "a" to "a.1"
+        header = pd.read_csv(path, header=None, nrows=1).iloc[0].tolist()
+        columns = [str(c).strip() for c in header]
+    else:
+        columns = [str(c).strip() for c in frame.columns]
+    repeated = sorted({c for c in columns if columns.count(c) > 1})
+    if repeated:
+        raise ConfigError(
+            f"data-files: {path} names column {repeated[0]!r} more than once; expected "
+            "distinct column names"
+        )
+    frame.columns = columns
     return frame
 
 
@@ -242,6 +253,9 @@ def site_frames(cfg: Mapping[str, Any]) -> list[tuple[str, pd.DataFrame]]:
             "2 or more sites"
         )
     canonical = frame[column].map(lambda v: None if pd.isna(v) else _value(v))
+    unassigned = int(frame[column].isna().sum())
+    if unassigned:
+        log.warning("fedlr: %s: %d rows without a %s value dropped", files[0], unassigned, column)
     return [
         (f"{files[0].name}:{value}", frame[canonical == value].drop(columns=[column]))
         for value in values
@@ -292,6 +306,19 @@ def _columns(cfg: Mapping[str, Any], name: str, frame: pd.DataFrame) -> tuple[st
                 f"feature-columns: column {column!r} of {name} is not numeric (e.g. "
                 f"{bad.iloc[0]!r}); list it in categorical-columns"
             )
+        huge = values[numbers.abs() > MAX_VALUE]
+        if len(huge):
+            raise ConfigError(
+                f"feature-columns: column {column!r} of {name} holds {huge.iloc[0]!r}; expected "
+                f"finite numbers of at most {MAX_VALUE:g} in size (leave a missing value empty)"
+            )
+    labels = pd.to_numeric(frame[label].dropna(), errors="coerce")
+    if labels.notna().all() and len(labels) and not (labels == labels.round()).all():
+        example = frame[label].dropna()[labels != labels.round()].iloc[0]
+        raise ConfigError(
+            f"label-column: {label!r} of {name} holds {example!r}; expected class labels "
+            "(integers or names), not continuous numbers"
+        )
     return label, features
 
 
@@ -462,6 +489,8 @@ def log_missing(site: Site) -> dict[str, int]:
 MAX_CLASSES = 1000
 MAX_CATEGORIES = 1000
 MAX_COLUMNS = 10_000
+MAX_VALUE = 1e12  # largest feature value in size (a site's own file is held to it too)
+MAX_REPLY_CHARS = 10_000_000
 
 
 def own_site(cfg: Mapping[str, Any], partition_id: int, data_path: str | None = None) -> Site:
@@ -520,10 +549,17 @@ def statistics_from_json(text: str) -> tuple[list[str], list[str], SiteStatistic
         Not the expected JSON, counts out of range, non-finite moments, or more classes,
         categories or columns than the bounds allow.
     """
+    _check(isinstance(text, str) and len(text) <= MAX_REPLY_CHARS, "expected a JSON string")
+
+    def refuse(constant: str) -> Any:
+        raise ValueError(f"site statistics: {constant} is not a number")
+
     try:
-        data = json.loads(text)
-    except (TypeError, json.JSONDecodeError) as error:
-        raise ValueError(f"site statistics: not JSON ({error})") from None
+        data = json.loads(text, parse_constant=refuse)
+    except ValueError as error:  # JSONDecodeError is one
+        raise ValueError(f"site statistics: not JSON ({str(error)[:200]})") from None
+    except (TypeError, RecursionError) as error:
+        raise ValueError(f"site statistics: not JSON ({type(error).__name__})") from None
     _check(isinstance(data, dict), "expected a JSON object")
     features, categorical = data.get("features"), data.get("categorical")
     _check(
@@ -534,7 +570,9 @@ def statistics_from_json(text: str) -> tuple[list[str], list[str], SiteStatistic
         "features: expected distinct column names",
     )
     _check(
-        isinstance(categorical, list) and set(categorical) <= set(features),
+        isinstance(categorical, list)
+        and all(isinstance(c, str) for c in categorical)
+        and set(categorical) <= set(features),
         "categorical: expected some of the features",
     )
     numeric = [c for c in features if c not in categorical]
@@ -544,7 +582,11 @@ def statistics_from_json(text: str) -> tuple[list[str], list[str], SiteStatistic
     _check(
         isinstance(labels, list)
         and 0 < len(labels) <= MAX_CLASSES
-        and all(isinstance(v, int | float | str) and not isinstance(v, bool) for v in labels),
+        and all(
+            isinstance(v, int | str) and not isinstance(v, bool)
+            or isinstance(v, float) and math.isfinite(v)
+            for v in labels
+        ),
         f"labels: expected 1..{MAX_CLASSES} label values",
     )
     count, total, total_sq = data.get("count"), data.get("total"), data.get("total_sq")
@@ -559,6 +601,14 @@ def statistics_from_json(text: str) -> tuple[list[str], list[str], SiteStatistic
         _check(
             all(isinstance(v, int | float) and math.isfinite(v) for v in (s, sq)) and sq >= 0,
             f"sums of {column!r}: expected finite numbers",
+        )
+        # moments of n real values, each at most MAX_VALUE in size: nothing else can be pooled
+        _check(
+            (n > 0 or s == sq == 0)
+            and abs(s) <= n * MAX_VALUE
+            and sq <= n * MAX_VALUE**2
+            and s * s <= n * sq * (1 + 1e-9) + 1e-9,
+            f"sums of {column!r}: not the moments of {n} values of at most {MAX_VALUE:g}",
         )
     categories = data.get("categories")
     _check(
@@ -649,6 +699,8 @@ def agree_from_replies(replies: Mapping[int, str]) -> tuple[str, dict[int, str]]
             parsed[pid] = statistics_from_json(replies[pid])
         except ValueError as error:
             left_out[pid] = str(error)
+        except Exception as error:  # noqa: BLE001  (untrusted input: never fatal)
+            left_out[pid] = f"site statistics: malformed ({type(error).__name__})"
     shapes = [(tuple(f), tuple(c)) for f, c, _ in parsed.values()]
     if shapes:
         features, categorical = max(

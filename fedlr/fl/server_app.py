@@ -49,14 +49,16 @@ def wait_for_nodes(grid: Grid, cfg: Mapping[str, Any], timeout: float = 300.0) -
 
 def agree_on_sites(
     grid: Grid, node_ids: list[int], cfg: Mapping[str, Any], timeout: float = 300.0
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+) -> tuple[dict[str, Any], dict[int, int], list[dict[str, Any]]]:
     """Users' files: ask every node for its site's statistics; return the config to send on.
 
-    The returned config is ``cfg`` plus the sites' agreement (:data:`keys.SITE_AGREEMENT`,
-    :func:`fedlr.data.files.agree_from_replies`), which every later message carries. A node whose
-    file is bad (its ClientApp raised) or whose statistics are not valid is left out of the run
-    and reported in the returned errors, ``{"node_id", "partition_id", "reason"}`` each; the run
-    goes on with the others.
+    Returns the config (``cfg`` plus the sites' agreement, :data:`keys.SITE_AGREEMENT`, from
+    :func:`fedlr.data.files.agree_from_replies`, which every later message carries), the
+    partition id of each node kept, by node id, and the errors. A node whose file is bad (its
+    ClientApp raised), whose reply is malformed, whose partition id is out of range or taken, or
+    whose statistics are not valid is left out of the run and reported in the errors,
+    ``{"node_id", "partition_id", "reason"}`` each (sorted by node id); the run goes on with the
+    others.
 
     Raises
     ------
@@ -71,19 +73,21 @@ def agree_on_sites(
     for reply in grid.send_and_receive(messages, timeout=timeout):
         node_id = reply.metadata.src_node_id
         if reply.has_error():
-            errors.append({"node_id": node_id, "partition_id": None, "reason": reply.error.reason})
+            reason = str(reply.error.reason)[:500]
+            errors.append({"node_id": node_id, "partition_id": None, "reason": reason})
             continue
         try:
-            pid = int(reply.content.metric_records[keys.METRICS][keys.PARTITION_ID])  # type: ignore[arg-type]
+            pid = _partition(reply.content.metric_records[keys.METRICS][keys.PARTITION_ID], cfg)
             text = str(reply.content.config_records[keys.SITE][keys.SITE_STATISTICS])
-        except (KeyError, TypeError, ValueError) as error:
-            errors.append({"node_id": node_id, "partition_id": None, "reason": repr(error)})
+        except (KeyError, TypeError, ValueError, OverflowError) as error:
+            reason = f"malformed query reply ({type(error).__name__}: {str(error)[:200]})"
+            errors.append({"node_id": node_id, "partition_id": None, "reason": reason})
             continue
         if pid in shared:
             errors.append({"node_id": node_id, "partition_id": pid, "reason": "repeated partition"})
             continue
         shared[pid], node_of[pid] = text, node_id
-    answered = {reply_node for reply_node in node_of.values()}
+    answered = set(node_of.values())
     for node_id in sorted(set(node_ids) - answered - {e["node_id"] for e in errors}):
         errors.append({"node_id": node_id, "partition_id": None, "reason": "no reply"})
     try:
@@ -94,6 +98,7 @@ def agree_on_sites(
         {"node_id": node_of[pid], "partition_id": pid, "reason": reason}
         for pid, reason in left_out.items()
     ]
+    errors.sort(key=lambda e: e["node_id"])
     for entry in errors:
         log.warning(
             "fedlr: node %s (partition %s) left out of the run: %s",
@@ -101,30 +106,60 @@ def agree_on_sites(
             entry["partition_id"],
             entry["reason"],
         )
-    return {**cfg, keys.SITE_AGREEMENT: agreement}, errors
+    kept = {node_of[pid]: pid for pid in shared if pid not in left_out}
+    return {**cfg, keys.SITE_AGREEMENT: agreement}, kept, errors
 
 
-def query_clients(
-    grid: Grid,
-    cfg: Mapping[str, Any],
-    timeout: float = 300.0,
-    node_ids: list[int] | None = None,
+def _partition(value: Any, cfg: Mapping[str, Any]) -> int:
+    """A reported partition id, checked: a whole number in ``0..num-clients - 1``."""
+    number = float(value)  # TypeError for lists, ValueError for text
+    if not number.is_integer() or not 0 <= number < int(cfg["num-clients"]):
+        raise ValueError(f"partition-id {value!r} is not in 0..{int(cfg['num-clients']) - 1}")
+    return int(number)
+
+
+def query_sites(
+    grid: Grid, kept: Mapping[int, int], cfg: Mapping[str, Any], errors: list[dict[str, Any]]
 ) -> list[ClientInfo]:
-    """Wait for ``num-clients`` nodes, ask each for its partition id, size and role.
+    """Users' files: the usual query of the nodes :func:`agree_on_sites` kept, checked again.
 
-    With ``node_ids`` (users' files, after :func:`agree_on_sites` left some out), only those
-    nodes are asked, and the partition ids need not cover ``0..num-clients - 1``.
+    A node that now answers with another partition id than it sent its statistics under, with
+    no training examples, or not at all, joins ``errors`` and is left out.
+
+    Raises
+    ------
+    RuntimeError
+        Fewer than 2 nodes are left.
     """
+    answers, failed = query_nodes(grid, list(kept), cfg, float(cfg["round-timeout"]))
+    clients = []
+    for info in answers:
+        claimed = kept.get(info.node_id)
+        if claimed != info.partition_id:
+            reason = f"answered as partition {info.partition_id}, after statistics as {claimed}"
+        elif info.num_examples <= 0:
+            reason = f"reports {info.num_examples} training examples"
+        else:
+            clients.append(info)
+            continue
+        errors.append({"node_id": info.node_id, "partition_id": claimed, "reason": reason})
+    for node_id, reason in failed:
+        errors.append({"node_id": node_id, "partition_id": kept.get(node_id), "reason": reason})
+    answered = {c.node_id for c in answers} | {n for n, _ in failed}
+    for node_id in sorted(set(kept) - answered):
+        errors.append({"node_id": node_id, "partition_id": kept[node_id], "reason": "no reply"})
+    errors.sort(key=lambda e: e["node_id"])
+    if len(clients) < 2:
+        raise RuntimeError(f"{len(clients)} site(s) left after the query round; errors: {errors}")
+    return sorted(clients, key=lambda c: c.partition_id)
+
+
+def query_clients(grid: Grid, cfg: Mapping[str, Any], timeout: float = 300.0) -> list[ClientInfo]:
+    """Wait for ``num-clients`` nodes, ask each for its partition id, size and role."""
     expected = cfg["num-clients"]
-    partial = node_ids is not None
-    if node_ids is None:
-        node_ids = wait_for_nodes(grid, cfg, timeout)
+    node_ids = wait_for_nodes(grid, cfg, timeout)
     clients, failed = query_nodes(grid, node_ids, cfg, timeout)
     pids = sorted(c.partition_id for c in clients)
-    if partial and len(set(pids)) == len(pids) >= 2:
-        for node_id, reason in failed:
-            log.warning("fedlr: node %s failed the query round, left out: %s", node_id, reason)
-        return clients
     if failed and pids != list(range(expected)):
         # Failures are fine while the others cover every partition (a dead node not yet dropped
         # by the SuperLink, next to its restarted successor); otherwise they are the reason.
@@ -165,9 +200,8 @@ def run_federation(
     errors: list[dict[str, Any]] = []
     if is_files(cfg) and not cfg["task"]:  # no data here: the model's shape is the sites'
         node_ids = wait_for_nodes(grid, cfg)
-        run_cfg, errors = agree_on_sites(grid, node_ids, cfg)
-        left_out = {e["node_id"] for e in errors}
-        clients = query_clients(grid, run_cfg, node_ids=[n for n in node_ids if n not in left_out])
+        run_cfg, kept, errors = agree_on_sites(grid, node_ids, cfg)
+        clients = query_sites(grid, kept, run_cfg, errors)
         agreed = ClientContext(cfg, -1, message={keys.SITE_AGREEMENT: run_cfg[keys.SITE_AGREEMENT]})
         initial = ArrayRecord(task.build_model(agreed).state_dict())
     else:

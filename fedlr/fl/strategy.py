@@ -350,7 +350,7 @@ def query_nodes(
                     site_statistics=str(site[keys.SITE_STATISTICS]) if site is not None else "",
                 )
             )
-        except (KeyError, ValueError) as error:  # int(nan) is a ValueError
+        except (KeyError, ValueError, TypeError, OverflowError) as error:  # int(nan), int(inf)
             failed.append((node_id, f"malformed query reply ({error!r})"))
     return clients, failed
 

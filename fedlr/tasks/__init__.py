@@ -62,7 +62,10 @@ def load_task(cfg: Mapping[str, Any]) -> Any:
     """
     from fedlr.config import SCHEMA
 
-    return _cached_task(json.dumps({k: cfg[k] for k in SCHEMA if k in cfg}, sort_keys=True))
+    # not `lr`: the server sets it per client and round (the RoundPlan carries it), and a task
+    # built again per message would lose what it cached
+    settings = {k: cfg[k] for k in SCHEMA if k in cfg and k != "lr"}
+    return _cached_task(json.dumps(settings, sort_keys=True))
 
 
 @functools.lru_cache(maxsize=16)

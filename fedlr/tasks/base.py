@@ -274,7 +274,14 @@ class ArrayTask:
             "eval-loss": loss,
         }
         values.update(classification_metrics(model, data, ctx.cfg))
-        values.update({str(k): float(v) for k, v in self.extra_metrics(model, data).items()})
+        extra = {str(k): float(v) for k, v in self.extra_metrics(model, data).items()}
+        taken = sorted(set(extra) & set(values))
+        if taken:
+            raise ValueError(
+                f"task: extra_metrics() returned {taken[0]!r}, a name fedlr reports itself; "
+                "expected other names"
+            )
+        values.update(extra)
         return values
 
 

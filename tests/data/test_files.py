@@ -326,3 +326,45 @@ def test_cli_prints_one_line_and_exits_2_for_a_missing_file(tmp_path):
     assert done.returncode == 2
     assert "data-files: file not found" in done.stderr
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("a_csv", "message"),
+    [
+        ("x,x,label\n1,2,0\n3,4,1\n5,6,0\n7,8,1\n", "names column 'x' more than once"),
+        (" x,x,label\n1,2,0\n3,4,1\n5,6,0\n7,8,1\n", "names column 'x' more than once"),
+        ("x,label\n1,0\ninf,1\n3,0\n4,1\n", "column 'x' of a.csv holds"),
+        ("x,label\n1,0.5\n2,1.5\n3,0.5\n4,1.5\n", "expected class labels"),
+    ],
+)
+def test_repeated_columns_infinite_values_and_continuous_labels_are_refused(
+    tmp_path, a_csv, message
+):
+    write(tmp_path / "a.csv", a_csv)
+    write(tmp_path / "b.csv", "x,label\n" + "".join(f"{i},{i % 2}\n" for i in range(8)))
+    with pytest.raises(ConfigError) as caught:
+        build_federation(
+            resolve(overrides={"dataset": "csv", "data-files": str(tmp_path / "*.csv")})
+        )
+    assert message in str(caught.value)
+
+
+def test_rows_without_a_site_are_dropped_and_logged(tmp_path, caplog):
+    write(
+        tmp_path / "all.csv",
+        "site,x,label\n"
+        + "".join(f"{'ab'[i % 2]},{i},{i // 2 % 2}\n" for i in range(16))
+        + ",99,1\n,98,0\n",
+    )
+    with caplog.at_level("WARNING", logger="fedlr"):
+        fed = build_federation(
+            resolve(
+                overrides={
+                    "dataset": "csv",
+                    "data-files": str(tmp_path / "all.csv"),
+                    "site-column": "site",
+                }
+            )
+        )
+    assert "2 rows without a site value dropped" in caplog.text
+    assert sum(c.num_train + c.num_test for c in fed.clients) == 16

@@ -94,9 +94,23 @@ def statistics_of(path: Path, pid: int) -> str:
         (lambda d: {**d, "labels": list(range(5000))}, "labels: expected 1..1000"),
         (lambda d: {**d, "num_train": -3}, "num_train"),
         (lambda d: {**d, "count": {**d["count"], "age": 10**9}}, "count of 'age' out of range"),
-        (lambda d: {**d, "total": {**d["total"], "age": float("inf")}}, "sums of 'age'"),
+        (lambda d: {**d, "total": {**d["total"], "age": float("inf")}}, "Infinity is not a number"),
         (lambda d: {**d, "categories": {**d["categories"], "cp": ["x"] * 2000}}, "categories"),
         (lambda d: {**d, "features": ["a", "b"], "categorical": []}, "expected one value per"),
+        (lambda d: json.dumps(d).replace('"labels": [0, 1]', '"labels": [0, 1, NaN]'), "NaN"),
+        (lambda d: "[" * 100_000, "not JSON"),
+        (lambda d: {**d, "categorical": [[1]]}, "categorical"),
+        # one value of 1.7e308 would make the pooled mean overflow every honest site's inputs
+        (
+            lambda d: {
+                **d,
+                "count": {**d["count"], "age": 1},
+                "total": {**d["total"], "age": 1.7e308},
+                "total_sq": {**d["total_sq"], "age": 0.0},
+            },
+            "not the moments",
+        ),
+        (lambda d: {**d, "count": {**d["count"], "age": 0}}, "not the moments"),
     ],
 )
 def test_hostile_statistics_are_left_out_never_averaged_in(tamper, reason):
@@ -122,3 +136,52 @@ def test_a_site_with_other_columns_is_left_out():
 def test_fewer_than_two_usable_sites_is_an_error():
     with pytest.raises(ValueError, match="1 site\\(s\\) usable"):
         files.agree_from_replies({0: statistics_of(SITES[0], 0), 1: "{}"})
+
+
+class TamperedGrid(InProcessGrid):
+    """The real ClientApp on each node, but node ``pid``'s query replies are rewritten."""
+
+    def __init__(self, num_nodes, tamper, pid, **kwargs):
+        super().__init__(num_nodes, **kwargs)
+        self.tamper, self.pid = tamper, pid
+
+    def send_and_receive(self, messages, *, timeout=None):
+        replies = super().send_and_receive(messages, timeout=timeout)
+        for reply in replies:
+            is_query = reply.metadata.message_type == "query"
+            if is_query and self.partitions[reply.metadata.src_node_id] == self.pid:
+                self.tamper(reply)
+        return replies
+
+
+@pytest.mark.parametrize(
+    ("tamper", "reason"),
+    [
+        (
+            lambda r: r.content.metric_records[keys.METRICS].__setitem__(
+                keys.PARTITION_ID, float("inf")
+            ),
+            "malformed query reply",
+        ),
+        (
+            lambda r: r.content.metric_records[keys.METRICS].__setitem__(keys.PARTITION_ID, 0),
+            "repeated partition",
+        ),
+        (
+            lambda r: r.content.metric_records[keys.METRICS].__setitem__(
+                keys.NUM_EXAMPLES, -(10**9)
+            ),
+            "training examples",
+        ),
+    ],
+)
+def test_a_hostile_node_in_the_query_rounds_is_left_out(tmp_path, tamper, reason):
+    paths = {i: {keys.DATA_PATH: str(p)} for i, p in enumerate(SITES)}
+    cfg = resolve(
+        overrides={**SETTINGS, "num-clients": 4, "strategies": "fedavg", "num-server-rounds": 1}
+    )
+    run_federation(TamperedGrid(4, tamper, 3, node_configs=paths), cfg, tmp_path / "run")
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert any(reason in e["reason"] for e in results["errors"]), results["errors"]
+    clients = results["strategies"]["fedavg"]["clients"]
+    assert [c["partition_id"] for c in clients] == [0, 1, 2]
