@@ -362,7 +362,7 @@ def split_site(
     seed = int(
         np.random.SeedSequence([int(cfg["seed"]), partition_id, TAG_SPLIT]).generate_state(1)[0]
     )
-    stratify = y if counts.min() >= 2 and n_test >= len(classes) else None
+    stratify = y if counts.min() >= 2 and min(n_test, n - n_test) >= len(classes) else None
     train, test = train_test_split(
         np.arange(n), test_size=n_test, random_state=seed, stratify=stratify
     )

@@ -368,3 +368,14 @@ def test_rows_without_a_site_are_dropped_and_logged(tmp_path, caplog):
         )
     assert "2 rows without a site value dropped" in caplog.text
     assert sum(c.num_train + c.num_test for c in fed.clients) == 16
+
+
+def test_a_split_too_small_to_stratify_falls_back_to_a_plain_seeded_split(tmp_path):
+    rows = "x,label\n" + "".join(f"{i},{i % 4}\n" for i in range(8))  # 4 classes, 2 rows each
+    write(tmp_path / "a.csv", rows)
+    write(tmp_path / "b.csv", rows)
+    cfg = resolve(
+        overrides={"dataset": "csv", "data-files": str(tmp_path / "*.csv"), "test-fraction": 0.7}
+    )
+    fed = build_federation(cfg)  # 2 train rows cannot hold 4 classes: no stratification
+    assert [c.num_train for c in fed.clients] == [2, 2]
