@@ -40,7 +40,7 @@ def results(out: Path) -> dict:
 
 @pytest.mark.slow
 def test_a_users_cnn_task_on_digit_images(tmp_path: Path) -> None:
-    done = simulate(EXAMPLES / "digits_cnn", tmp_path, "num-server-rounds=2")
+    done = simulate(EXAMPLES / "digits_cnn", tmp_path, "num-server-rounds=1")
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     run = results(tmp_path)
     clients = run["strategies"]["noise-adaptive"]["clients"]
@@ -52,7 +52,7 @@ def test_a_users_cnn_task_on_digit_images(tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.skipif(not HEART.is_dir(), reason="../shared/data/heart_disease is not here")
 def test_a_users_logistic_regression_on_the_heart_disease_files(tmp_path: Path) -> None:
-    done = simulate(EXAMPLES / "heart_logreg", tmp_path, "num-server-rounds=2")
+    done = simulate(EXAMPLES / "heart_logreg", tmp_path, "num-server-rounds=1", "strategies=fedavg")
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     run = results(tmp_path)
     clients = run["strategies"]["fedavg"]["clients"]
