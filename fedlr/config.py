@@ -39,7 +39,7 @@ BUILTIN_MODELS = ("mlp", "linear")
 METRICS = ("accuracy", "balanced-accuracy", "auroc", "f1", "loss")
 PARTITIONERS = ("iid", "dirichlet", "size-skew")
 LABEL_NOISE = ("symmetric", "pair-flip")
-ESTIMATORS = ("loss", "loss-margin", "gradient", "oracle")
+ESTIMATORS = ("loss", "loss-margin", "crossfit", "gradient", "oracle")
 OPTIMIZERS = ("sgd", "adam", "adagrad")
 # A strategy in `strategies` is RULE or RULE+MODIFIER[+MODIFIER]: an optimizer modifier sets the
 # strategy's local optimizer (and base rate: lr, adam-lr or adagrad-lr); `degree` turns on the
@@ -469,6 +469,13 @@ SCHEMA: dict[str, Key] = {
         _range(0),
         "clients with label noise (partition ids 0..n-1)",
     ),
+    "noisy-client-ids": Key(
+        str,
+        "",
+        "a comma list of noisy-clients distinct partition ids, or empty (ids 0..n-1)",
+        lambda v: _int_list(v) if str(v).strip() else True,
+        "which partition ids get the label noise, in rate order (empty: 0..noisy-clients-1)",
+    ),
     "noise-rate-min": Key(float, 0.6, "a number in [0, 1]", _UNIT, "lowest label-noise rate"),
     "noise-rate-max": Key(float, 0.95, "a number in [0, 1]", _UNIT, "highest label-noise rate"),
     "hard-clean-clients": Key(
@@ -732,6 +739,30 @@ SCHEMA: dict[str, Key] = {
         lambda v: True,
         "noise-adaptive also weights aggregation by 1/noise",
     ),
+    "rate-guard": Key(
+        str,
+        "none",
+        "none or gap",
+        _choice(("none", "gap")),
+        "gap: uniform rates unless the estimates split into a clearly noisy group",
+    ),
+    "rate-guard-ratio": Key(
+        float, 2.0, "a number >= 1", _range(1), "the smallest gap (a ratio) the guard accepts"
+    ),
+    "rate-compensation": Key(
+        float,
+        0.0,
+        "a number in [0, 1]",
+        _UNIT,
+        "aggregate update / factor^c: 0 keeps the rate's re-weighting, 1 is FedNova's share",
+    ),
+    "noise-response": Key(
+        str,
+        "none",
+        "none or small-loss",
+        _choice(("none", "small-loss")),
+        "small-loss: sites in the noisy group train on their low-loss examples",
+    ),
     # -- baselines ---------------------------------------------------------------------------
     "fedprox-mu": Key(float, 0.01, "a number >= 0", _range(0), "FedProx proximal mu"),
     "qfedavg-q": Key(float, 1.0, "a number >= 0", _range(0), "q-FedAvg fairness q"),
@@ -884,6 +915,16 @@ def validate(values: dict[str, Any]) -> dict[str, Any]:
     if values["noisy-clients"] > n:
         raise ConfigError(
             f"noisy-clients: expected at most num-clients ({n}), got {values['noisy-clients']}"
+        )
+    chosen = [int(v) for v in split_list(values["noisy-client-ids"])]
+    if chosen and (
+        len(chosen) != values["noisy-clients"]
+        or len(set(chosen)) != len(chosen)
+        or not all(0 <= v < n for v in chosen)
+    ):
+        raise ConfigError(
+            f"noisy-client-ids: expected {values['noisy-clients']} (noisy-clients) distinct "
+            f"partition ids in 0..{n - 1}, got {values['noisy-client-ids']!r}"
         )
     if special > n:
         raise ConfigError(
@@ -1151,10 +1192,11 @@ def _validate_graph(values: Mapping[str, Any]) -> None:
             f"hard-clean-clients: expected 0 with a graph dataset ({dataset}: a client holds "
             f"a subgraph, not chosen classes), got {values['hard-clean-clients']}"
         )
-    if values["estimator"] == "gradient":
+    if values["estimator"] in ("gradient", "crossfit"):
         raise ConfigError(
             f"estimator: expected loss, loss-margin or oracle with a graph dataset ({dataset}), "
-            "got 'gradient' (per-sample gradients are not defined for message passing)"
+            f"got {values['estimator']!r} (per-sample gradients and halves of the train split "
+            "are not defined for message passing)"
         )
     if values["ddp-procs"] != 1:
         raise ConfigError(

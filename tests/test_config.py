@@ -785,12 +785,18 @@ def test_fedlr_config_prints_the_resolved_config_and_exits_2_on_bad_input():
 
     done = subprocess.run(
         [sys.executable, "-m", "fedlr.cli", "config", "--set", "seed=3"],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert done.returncode == 0
     assert tomllib.loads(done.stdout) == {**DEFAULTS, "seed": 3}
     bad = subprocess.run(
         [sys.executable, "-m", "fedlr.cli", "config", "--set", "lr=-1"],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert bad.returncode == 2 and "lr: expected a number > 0, got -1" in bad.stderr

@@ -50,7 +50,6 @@ REDUCED: dict[str, list[str]] = {
 TIMING_KEYS = frozenset({"elapsed_s"})  # wall-clock seconds: the only fields left out
 
 
-
 def scenarios() -> list[str]:
     """The built-in scenarios: the stems of ``simulations/*.toml``."""
     return sorted(path.stem for path in SIMULATIONS.glob("*.toml"))

@@ -7,8 +7,8 @@ known:
 partition ids                               role
 ==========================================  ===========================================
 ``0 .. noisy-clients - 1``                  ``"noisy"``, label-noise rates
-                                            ``linspace(noise-rate-min, noise-rate-max)``
-next ``hard-clean-clients`` ids             ``"hard-clean"``: only ``hard-classes``, clean
+(or the ids of ``noisy-client-ids``)        ``linspace(noise-rate-min, noise-rate-max)``
+next ``hard-clean-clients`` other ids       ``"hard-clean"``: only ``hard-classes``, clean
 the rest                                    ``"clean"``
 the last ``feature-noise-clients`` ids      also Gaussian input noise (train and test),
                                             whatever their role
@@ -163,12 +163,15 @@ def client_roles(cfg: Mapping[str, Any]) -> list[tuple[str, float, float]]:
     num_hard = int(cfg["hard-clean-clients"])
     num_feature = int(cfg["feature-noise-clients"])
     rates = np.linspace(cfg["noise-rate-min"], cfg["noise-rate-max"], num_noisy)
+    chosen = [int(v) for v in split_list(cfg.get("noisy-client-ids", ""))] or list(range(num_noisy))
+    rank = {pid: i for i, pid in enumerate(chosen)}
+    hard = [pid for pid in range(num_clients) if pid not in rank][:num_hard]
     roles = []
     for pid in range(num_clients):
-        if pid < num_noisy:
+        if pid in rank:
             # rounded so that linspace's 0.7999999999999999 reads as the configured 0.8
-            role, rate = ROLE_NOISY, round(float(rates[pid]), 12)
-        elif pid < num_noisy + num_hard:
+            role, rate = ROLE_NOISY, round(float(rates[rank[pid]]), 12)
+        elif pid in hard:
             role, rate = ROLE_HARD_CLEAN, 0.0
         else:
             role, rate = ROLE_CLEAN, 0.0

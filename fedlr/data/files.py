@@ -583,8 +583,10 @@ def statistics_from_json(text: str) -> tuple[list[str], list[str], SiteStatistic
         isinstance(labels, list)
         and 0 < len(labels) <= MAX_CLASSES
         and all(
-            isinstance(v, int | str) and not isinstance(v, bool)
-            or isinstance(v, float) and math.isfinite(v)
+            isinstance(v, int | str)
+            and not isinstance(v, bool)
+            or isinstance(v, float)
+            and math.isfinite(v)
             for v in labels
         ),
         f"labels: expected 1..{MAX_CLASSES} label values",

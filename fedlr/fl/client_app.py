@@ -163,6 +163,7 @@ def round_plan(config: Mapping[str, Any], ctx: ClientContext, batch_size: int) -
         proximal_mu=float(config.get(keys.PROXIMAL_MU, 0.0)),
         seed=int(seed.generate_state(1)[0]),
         estimate_noise=bool(config.get(keys.ESTIMATE_NOISE, False)),
+        select_clean=bool(config.get(keys.SELECT_CLEAN, False)),
         estimator=str(cfg["estimator"]),
         measure_noise_scale=bool(config.get(keys.MEASURE_NOISE_SCALE, False)),
         degree_rule=bool(config.get(keys.DEGREE_RULE, False)),

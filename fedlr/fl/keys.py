@@ -11,6 +11,7 @@ STRATEGY = "strategy"
 PROXIMAL_MU = "proximal-mu"  # the key Flower's FedProx writes
 SERVER_ROUND = "server-round"  # the key Flower's FedAvg writes
 ESTIMATE_NOISE = "estimate-noise"
+SELECT_CLEAN = "select-clean"  # noise-response small-loss: train on the low-loss examples
 DEGREE_RULE = "degree-rule"  # graph tasks: apply the degree rule (a +degree strategy)
 # Per client, set by the server (not run-config keys: "batch-size" and "weight-decay" are those)
 CLIENT_BATCH_SIZE = "client-batch-size"  # this round's local batch size

@@ -216,6 +216,8 @@ class RunRecorder:
             "invalid_estimates": log_.invalid_estimates,
             "errors": log_.errors,
         }
+        if strategy.guarded:
+            line["noisy_group"] = list(log_.noisy_group)
         losses = [r["eval_loss"] for r in rows if r["eval_loss"] is not None]
         line["loss_mean"] = float(np.mean(losses)) if losses else None
         if strategy.graph:

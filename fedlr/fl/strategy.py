@@ -78,7 +78,7 @@ from fedlr.config import (
 from fedlr.fl import keys
 from fedlr.fl.client_metrics import evaluate_metrics
 from fedlr.metrics.degree import degree_bucket_fairness, loglog_slope
-from fedlr.rates import coupling, schedules
+from fedlr.rates import coupling, robust, schedules
 from fedlr.rates.noise import NoiseEMA, inverse_noise_rule, is_valid_estimate
 
 log = logging.getLogger("fedlr")
@@ -187,6 +187,8 @@ class RoundLog:
     # evaluate: each client's metrics beyond accuracy and loss (the run's ``metrics``, a task's
     # own), checked by fedlr.fl.client_metrics
     metrics: dict[int, dict[str, float]] = field(default_factory=dict)
+    # rate-guard / noise-response: the partition ids whose noise estimates stand apart
+    noisy_group: list[int] = field(default_factory=list)
 
 
 def _scalar(value: object) -> float:
@@ -423,6 +425,9 @@ class PerClientRates(FedAvg):
         self.degree_rule = False  # a +degree strategy (set by build_strategy)
         self.graph = is_graph(cfg)
         self._sent: ArrayRecord | None = None  # the arrays of this round's train messages
+        self._noise_sent: dict[int, float] = {}  # this round's noise factor per partition id
+        # the no-harm guard or the in-site response is on: the noisy group is found each round
+        self.guarded = cfg["rate-guard"] != "none" or cfg["noise-response"] != "none"
         # batch sizes, coupling and the noise scale (tabular tasks; graphs train full-batch)
         self.coupled = False  # a +coupled strategy (set by build_strategy)
         self.grow_batch = False  # a +grow-batch strategy (set by build_strategy)
@@ -619,16 +624,34 @@ class PerClientRates(FedAvg):
             }
         return {pid: v for pid, v in self.ema.values.items() if pid not in self.invalid_last}
 
+    def noisy_partitions(self) -> set[int]:
+        """Partition ids whose noise stands apart (:func:`fedlr.rates.robust.noisy_group`)."""
+        noise = self.noise_for_rule()
+        pids = sorted(noise)
+        if not pids:
+            return set()
+        mask = robust.noisy_group(
+            np.array([noise[p] for p in pids]),
+            min_ratio=self.cfg["rate-guard-ratio"],
+            floor=self.cfg["noise-floor"],
+        )
+        return {p for p, flagged in zip(pids, mask, strict=True) if flagged}
+
     def factors(self) -> dict[int, float]:
-        """Rate factor per partition id: the rule over clients with usable noise, 1 elsewhere."""
+        """Rate factor per partition id: the rule over clients with usable noise, 1 elsewhere.
+
+        With ``rate-guard = "gap"``, all factors are 1 unless some clients' estimates stand apart
+        (:func:`fedlr.rates.robust.guarded_factors`).
+        """
         noise = self.noise_for_rule()
         pids = sorted(noise)
         out = dict.fromkeys(self.by_partition, 1.0)
         if pids:
-            values = self.rule(
-                np.array([noise[p] for p in pids]),
-                np.array([self.by_partition[p].num_examples for p in pids]),
-            )
+            sizes = np.array([self.by_partition[p].num_examples for p in pids])
+            values = self.rule(np.array([noise[p] for p in pids]), sizes)
+            if self.cfg["rate-guard"] == "gap":
+                noisy = self.noisy_partitions()
+                values = robust.guarded_factors(values, np.array([p in noisy for p in pids]))
             out.update(zip(pids, (float(v) for v in values), strict=True))
         return out
 
@@ -780,8 +803,17 @@ class PerClientRates(FedAvg):
             return []
         content = template[0].content
         plan = self.round_plan(server_round)
+        noise_factors = self.noise_factors(server_round)
+        noisy: set[int] = set()
+        if self.guarded and (
+            self.rate_source == "oracle"
+            or (self.rate_source == "estimate" and server_round > self.cfg["warmup-rounds"])
+        ):
+            noisy = self.noisy_partitions()
+        select = noisy if self.cfg["noise-response"] == "small-loss" else set()
         log_ = self.rounds.setdefault(server_round, RoundLog())
         log_.sampled = self.sample(server_round)
+        log_.noisy_group = sorted(noisy)
         connected = {m.metadata.dst_node_id for m in template}
         self.adopt_restarted_nodes(grid, connected)
         messages = []
@@ -792,6 +824,8 @@ class PerClientRates(FedAvg):
             client_config = ConfigRecord(dict(content.config_records[keys.CONFIG]))
             lr, batch, coupling_factor, schedule_factor = plan[pid]
             client_config[keys.LR] = lr
+            client_config[keys.SELECT_CLEAN] = pid in select
+            self._noise_sent[pid] = noise_factors[pid]
             log_.lr[pid] = lr
             log_.schedule_factor[pid] = schedule_factor
             if not self.graph:
@@ -956,6 +990,19 @@ class PerClientRates(FedAvg):
                     keys.TRAIN_LOSS: log_.train_loss[node.partition_id],
                 }
             )
+        compensation = float(self.cfg["rate-compensation"])
+        if compensation > 0 and self._sent is not None:
+            for reply in accepted:
+                pid = self.clients[reply.metadata.src_node_id].partition_id
+                factor = self._noise_sent.get(pid, 1.0) ** compensation
+                if factor != 1.0:
+                    record = reply.content.array_records[keys.ARRAYS]
+                    for key in list(record.keys()):
+                        if key in self._sent and key not in self.node_owned_keys:
+                            update = robust.normalized_update(
+                                self._sent[key].numpy(), record[key].numpy(), factor
+                            )
+                            record[key] = Array(update)
         if gradients:
             self.measure(log_, gradients)
         if diagnostics:

@@ -108,6 +108,7 @@ class RoundPlan:
     proximal_mu: float = 0.0
     seed: int = 0
     estimate_noise: bool = False
+    select_clean: bool = False  # train on the examples of the low-loss component only
     estimator: str = "loss-margin"
     measure_noise_scale: bool = False
     degree_rule: bool = False
@@ -250,8 +251,10 @@ class ArrayTask:
         received_loss, _ = tabular.evaluate(model, data.x_train, data.y_train)
         estimate = -1.0
         if plan.estimate_noise:
-            estimate = tabular.estimate_noise(model, data, plan.estimator, seed=plan.seed)
-        tabular.train_local(model, data, **train_kwargs(plan))
+            estimate = tabular.estimate_noise(
+                model, data, plan.estimator, **estimate_kwargs(plan)
+            )
+        tabular.train_local(model, clean_part(model, data, plan), **train_kwargs(plan))
         return TrainReport(
             metrics={
                 "train_loss": received_loss,
@@ -298,6 +301,37 @@ def classification_metrics(
     log_probs = tabular.log_probs(model, data.x_test)
     scores = classification.scores(log_probs, data.y_test, names, log_probs.shape[1])
     return {name: float(scores[name]) for name in names}
+
+
+def clean_part(model: nn.Module, data: ClientData, plan: RoundPlan) -> ClientData:
+    """The examples to train on: all, or with ``plan.select_clean`` the low-loss component.
+
+    The margin losses of the received model (:func:`fedlr.rates.noise.margin_losses`) are split
+    by :func:`fedlr.rates.robust.small_loss_mask`; the site keeps its aggregation weight.
+    """
+    if not plan.select_clean or data.num_train < 4:
+        return data
+    from dataclasses import replace
+
+    from fedlr.rates.noise import margin_losses
+    from fedlr.rates.robust import small_loss_mask
+    from fedlr.tasks import tabular
+
+    margins = margin_losses(tabular.log_probs(model, data.x_train), np.asarray(data.y_train))
+    keep = small_loss_mask(margins, seed=plan.seed)
+    if keep.all():
+        return data
+    return replace(data, x_train=data.x_train[keep], y_train=np.asarray(data.y_train)[keep])
+
+
+def estimate_kwargs(plan: RoundPlan) -> dict[str, Any]:
+    """:func:`fedlr.tasks.tabular.estimate_noise`'s keyword arguments for ``plan``."""
+    return {
+        "seed": plan.seed,
+        "lr": plan.lr,
+        "batch_size": plan.batch_size,
+        "epochs": plan.epochs,
+    }
 
 
 def train_kwargs(plan: RoundPlan) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from fedlr.tasks.base import (
     ClientContext,
     RoundPlan,
     TrainReport,
+    estimate_kwargs,
     train_kwargs,
 )
 
@@ -100,7 +101,7 @@ class ContinualTask(tabular.TabularTask):
             estimate = -1.0
             if plan.estimate_noise:
                 estimate = tabular.estimate_noise(
-                    probe_model, probe_data, plan.estimator, seed=plan.seed
+                    probe_model, probe_data, plan.estimator, **estimate_kwargs(plan)
                 )
             procs = int(self.cfg.get("ddp-procs", 1))
             if procs == 1:
