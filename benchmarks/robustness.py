@@ -51,12 +51,17 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "oracle-noise-rates": ("oracle-noise-rates", {}),
     "guard": ("noise-adaptive", {**LEGACY, "rate-guard": "gap"}),
     "c0.5": ("noise-adaptive", {**LEGACY, "rate-guard": "gap", "rate-compensation": 0.5}),
+    "c0.5-r1.5": (
+        "noise-adaptive",
+        {**LEGACY, "rate-guard": "gap", "rate-compensation": 0.5, "rate-guard-ratio": 1.5},
+    ),
     "c0.5-xfit": (
         "noise-adaptive",
         {**LEGACY, "rate-guard": "gap", "rate-compensation": 0.5, "estimator": "crossfit"},
     ),
-    "legacy-xfit": ("noise-adaptive", {**LEGACY, "estimator": "crossfit"}),
+    "legacy-c0.5": ("noise-adaptive", {**LEGACY, "rate-compensation": 0.5}),
     "fedprox": ("fedprox", {}),
+    "fedcorr-prox": ("fedcorr-prox", {}),
     "qfedavg": ("qfedavg", {}),
 }
 PAIR_FLIP = {"label-noise": "pair-flip", "noise-rate-min": 0.2, "noise-rate-max": 0.45}
@@ -164,7 +169,9 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=ROOT / "results" / "robustness.json")
     parser.add_argument("--plot", type=Path, default=ROOT / "results" / "robustness.png")
     args = parser.parse_args()
-    extra = dict(item.split("=", 1) for item in args.set)
+    from fedlr.config import parse_override
+
+    extra = dict(parse_override(item) for item in args.set)
 
     jobs: dict[tuple[str, str, int, str], tuple[str, str, dict[str, Any], int]] = {}
     for name in args.scenarios:
@@ -265,10 +272,14 @@ def _cases(cases: list[tuple[str, dict[str, Any]]], seeds: list[int]):
 
 
 def _print(name: str, out: dict[str, Any]) -> None:
-    print(f"\n== {name}: FedAvg mean {100 * out['fedavg']['mean']:.1f}, worst "
-          f"{100 * out['fedavg']['worst10']:.1f}; target: {out['target']}")
-    print(f"{'variant':24s} {'dmean med':>9s} {'mean±std':>12s} {'wins':>6s} "
-          f"{'dworst med':>10s} {'mean±std':>12s} {'wins':>6s} {'<-2':>4s} {'rho':>6s}")
+    print(
+        f"\n== {name}: FedAvg mean {100 * out['fedavg']['mean']:.1f}, worst "
+        f"{100 * out['fedavg']['worst10']:.1f}; target: {out['target']}"
+    )
+    print(
+        f"{'variant':24s} {'dmean med':>9s} {'mean±std':>12s} {'wins':>6s} "
+        f"{'dworst med':>10s} {'mean±std':>12s} {'wins':>6s} {'<-2':>4s} {'rho':>6s}"
+    )
     for variant, e in out["variants"].items():
         m, w = e["dmean"], e["dworst10"]
         rho = "" if e["rho_median"] is None else f"{e['rho_median']:.2f}"

@@ -27,7 +27,10 @@ STRATEGIES = (
     "oracle-noise-rates",
     "qfedavg",
     "fedprox",
+    "fedcorr-prox",
 )
+# What a run compares when `strategies` is not given (fedcorr-prox is a peer to ask for).
+DEFAULT_STRATEGIES = tuple(s for s in STRATEGIES if s != "fedcorr-prox")
 # Users' own tables, one file (or one site-column value) per client: read by fedlr.data.files.
 FILE_DATASETS = ("csv", "parquet")
 TABULAR_DATASETS = ("digits", "synthetic", *FILE_DATASETS)
@@ -293,7 +296,7 @@ SCHEMA: dict[str, Key] = {
     "seed": Key(int, 0, "an integer >= 0", _range(0), "seed of every random choice"),
     "strategies": Key(
         str,
-        ",".join(STRATEGIES),
+        ",".join(DEFAULT_STRATEGIES),
         "a comma list, without repeats, of " + ", ".join(STRATEGIES) + ", each optionally "
         "followed by modifiers: +sgd, +adam or +adagrad (local optimizer), +degree "
         "(degree-aware rates), +coupled, +grow-batch, one schedule (+"
@@ -765,6 +768,13 @@ SCHEMA: dict[str, Key] = {
     ),
     # -- baselines ---------------------------------------------------------------------------
     "fedprox-mu": Key(float, 0.01, "a number >= 0", _range(0), "FedProx proximal mu"),
+    "fedcorr-beta": Key(
+        float,
+        0.5,
+        "a number >= 0",
+        _range(0),
+        "fedcorr-prox: the noisiest client's proximal mu (others' in proportion)",
+    ),
     "qfedavg-q": Key(float, 1.0, "a number >= 0", _range(0), "q-FedAvg fairness q"),
     # -- engine ------------------------------------------------------------------------------
     "client-cpus": Key(int, 1, "an integer >= 1", _range(1), "CPUs per simulated client"),
@@ -879,7 +889,7 @@ def resolve(file: Path | None = None, overrides: Mapping[str, Any] | None = None
 FILE_DEFAULTS = {
     "noisy-clients": 0,
     "hard-clean-clients": 0,
-    "strategies": ",".join(s for s in STRATEGIES if s != "oracle-noise-rates"),
+    "strategies": ",".join(s for s in DEFAULT_STRATEGIES if s != "oracle-noise-rates"),
 }
 
 
@@ -1195,8 +1205,13 @@ def _validate_graph(values: Mapping[str, Any]) -> None:
     if values["estimator"] in ("gradient", "crossfit"):
         raise ConfigError(
             f"estimator: expected loss, loss-margin or oracle with a graph dataset ({dataset}), "
-            f"got {values['estimator']!r} (per-sample gradients and halves of the train split "
-            "are not defined for message passing)"
+            f"got {values['estimator']!r} ("
+            + (
+                "per-sample gradients are"
+                if values["estimator"] == "gradient"
+                else "halves of a train split are"
+            )
+            + " not defined for message passing)"
         )
     if values["ddp-procs"] != 1:
         raise ConfigError(

@@ -187,7 +187,7 @@ def test_gpus_for_cpu_clients_is_legal_but_warned():
 # -- strategy entries RULE[+MODIFIER...] ---------------------------------------------------------
 
 GRAPH = {"dataset": "karate", "num-clients": 2, "noisy-clients": 0, "hard-clean-clients": 0}
-ALL_RULES = "fedavg, inverse-noise-weights, noise-adaptive, oracle-noise-rates, qfedavg, fedprox"
+ALL_RULES = "fedavg, inverse-noise-weights, noise-adaptive, oracle-noise-rates, qfedavg, fedprox, fedcorr-prox"
 TWO_OPTIMIZERS = "repeats a modifier or names two optimizers; expected at most one of +sgd, +adam, "
 ONCE = "+adagrad and each other modifier at most once"
 
@@ -306,6 +306,11 @@ def test_is_graph():
             {"estimator": "gradient"},
             "estimator: expected loss, loss-margin or oracle with a graph dataset (karate), got "
             "'gradient' (per-sample gradients are not defined for message passing)",
+        ),
+        (
+            {"estimator": "crossfit"},
+            "estimator: expected loss, loss-margin or oracle with a graph dataset (karate), got "
+            "'crossfit' (halves of a train split are not defined for message passing)",
         ),
         (
             {"ddp-procs": 2},

@@ -776,6 +776,10 @@ class PerClientRates(FedAvg):
                 )
         return out
 
+    def client_settings(self, pid: int, server_round: int) -> dict[str, float]:
+        """Per-client config entries a subclass adds (FedCorr's proximal mu); none here."""
+        return {}
+
     def sample(self, server_round: int) -> list[int]:
         """Partition ids trained this round: seeded by (seed, round), independent of node ids."""
         pids = sorted(self.by_partition)
@@ -833,6 +837,7 @@ class PerClientRates(FedAvg):
                 log_.batch_size[pid] = batch
                 log_.coupling_factor[pid] = coupling_factor
                 client_config.update(self.optimizer_settings(pid, lr, coupling_factor))
+            client_config.update(self.client_settings(pid, server_round))
             messages.append(
                 Message(
                     RecordDict(
@@ -1164,6 +1169,30 @@ class PerClientFedProx(PerClientRates, FedProx):
     """Flower's FedProx (server adds ``proximal-mu``), uniform rates, fedlr's logging."""
 
 
+class FedCorrProx(PerClientFedProx):
+    """FedCorr's adaptive proximal term (Xu et al., CVPR 2022) as a peer: uniform rates, and
+    client k's proximal mu is ``fedcorr-beta * sigma_k / max_j sigma_j``.
+
+    FedCorr scales an (un-squared) proximal term by each client's estimated noisy fraction, its
+    closest analogue to a per-client rate. fedlr's estimates are levels, not fractions, so they
+    are divided by the largest one; fedlr's proximal term is FedProx's squared one. During
+    ``warmup-rounds`` every client gets ``fedprox-mu``.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.uses_estimates = True
+
+    def client_settings(self, pid: int, server_round: int) -> dict[str, float]:
+        """``proximal-mu`` for client ``pid`` this round."""
+        noise = self.noise_for_rule()
+        if server_round <= self.cfg["warmup-rounds"] or pid not in noise:
+            return {}
+        top = max(noise.values())
+        share = noise[pid] / top if top > 0 else 0.0
+        return {keys.PROXIMAL_MU: float(self.cfg["fedcorr-beta"]) * share}
+
+
 class PerClientQFedAvg(PerClientRates, QFedAvg):
     """Flower's q-FedAvg, uniform rates, fedlr's logging."""
 
@@ -1188,6 +1217,8 @@ def build_strategy(name: str, cfg: Mapping[str, Any], clients: list[ClientInfo])
         strategy = NoiseAdaptiveFedAvg(**common, rate_source="oracle")
     elif rule == "fedprox":
         strategy = PerClientFedProx(**common, proximal_mu=cfg["fedprox-mu"])
+    elif rule == "fedcorr-prox":
+        strategy = FedCorrProx(**common, proximal_mu=cfg["fedprox-mu"])
     elif rule == "qfedavg":
         strategy = PerClientQFedAvg(
             **common,

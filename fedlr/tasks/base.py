@@ -251,9 +251,7 @@ class ArrayTask:
         received_loss, _ = tabular.evaluate(model, data.x_train, data.y_train)
         estimate = -1.0
         if plan.estimate_noise:
-            estimate = tabular.estimate_noise(
-                model, data, plan.estimator, **estimate_kwargs(plan)
-            )
+            estimate = tabular.estimate_noise(model, data, plan.estimator, **estimate_kwargs(plan))
         tabular.train_local(model, clean_part(model, data, plan), **train_kwargs(plan))
         return TrainReport(
             metrics={

@@ -545,6 +545,7 @@ DATA_KEYS = (
     "test-fraction",
     "label-noise",
     "noisy-clients",
+    "noisy-client-ids",
     "noise-rate-min",
     "noise-rate-max",
     "hard-clean-clients",

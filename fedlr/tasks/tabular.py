@@ -61,6 +61,7 @@ DATA_KEYS = (
     "synthetic-beta",
     "label-noise",
     "noisy-clients",
+    "noisy-client-ids",
     "noise-rate-min",
     "noise-rate-max",
     "hard-clean-clients",

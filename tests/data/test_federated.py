@@ -152,6 +152,39 @@ def test_client_roles_worked_example():
     ]
 
 
+def test_noisy_client_ids_choose_the_noisy_clients_in_rate_order():
+    cfg = resolve(
+        overrides={
+            "num-clients": 5,
+            "noisy-clients": 2,
+            "noisy-client-ids": "3,1",
+            "noise-rate-min": 0.3,
+            "noise-rate-max": 0.4,
+            "hard-clean-clients": 1,
+        }
+    )
+    # 3 gets the first rate, 1 the second; hard-clean is the first id left, 0
+    assert client_roles(cfg) == [
+        ("hard-clean", 0.0, 0.0),
+        ("noisy", 0.4, 0.0),
+        ("clean", 0.0, 0.0),
+        ("noisy", 0.3, 0.0),
+        ("clean", 0.0, 0.0),
+    ]
+    fed = build_federation(cfg)
+    flipped = [float(np.mean(c.y_train != c.y_train_clean)) for c in fed.clients]
+    assert flipped[1] > 0 and flipped[3] > 0
+    assert flipped[0] == flipped[2] == flipped[4] == 0
+
+
+@pytest.mark.parametrize("ids", ["1", "1,1", "0,5", "a,b"])
+def test_noisy_client_ids_must_name_noisy_clients_distinct_ids(ids):
+    from fedlr.config import ConfigError
+
+    with pytest.raises(ConfigError, match="noisy-client-ids"):
+        resolve(overrides={"num-clients": 5, "noisy-clients": 2, "noisy-client-ids": ids})
+
+
 def test_describe(default_federation):
     rows = describe(default_federation)
     assert len(rows) == 10

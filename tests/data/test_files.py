@@ -180,6 +180,13 @@ def test_injected_noise_still_works_on_files_and_brings_truth(tmp_path):
     assert [c.role for c in fed.clients] == ["noisy", "clean", "clean"]
     assert fed.clients[0].flip_fraction > 0.2
     assert fed.clients[1].flip_fraction == 0.0
+    # the sites to make noisy can be chosen (one cached federation must not serve the other)
+    from fedlr.tasks import tabular
+
+    assert [c.role for c in tabular.federation(cfg).clients][0] == "noisy"
+    fed = tabular.federation({**cfg, "noisy-client-ids": "2"})  # cached by the data keys
+    assert [c.role for c in fed.clients] == ["clean", "clean", "noisy"]
+    assert fed.clients[2].flip_fraction > 0.2
 
 
 @pytest.mark.parametrize(
