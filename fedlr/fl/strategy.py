@@ -1170,9 +1170,9 @@ class PerClientFedProx(PerClientRates, FedProx):
 
 
 class FedCorrProx(PerClientFedProx):
-    """FedCorr's adaptive proximal term (Xu et al., CVPR 2022) as a peer: uniform rates, and
-    client k's proximal mu is ``fedcorr-beta * sigma_k / max_j sigma_j``.
+    """FedCorr's adaptive proximal term (Xu et al., CVPR 2022) as a peer, at uniform rates.
 
+    Client k's proximal mu is ``fedcorr-beta * sigma_k / max_j sigma_j``.
     FedCorr scales an (un-squared) proximal term by each client's estimated noisy fraction, its
     closest analogue to a per-client rate. fedlr's estimates are levels, not fractions, so they
     are divided by the largest one; fedlr's proximal term is FedProx's squared one. During

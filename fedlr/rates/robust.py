@@ -109,8 +109,8 @@ def small_loss_mask(losses: np.ndarray, *, seed: int = 0, min_keep: float = 0.1)
 
     ``losses`` are per-example (margin) losses under the received global model. When the two
     components are not separated by at least one pooled standard deviation, or one component
-    fits as well (lower or equal BIC), every example is kept. At least ``min_keep`` of the examples are kept (those with the smallest losses), so a
-    site never trains on nothing.
+    fits as well (lower or equal BIC), every example is kept. At least ``min_keep`` of the
+    examples are kept (those with the smallest losses), so a site never trains on nothing.
 
     Examples
     --------
