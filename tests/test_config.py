@@ -187,7 +187,10 @@ def test_gpus_for_cpu_clients_is_legal_but_warned():
 # -- strategy entries RULE[+MODIFIER...] ---------------------------------------------------------
 
 GRAPH = {"dataset": "karate", "num-clients": 2, "noisy-clients": 0, "hard-clean-clients": 0}
-ALL_RULES = "fedavg, inverse-noise-weights, noise-adaptive, oracle-noise-rates, qfedavg, fedprox, fedcorr-prox"
+ALL_RULES = (
+    "fedavg, inverse-noise-weights, noise-adaptive, oracle-noise-rates, qfedavg, fedprox, "
+    "fedcorr-prox"
+)
 TWO_OPTIMIZERS = "repeats a modifier or names two optimizers; expected at most one of +sgd, +adam, "
 ONCE = "+adagrad and each other modifier at most once"
 
