@@ -744,7 +744,7 @@ SCHEMA: dict[str, Key] = {
     ),
     "rate-guard": Key(
         str,
-        "none",
+        "gap",
         "none or gap",
         _choice(("none", "gap")),
         "gap: uniform rates unless the estimates split into a clearly noisy group",
@@ -754,7 +754,7 @@ SCHEMA: dict[str, Key] = {
     ),
     "rate-compensation": Key(
         float,
-        0.0,
+        0.5,
         "a number in [0, 1]",
         _UNIT,
         "aggregate update / factor^c: 0 keeps the rate's re-weighting, 1 is FedNova's share",
