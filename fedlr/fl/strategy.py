@@ -427,7 +427,10 @@ class PerClientRates(FedAvg):
         self._sent: ArrayRecord | None = None  # the arrays of this round's train messages
         self._noise_sent: dict[int, float] = {}  # this round's noise factor per partition id
         # the no-harm guard or the in-site response is on: the noisy group is found each round
-        self.guarded = cfg["rate-guard"] != "none" or cfg["noise-response"] != "none"
+        # (for strategies whose rates or weights follow the noise)
+        self.guarded = (cfg["rate-guard"] != "none" or cfg["noise-response"] != "none") and (
+            rate_source != "uniform" or weight_by_noise
+        )
         # batch sizes, coupling and the noise scale (tabular tasks; graphs train full-batch)
         self.coupled = False  # a +coupled strategy (set by build_strategy)
         self.grow_batch = False  # a +grow-batch strategy (set by build_strategy)
@@ -810,8 +813,7 @@ class PerClientRates(FedAvg):
         noise_factors = self.noise_factors(server_round)
         noisy: set[int] = set()
         if self.guarded and (
-            self.rate_source == "oracle"
-            or (self.rate_source == "estimate" and server_round > self.cfg["warmup-rounds"])
+            self.rate_source == "oracle" or server_round > self.cfg["warmup-rounds"]
         ):
             noisy = self.noisy_partitions()
         select = noisy if self.cfg["noise-response"] == "small-loss" else set()

@@ -319,7 +319,13 @@ def clean_part(model: nn.Module, data: ClientData, plan: RoundPlan) -> ClientDat
     keep = small_loss_mask(margins, seed=plan.seed)
     if keep.all():
         return data
-    return replace(data, x_train=data.x_train[keep], y_train=np.asarray(data.y_train)[keep])
+    clean = np.asarray(data.y_train_clean)
+    return replace(
+        data,
+        x_train=data.x_train[keep],
+        y_train=np.asarray(data.y_train)[keep],
+        y_train_clean=clean[keep] if len(clean) == len(keep) else clean,
+    )
 
 
 def estimate_kwargs(plan: RoundPlan) -> dict[str, Any]:

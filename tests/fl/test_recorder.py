@@ -38,6 +38,7 @@ ROUND_KEYS = {
     "steps_mean",
     "steps_total",
     "noise_scale",
+    "noisy_group",  # a strategy whose rates follow the noise (rate-guard)
 }
 ROUND_CLIENT_KEYS = {
     "partition_id",

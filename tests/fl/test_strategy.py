@@ -41,6 +41,7 @@ def make_cfg(**overrides: object) -> dict:
         "rate-high": 4.0,
         "noise-floor": 0.05,
         "ema-decay": 0.5,
+        "rate-compensation": 0.0,  # the aggregates below are FedAvg's; compensation is tested apart
     }
     values.update({key.replace("_", "-"): value for key, value in overrides.items()})
     return fedlr_config.resolve(overrides=values)
@@ -473,13 +474,13 @@ def test_state_dict_restores_rates_and_logs_through_a_checkpoint_file(
     import torch
 
     cfg = make_cfg(warmup_rounds=1)
-    clients = make_clients([100, 300])
+    clients = make_clients([100, 300, 200])
     first = build_strategy("noise-adaptive", cfg, clients)
-    for server_round, estimates in ((1, (0.4, 0.1)), (2, (0.2, float("nan")))):
+    for server_round, estimates in ((1, (0.4, 0.1, 0.1)), (2, (0.8, float("nan"), 0.1))):
         run_round(
             first,
             server_round,
-            {pid: {"weights": W0, "noise_estimate": estimates[pid]} for pid in (0, 1)},
+            {pid: {"weights": W0, "noise_estimate": estimates[pid]} for pid in (0, 1, 2)},
         )
     torch.save(first.state_dict(), tmp_path / "state.pt")  # as the checkpoint stores it
     second = build_strategy("noise-adaptive", cfg, clients)
@@ -488,7 +489,8 @@ def test_state_dict_restores_rates_and_logs_through_a_checkpoint_file(
     assert second.invalid_last == first.invalid_last == {1}
     assert second.rounds == first.rounds
     assert second.client_lr(3) == first.client_lr(3)
-    assert second.client_lr(3)[0] != LR  # the restored estimates are really in use
+    assert second.client_lr(3)[0] < LR < second.client_lr(3)[2]  # the restored estimates count
+    assert second.client_lr(3)[1] == LR  # its last estimate was invalid
 
 
 def test_round_offset_gives_clients_and_logs_the_runs_round_number(make_clients, run_round):
@@ -509,3 +511,96 @@ def test_start_refuses_a_first_round_outside_the_run(make_clients, fake_grid, fi
         strategy.start(
             fake_grid(clients), ArrayRecord([np.zeros(2)]), num_rounds=3, first_round=first_round
         )
+
+
+# -- the no-harm guard, share compensation, small-loss selection, FedCorr's proximal mu ------------
+
+
+def test_guard_keeps_rates_uniform_while_estimates_do_not_separate(make_clients, run_round):
+    cfg = make_cfg(warmup_rounds=1, rate_guard="gap", rate_guard_ratio=2.0)
+    strategy = build_strategy("noise-adaptive", cfg, make_clients([100, 300]))
+    # 0.3 / 0.2 is a ratio of 1.5 < 2: clean but different sites
+    run_round(
+        strategy,
+        1,
+        {0: {"weights": W0, "noise_estimate": 0.3}, 1: {"weights": W1, "noise_estimate": 0.2}},
+    )
+    messages, _, _ = run_round(strategy, 2, {})
+    assert [m.content[keys.CONFIG][keys.LR] for m in messages.values()] == [LR, LR]
+    assert strategy.rounds[2].noisy_group == []
+
+    # 0.4 / 0.1 makes the smoothed 0.35 / 0.15, a ratio of 2.33: the rule applies, with
+    # 0.25 * ref / 0.35 + 0.75 * ref / 0.15 = 1 -> ref = 0.175, factors 0.5 and 7/6
+    run_round(
+        strategy,
+        2,
+        {0: {"weights": W0, "noise_estimate": 0.4}, 1: {"weights": W1, "noise_estimate": 0.1}},
+    )
+    messages, _, _ = run_round(strategy, 3, {})
+    assert strategy.rounds[3].noisy_group == [0]
+    assert messages[0].content[keys.CONFIG][keys.LR] == pytest.approx(LR * 0.5, rel=1e-9)
+    assert messages[1].content[keys.CONFIG][keys.LR] == pytest.approx(LR * 7 / 6, rel=1e-9)
+
+
+def test_guard_none_is_the_rule_on_any_spread(make_clients, run_round):
+    cfg = make_cfg(warmup_rounds=1, rate_guard="none")
+    strategy = build_strategy("noise-adaptive", cfg, make_clients([100, 300]))
+    run_round(
+        strategy,
+        1,
+        {0: {"weights": W0, "noise_estimate": 0.3}, 1: {"weights": W1, "noise_estimate": 0.2}},
+    )
+    messages, _, _ = run_round(strategy, 2, {})
+    assert (
+        messages[0].content[keys.CONFIG][keys.LR] < LR < messages[1].content[keys.CONFIG][keys.LR]
+    )
+
+
+@pytest.mark.parametrize("compensation", [0.0, 0.5, 1.0])
+def test_rate_compensation_divides_each_update_by_its_factor(make_clients, run_round, compensation):
+    cfg = make_cfg(warmup_rounds=1, rate_compensation=compensation)
+    strategy = build_strategy("noise-adaptive", cfg, make_clients([100, 300]))
+    run_round(
+        strategy,
+        1,
+        {0: {"weights": W0, "noise_estimate": 0.4}, 1: {"weights": W1, "noise_estimate": 0.1}},
+    )
+    sent = ArrayRecord([np.array([1.0, 1.0])])
+    _, _, result = run_round(
+        strategy,
+        2,
+        {0: {"weights": W0, "noise_estimate": 0.4}, 1: {"weights": W1, "noise_estimate": 0.1}},
+        arrays=sent,
+    )
+    # factors 4/13 and 16/13 (the module docstring); model = sent + update / factor^c
+    f0, f1 = (4 / 13) ** compensation, (16 / 13) ** compensation
+    w0 = 1.0 + (np.array(W0[0]) - 1.0) / f0
+    w1 = 1.0 + (np.array(W1[0]) - 1.0) / f1
+    (aggregate,) = aggregate_of(result)
+    np.testing.assert_allclose(aggregate, (100 * w0 + 300 * w1) / 400, rtol=1e-9)
+
+
+def test_small_loss_selection_is_asked_of_the_noisy_group_only(make_clients, run_round):
+    cfg = make_cfg(warmup_rounds=1, noise_response="small-loss")
+    strategy = build_strategy("noise-adaptive", cfg, make_clients([100, 300, 200]))
+    answers = {pid: {"weights": W0, "noise_estimate": e} for pid, e in enumerate((0.9, 0.1, 0.12))}
+    messages, _, _ = run_round(strategy, 1, answers)  # warm-up: nobody selects
+    assert [m.content[keys.CONFIG][keys.SELECT_CLEAN] for m in messages.values()] == [False] * 3
+    messages, _, _ = run_round(strategy, 2, answers)
+    assert {p: m.content[keys.CONFIG][keys.SELECT_CLEAN] for p, m in messages.items()} == {
+        0: True,
+        1: False,
+        2: False,
+    }
+
+
+def test_fedcorr_prox_scales_each_clients_mu_by_its_noise(make_clients, run_round):
+    cfg = make_cfg(warmup_rounds=1, fedcorr_beta=2.0, fedprox_mu=0.01)
+    strategy = build_strategy("fedcorr-prox", cfg, make_clients([100, 300]))
+    answers = {0: {"weights": W0, "noise_estimate": 0.4}, 1: {"weights": W1, "noise_estimate": 0.1}}
+    messages, _, _ = run_round(strategy, 1, answers)
+    assert [m.content[keys.CONFIG][keys.PROXIMAL_MU] for m in messages.values()] == [0.01, 0.01]
+    messages, _, _ = run_round(strategy, 2, answers)
+    mu = {p: m.content[keys.CONFIG][keys.PROXIMAL_MU] for p, m in messages.items()}
+    assert mu == {0: pytest.approx(2.0), 1: pytest.approx(0.5)}  # beta * (0.4, 0.1) / 0.4
+    assert {m.content[keys.CONFIG][keys.LR] for m in messages.values()} == {LR}

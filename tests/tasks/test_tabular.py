@@ -475,3 +475,40 @@ def test_head_masked_shares_the_models_parameters_and_masks_its_logits():
     # a gradient through it reaches only the head's output rows
     torch.nn.functional.cross_entropy(out, torch.tensor([1, 2, 1, 2, 1])).backward()
     assert torch.all(model.weight.grad[~head] == 0) and torch.any(model.weight.grad[head] != 0)
+
+
+# -- the crossfit estimator and small-loss selection --------------------------------------------
+
+
+def trained_on_clean_labels(data) -> nn.Module:
+    """A model that knows the client's true labels (what a good global model would be)."""
+    model = tabular.build_model(CFG)
+    clean = dataclasses.replace(data, y_train=data.y_train_clean)
+    tabular.train_local(model, clean, lr=0.1, epochs=30, batch_size=16, seed=0)
+    return model
+
+
+def test_crossfit_ranks_noisy_above_clean_and_leaves_the_model_unchanged():
+    noisy, clean = tabular.client_data(CFG, NOISY), tabular.client_data(CFG, CLEAN)
+    model = tabular.build_model(CFG)
+    tabular.train_local(model, clean, lr=0.1, epochs=10, batch_size=16, seed=0)
+    before = weights(model)
+    kwargs = {"seed": 3, "lr": 0.1, "batch_size": 16, "epochs": 2}
+    on_noisy = tabular.estimate_noise(model, noisy, "crossfit", **kwargs)
+    on_clean = tabular.estimate_noise(model, clean, "crossfit", **kwargs)
+    assert on_noisy > 2 * on_clean
+    assert same_weights(weights(model), before)
+    assert tabular.estimate_noise(model, noisy, "crossfit", **kwargs) == on_noisy  # seeded
+
+
+def test_clean_part_drops_mostly_flipped_labels_and_only_when_asked():
+    from fedlr.tasks.base import RoundPlan, clean_part
+
+    data = tabular.client_data(CFG, NOISY)
+    model = trained_on_clean_labels(data)
+    plan = RoundPlan(server_round=3, lr=0.1, epochs=1, batch_size=16, select_clean=True)
+    kept = clean_part(model, data, plan)
+    assert 0 < kept.num_train < data.num_train
+    flipped = float(np.mean(data.y_train != data.y_train_clean))
+    assert float(np.mean(kept.y_train != kept.y_train_clean)) < 0.5 * flipped
+    assert clean_part(model, data, dataclasses.replace(plan, select_clean=False)) is data
