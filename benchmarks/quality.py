@@ -10,6 +10,10 @@ fairness summary and Spearman's rho, and checks the targets against ``fedavg``:
 * Spearman rho of the estimate >= 0.9.
 
     python benchmarks/quality.py [--seeds 0 1 2] [--json results/quality.json] [--runs DIR]
+        [--set KEY=VALUE ...]
+
+The README's figures were measured with fedlr 0.13's rule; ``--set rate-guard=none --set
+rate-compensation=0`` gives it back.
 
 ``--runs DIR`` re-reads existing run directories (one per seed) instead of simulating.
 """
@@ -31,7 +35,7 @@ SCENARIO = ROOT / "simulations" / "noisy_hospitals.toml"
 KEYS = ("mean", "worst10", "variance", "jain", "gini")
 
 
-def simulate(seed: int, out: Path) -> Path:
+def simulate(seed: int, out: Path, sets: list[str] | None = None) -> Path:
     before = set(out.glob("*")) if out.exists() else set()
     env = dict(os.environ, FLWR_TELEMETRY_ENABLED="0", FLWR_DISABLE_UPDATE_CHECK="1")
     start = time.perf_counter()
@@ -46,6 +50,7 @@ def simulate(seed: int, out: Path) -> Path:
             f"seed={seed}",
             "--out",
             str(out),
+            *[arg for item in sets or [] for arg in ("--set", item)],
         ],
         check=True,
         env=env,
@@ -77,8 +82,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "quality")
     parser.add_argument("--runs", type=Path, nargs="+", help="existing run directories")
     parser.add_argument("--json", type=Path, help="write the summary here")
+    parser.add_argument("--set", action="append", default=[], help="KEY=VALUE for every run")
     args = parser.parse_args()
-    run_dirs = args.runs or [simulate(seed, args.out) for seed in args.seeds]
+    run_dirs = args.runs or [simulate(seed, args.out, args.set) for seed in args.seeds]
     stats = summarise(run_dirs)
 
     def ms(name: str, key: str, scale: float = 100.0, digits: int = 1) -> str:

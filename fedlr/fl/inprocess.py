@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from flwr.app import Error, Message, RecordDict
+from flwr.serverapp import Grid
 
 from fedlr.fl import keys
 
@@ -98,6 +99,8 @@ def run_in_process(cfg: Mapping[str, Any], run_dir: Path) -> Path:
     # Flower's runtime sets the process's identity before app code builds a Message
     TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, SUPERLINK_NODE_ID
     try:
-        return run_federation(InProcessGrid(int(cfg["num-clients"])), cfg, Path(run_dir))
+        # duck-typed: run_federation calls only get_node_ids and send_and_receive
+        grid = cast(Grid, InProcessGrid(int(cfg["num-clients"])))
+        return run_federation(grid, cfg, Path(run_dir))
     finally:
         TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id = saved
