@@ -42,7 +42,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 SIM = ROOT / "simulations"
 
-# Keys that give back the behaviour of fedlr <= 0.13 (the README's earlier figures).
+# Keys that give back the plain rule, fedlr before issue 14 (the README's earlier figures).
 LEGACY = {"rate-guard": "none", "rate-compensation": 0.0, "noise-response": "none"}
 # The variants compared with FedAvg: (strategy, config overrides).
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
