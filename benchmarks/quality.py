@@ -12,8 +12,8 @@ fairness summary and Spearman's rho, and checks the targets against ``fedavg``:
     python benchmarks/quality.py [--seeds 0 1 2] [--json results/quality.json] [--runs DIR]
         [--set KEY=VALUE ...]
 
-The README's 3-seed table was measured with the plain rule (before issue 14's guard); ``--set rate-guard=none --set
-rate-compensation=0`` gives it back.
+The README's 3-seed table was measured with the plain rule (before issue 14's guard);
+``--set rate-guard=none --set rate-compensation=0`` gives it back.
 
 ``--runs DIR`` re-reads existing run directories (one per seed) instead of simulating.
 """

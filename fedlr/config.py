@@ -43,6 +43,7 @@ METRICS = ("accuracy", "balanced-accuracy", "auroc", "f1", "loss")
 PARTITIONERS = ("iid", "dirichlet", "size-skew")
 LABEL_NOISE = ("symmetric", "pair-flip")
 ESTIMATORS = ("loss", "loss-margin", "crossfit", "gradient", "oracle")
+AGGREGATIONS = ("mean", "median", "trimmed-mean", "krum", "multi-krum")
 OPTIMIZERS = ("sgd", "adam", "adagrad")
 # A strategy in `strategies` is RULE or RULE+MODIFIER[+MODIFIER]: an optimizer modifier sets the
 # strategy's local optimizer (and base rate: lr, adam-lr or adagrad-lr); `degree` turns on the
@@ -776,6 +777,38 @@ SCHEMA: dict[str, Key] = {
         "fedcorr-prox: the noisiest client's proximal mu (others' in proportion)",
     ),
     "qfedavg-q": Key(float, 1.0, "a number >= 0", _range(0), "q-FedAvg fairness q"),
+    # -- faulty or hostile clients -----------------------------------------------------------
+    "max-examples": Key(
+        int,
+        0,
+        "an integer >= 0",
+        _range(0),
+        "the most examples one client counts for in aggregation (0: 10x the median reported)",
+    ),
+    "aggregation": Key(
+        str,
+        "mean",
+        "mean, median, trimmed-mean, krum or multi-krum",
+        _choice(AGGREGATIONS),
+        "how replies combine: weighted mean, or Flower's FedMedian, FedTrimmedAvg, (Multi-)Krum",
+    ),
+    "trim-fraction": Key(
+        float,
+        0.2,
+        "a number in [0, 0.5)",
+        lambda v: 0 <= v < 0.5,
+        "trimmed-mean: the fraction cut at each end, per coordinate",
+    ),
+    "krum-malicious": Key(
+        int, 1, "an integer >= 0", _range(0), "krum, multi-krum: faulty clients tolerated"
+    ),
+    "clip-update-norm": Key(
+        float,
+        0.0,
+        "a number >= 0",
+        _range(0),
+        "clip each update's norm to this multiple of the round's median norm (0: off)",
+    ),
     # -- engine ------------------------------------------------------------------------------
     "client-cpus": Key(int, 1, "an integer >= 1", _range(1), "CPUs per simulated client"),
     "client-gpus": Key(
@@ -940,6 +973,12 @@ def validate(values: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(
             f"hard-clean-clients: noisy-clients + hard-clean-clients must be at "
             f"most num-clients ({n}), got {special}"
+        )
+    qfedavg = [s for s in split_list(values["strategies"]) if parse_strategy(s)[0] == "qfedavg"]
+    if values["aggregation"] != "mean" and qfedavg:
+        raise ConfigError(
+            f"aggregation: expected mean with {qfedavg[0]} (q-FedAvg has its own aggregation; "
+            f"leave it out of strategies), got {values['aggregation']!r}"
         )
     if values["min-clients"] > n:
         raise ConfigError(

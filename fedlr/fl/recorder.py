@@ -218,6 +218,8 @@ class RunRecorder:
         }
         if strategy.guarded:
             line["noisy_group"] = list(log_.noisy_group)
+        if log_.capped:  # a q-FedAvg loss or an update norm bounded (fedlr.fl.checks)
+            line["capped"] = _json_safe(log_.capped)
         losses = [r["eval_loss"] for r in rows if r["eval_loss"] is not None]
         line["loss_mean"] = float(np.mean(losses)) if losses else None
         if strategy.graph:

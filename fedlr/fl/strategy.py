@@ -75,7 +75,7 @@ from fedlr.config import (
     uses_degree,
     uses_modifier,
 )
-from fedlr.fl import keys
+from fedlr.fl import checks, keys
 from fedlr.fl.client_metrics import evaluate_metrics
 from fedlr.metrics.degree import degree_bucket_fairness, loglog_slope
 from fedlr.rates import coupling, robust, schedules
@@ -189,6 +189,8 @@ class RoundLog:
     metrics: dict[int, dict[str, float]] = field(default_factory=dict)
     # rate-guard / noise-response: the partition ids whose noise estimates stand apart
     noisy_group: list[int] = field(default_factory=list)
+    # kept but bounded: a q-FedAvg loss above its cap, an update norm clipped
+    capped: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _scalar(value: object) -> float:
@@ -357,6 +359,11 @@ def query_nodes(
     return clients, failed
 
 
+def _cap_message(capped: Mapping[int, int], cap: int) -> str:
+    listed = ", ".join(f"partition {pid} ({count})" for pid, count in sorted(capped.items()))
+    return f"fedlr: example counts above {cap} count as {cap} in aggregation: {listed}"
+
+
 class PerClientRates(FedAvg):
     """Mixin: per-client learning rates and aggregation weights from noise estimates.
 
@@ -404,6 +411,16 @@ class PerClientRates(FedAvg):
         self.cfg = dict(cfg)
         self.clients = {c.node_id: c for c in clients}
         self.by_partition = {c.partition_id: c for c in clients}
+        # one client's reported size is an aggregation weight: bounded (fedlr.fl.checks)
+        self.example_cap = checks.example_cap(
+            [c.num_examples for c in clients], int(cfg.get("max-examples", 0))
+        )
+        over = {
+            c.partition_id: c.num_examples for c in clients if c.num_examples > self.example_cap
+        }
+        if over:
+            log.warning(_cap_message(over, self.example_cap))
+        self.aggregation = str(cfg.get("aggregation", "mean"))
         self.rate_source = rate_source
         self.weight_by_noise = weight_by_noise
         self.uses_estimates = rate_source == "estimate" or (
@@ -616,6 +633,10 @@ class PerClientRates(FedAvg):
         return out
 
     # -- rates -------------------------------------------------------------------------------
+    def size(self, client: ClientInfo) -> int:
+        """The examples ``client`` counts for: what it reported, at most ``example_cap``."""
+        return min(client.num_examples, self.example_cap)
+
     def noise_for_rule(self) -> dict[int, float]:
         """Noise per partition id that the rule may use now (oracle truth or smoothed estimates)."""
         if self.rate_source == "oracle":
@@ -650,7 +671,7 @@ class PerClientRates(FedAvg):
         pids = sorted(noise)
         out = dict.fromkeys(self.by_partition, 1.0)
         if pids:
-            sizes = np.array([self.by_partition[p].num_examples for p in pids])
+            sizes = np.array([self.size(self.by_partition[p]) for p in pids])
             values = self.rule(np.array([noise[p] for p in pids]), sizes)
             if self.cfg["rate-guard"] == "gap":
                 noisy = self.noisy_partitions()
@@ -918,17 +939,15 @@ class PerClientRates(FedAvg):
             if node is None or keys.ARRAYS not in reply.content.array_records:
                 log_.errors.append({"partition_id": pid, "reason": "unknown node or no arrays"})
                 continue
-            if not all(
-                np.all(np.isfinite(a))
-                for a in reply.content.array_records[keys.ARRAYS].to_numpy_ndarrays()
-            ):
-                log_.errors.append({"partition_id": pid, "reason": "non-finite weights"})
+            problem = self.array_problem(reply.content.array_records[keys.ARRAYS])
+            if problem is not None:
+                log_.errors.append({"partition_id": pid, "reason": problem})
                 continue
             if self.stream != "none":
                 # A continual client trains on its current task (+ replay): that is its weight,
                 # at most all its examples plus the replay sample, whatever it reports.
                 trained = _scalar(metrics.get(keys.NUM_EXAMPLES))
-                most = node.num_examples + int(self.cfg["replay-size"]) * self.replay
+                most = self.size(node) + int(self.cfg["replay-size"]) * self.replay
                 examples[pid] = int(min(trained, most)) if np.isfinite(trained) else 0
                 if examples[pid] <= 0:
                     reason = "no examples of its current task"
@@ -973,6 +992,26 @@ class PerClientRates(FedAvg):
                 log_.noise_estimate[pid] = raw.get(pid)
             accepted.append(reply)
 
+        if self.needs_train_loss:
+            # q-FedAvg scales each update by its loss: one huge (finite) loss would dominate.
+            bounded, capped = checks.bounded_losses(
+                {
+                    self.clients[r.metadata.src_node_id].partition_id: log_.train_loss[
+                        self.clients[r.metadata.src_node_id].partition_id
+                    ]
+                    for r in accepted
+                }
+            )
+            for pid in capped:
+                log_.capped.append(
+                    {
+                        "partition_id": pid,
+                        "what": "train-loss",
+                        "reported": log_.train_loss[pid],
+                        "used": bounded[pid],
+                    }
+                )
+                log_.train_loss[pid] = bounded[pid]
         # Estimates from the last warm-up round on seed the EMA (earlier models are too raw).
         if server_round >= self.cfg["warmup-rounds"]:
             for pid, value in raw.items():
@@ -987,14 +1026,20 @@ class PerClientRates(FedAvg):
         accepted.sort(key=lambda r: self.clients[r.metadata.src_node_id].partition_id)
         for reply in accepted:
             node = self.clients[reply.metadata.src_node_id]
-            size = examples.get(node.partition_id, node.num_examples)
+            size = examples.get(node.partition_id, self.size(node))
             weight = size * factors.get(node.partition_id, 1.0)
             log_.aggregation_weight[node.partition_id] = float(weight)
-            reply.content[keys.METRICS] = MetricRecord(
+            # only the contract goes on: records a client added are ignored, not fatal
+            reply.content = RecordDict(
                 {
-                    keys.NUM_EXAMPLES: size,
-                    keys.AGGREGATION_WEIGHT: float(weight),
-                    keys.TRAIN_LOSS: log_.train_loss[node.partition_id],
+                    keys.ARRAYS: reply.content.array_records[keys.ARRAYS],
+                    keys.METRICS: MetricRecord(
+                        {
+                            keys.NUM_EXAMPLES: size,
+                            keys.AGGREGATION_WEIGHT: float(weight),
+                            keys.TRAIN_LOSS: log_.train_loss[node.partition_id],
+                        }
+                    ),
                 }
             )
         compensation = float(self.cfg["rate-compensation"])
@@ -1010,6 +1055,8 @@ class PerClientRates(FedAvg):
                                 self._sent[key].numpy(), record[key].numpy(), factor
                             )
                             record[key] = Array(update)
+        if float(self.cfg.get("clip-update-norm", 0.0)) > 0 and self._sent is not None:
+            self.clip_updates(log_, accepted)
         if gradients:
             self.measure(log_, gradients)
         if diagnostics:
@@ -1025,13 +1072,92 @@ class PerClientRates(FedAvg):
             for key in self.node_owned_keys
             if sent is not None and key in sent
         }
-        arrays, aggregated = super().aggregate_train(server_round, accepted)
+        if self.aggregation == "mean":
+            arrays, aggregated = super().aggregate_train(server_round, accepted)
+        else:
+            arrays, aggregated = self.robust_aggregate(accepted)
+        if arrays is not None and not all(
+            np.all(np.isfinite(a)) for a in arrays.to_numpy_ndarrays()
+        ):
+            reason = "non-finite aggregate: the round's model is kept"
+            log_.errors.append({"partition_id": -1, "reason": reason})
+            return None, aggregated
         if arrays is not None and sent is not None:
             for key, tables in owned.items():
                 received = sent[key].numpy()
                 total = received + sum(table - received for table in tables)
                 arrays[key] = Array(np.asarray(total, dtype=received.dtype))
         return arrays, aggregated
+
+    def array_problem(self, returned: ArrayRecord) -> str | None:
+        """Why a train reply's arrays cannot be aggregated (see :mod:`fedlr.fl.checks`)."""
+        try:
+            arrays = {key: returned[key].numpy() for key in returned}
+            sent = {key: self._sent[key].numpy() for key in self._sent} if self._sent else None
+        except Exception as error:  # noqa: BLE001  (bytes a client made up)
+            return f"unreadable arrays ({type(error).__name__})"
+        return checks.array_problem(sent, arrays)
+
+    def clip_updates(self, log_: RoundLog, accepted: list[Message]) -> None:
+        """Clip each update (returned - sent) to ``clip-update-norm`` x the round's median norm."""
+        assert self._sent is not None
+        sent = {k: self._sent[k].numpy() for k in self._sent if k not in self.node_owned_keys}
+        norms = {}
+        for reply in accepted:
+            record = reply.content.array_records[keys.ARRAYS]
+            squares = sum(float(np.sum((record[k].numpy() - v) ** 2)) for k, v in sent.items())
+            norms[self.clients[reply.metadata.src_node_id].partition_id] = math.sqrt(squares)
+        scales = checks.clip_norms(norms, float(self.cfg["clip-update-norm"]))
+        for reply in accepted:
+            pid = self.clients[reply.metadata.src_node_id].partition_id
+            if pid not in scales:
+                continue
+            record = reply.content.array_records[keys.ARRAYS]
+            for key, received in sent.items():
+                update = (record[key].numpy() - received) * scales[pid]
+                record[key] = Array(np.asarray(received + update, dtype=received.dtype))
+            log_.capped.append(
+                {
+                    "partition_id": pid,
+                    "what": "update-norm",
+                    "reported": norms[pid],
+                    "used": norms[pid] * scales[pid],
+                }
+            )
+
+    def robust_aggregate(
+        self, accepted: list[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Flower's median, trimmed mean, Krum or Multi-Krum over the checked replies.
+
+        Median and trimmed mean are per coordinate and unweighted (as Flower's FedMedian and
+        FedTrimmedAvg); Krum and Multi-Krum select replies by Flower's ``select_multikrum`` and
+        average the selected ones by aggregation weight, so the rates' weights still apply.
+        """
+        from flwr.serverapp.strategy.fedtrimmedavg import trim_mean
+        from flwr.serverapp.strategy.multikrum import select_multikrum
+        from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
+
+        valid, _ = self._check_and_log_replies(accepted, is_train=True)
+        if not valid:
+            return None, None
+        contents = [reply.content for reply in valid]
+        if self.aggregation in ("krum", "multi-krum"):
+            malicious = int(self.cfg.get("krum-malicious", 1))
+            keep = 1 if self.aggregation == "krum" else max(1, len(contents) - malicious)
+            contents = select_multikrum(contents, malicious, keep)
+            arrays = aggregate_arrayrecords(contents, self.weighted_by_key)
+        else:
+            arrays = ArrayRecord()
+            first = contents[0].array_records[keys.ARRAYS]
+            for key in first:
+                stack = np.stack([c.array_records[keys.ARRAYS][key].numpy() for c in contents])
+                if self.aggregation == "median":
+                    value = np.median(stack, axis=0)
+                else:
+                    value = trim_mean(stack, float(self.cfg.get("trim-fraction", 0.2)))
+                arrays[key] = Array(np.asarray(value, dtype=stack.dtype))
+        return arrays, self.train_metrics_aggr_fn(contents, self.weighted_by_key)
 
     def measure(self, log_: RoundLog, gradients: Mapping[int, tuple[np.ndarray, int]]) -> None:
         """Estimate the round's noise scale from the clients' gradients at the received weights.
@@ -1138,7 +1264,10 @@ class PerClientRates(FedAvg):
                 if degrees is not None and correct is not None and len(degrees) == len(correct):
                     outcomes[node.partition_id] = (degrees, correct)
             # The weighting key is shared with training; evaluation weights are example counts.
-            metrics[keys.AGGREGATION_WEIGHT] = _scalar(metrics.get(keys.NUM_EXAMPLES))
+            metrics[keys.AGGREGATION_WEIGHT] = min(
+                _scalar(metrics.get(keys.NUM_EXAMPLES)), float(self.example_cap)
+            )
+            reply.content = RecordDict({keys.METRICS: metrics})  # records beyond it are ignored
         if outcomes:
             test_degree = [d for pid in sorted(outcomes) for d in outcomes[pid][0]]
             test_correct = [c for pid in sorted(outcomes) for c in outcomes[pid][1]]

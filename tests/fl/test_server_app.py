@@ -299,3 +299,39 @@ def test_a_continual_run_killed_then_resumed_equals_uninterrupted(
             assert kept is not None and again is not None
             for key, array in again.items():
                 assert kept[key].numpy().tobytes() == array.numpy().tobytes()
+
+
+class HostileGrid(InProcessGrid):
+    """Partition 3 answers every train message with a wrong-shaped array and extra records."""
+
+    def send_and_receive(self, messages, *, timeout=None):
+        import numpy as np
+        from flwr.app import MetricRecord
+
+        replies = super().send_and_receive(messages, timeout=timeout)
+        for reply in replies:
+            if self.partitions.get(reply.metadata.src_node_id) != 3 or reply.has_error():
+                continue
+            arrays = reply.content.array_records.get("arrays")
+            if arrays is None:  # the query and evaluate replies stay honest
+                continue
+            first = next(iter(arrays))
+            arrays[first] = type(arrays[first])(np.ones(1, np.float32))
+            reply.content["more"] = ArrayRecord([np.full(3, 1e9, np.float32)])
+            reply.content["junk"] = MetricRecord({"x": 1.0})
+        return replies
+
+
+def test_a_hostile_client_is_dropped_every_round_and_the_run_completes(tmp_path: Path) -> None:
+    cfg = {**CFG, "strategies": "fedavg,noise-adaptive", "checkpoint-every": 0}
+    run_federation(HostileGrid(4), cfg, tmp_path)
+
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert set(results["strategies"]) == {"fedavg", "noise-adaptive"}
+    lines = [json.loads(x) for x in (tmp_path / "rounds.jsonl").read_text().splitlines()]
+    assert len(lines) == 2 * ROUNDS
+    for line in lines:
+        (error,) = line["errors"]
+        assert error["partition_id"] == 3
+        assert "expected shape" in error["reason"], error
+        assert all(c["accuracy"] is not None for c in line["clients"])  # evaluated as usual
