@@ -88,6 +88,11 @@ def simulate(
                 cfg = saved[0]
             else:
                 overrides: dict[str, Any] = dict(fedlr_config.parse_override(s) for s in set_ or [])
+                if "resume" in overrides:
+                    raise fedlr_config.ConfigError(
+                        "resume: fedlr simulate resumes with --resume RUN_DIR (the resume key "
+                        "is for `flwr run`), got --set resume"
+                    )
                 if out is not None:
                     overrides["out-dir"] = str(out)
                 cfg = fedlr_config.resolve(config, overrides)
@@ -128,7 +133,12 @@ def simulate(
             f"client-cpus: expected at most the {cores} CPU cores of this machine, "
             f"got {cfg['client-cpus']}"
         )
-    gpus = _visible_gpus() if cfg["client-gpus"] > 0 else 0
+    gpus = _visible_gpus() if cfg["client-gpus"] > 0 or cfg["device"] == "cuda" else 0
+    if cfg["device"] == "cuda" and gpus == 0:  # every client would fail inside Ray
+        fail(
+            f"device: expected auto or cpu here, where torch sees no GPU "
+            f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}), got 'cuda'"
+        )
     if cfg["client-gpus"] > 0 and gpus == 0:  # Ray could never place a client
         fail(
             f"client-gpus: expected 0 here, where torch sees no GPU "

@@ -11,6 +11,7 @@ Every value is checked once, here: an unknown key, a wrong type or a value out o
 
 from __future__ import annotations
 
+import re
 import tomllib
 import warnings
 from collections.abc import Callable, Mapping
@@ -112,6 +113,15 @@ def _subset(options: tuple[str, ...]):
         return bool(items) and len(set(items)) == len(items) and all(i in options for i in items)
 
     return check
+
+
+MAX_ROUNDS = 100_000  # far beyond any run; keeps per-round work and logs bounded
+MAX_CONFIG_BYTES = 1 << 20  # a scenario file is a few hundred lines of TOML
+
+
+def _is_run_name(v: str) -> bool:
+    """A run name is one path component of printable, portable characters."""
+    return bool(re.fullmatch(r"[A-Za-z0-9_\-][A-Za-z0-9._\-]{0,99}", v))
 
 
 def _int_list(v: str) -> bool:
@@ -293,8 +303,16 @@ _UNIT = _range(0.0, 1.0)
 
 SCHEMA: dict[str, Key] = {
     # -- run ---------------------------------------------------------------------------------
-    "name": Key(str, "noisy_hospitals", "a string", lambda v: bool(v.strip()), "run name"),
-    "seed": Key(int, 0, "an integer >= 0", _range(0), "seed of every random choice"),
+    "name": Key(
+        str,
+        "noisy_hospitals",
+        "a name of letters, digits, '.', '_' and '-' (at most 100, not starting with '.')",
+        _is_run_name,
+        "run name (the run directory is <out-dir>/<time>-<name>)",
+    ),
+    "seed": Key(
+        int, 0, "an integer in [0, 2**32 - 1]", _range(0, 2**32 - 1), "seed of every random choice"
+    ),
     "strategies": Key(
         str,
         ",".join(DEFAULT_STRATEGIES),
@@ -306,7 +324,9 @@ SCHEMA: dict[str, Key] = {
         _strategy_list,
         "strategies run side by side",
     ),
-    "num-server-rounds": Key(int, 30, "an integer >= 1", _range(1), "federated rounds"),
+    "num-server-rounds": Key(
+        int, 30, "an integer in [1, 100000]", _range(1, MAX_ROUNDS), "federated rounds"
+    ),
     "min-clients": Key(
         int,
         0,
@@ -899,7 +919,15 @@ def resolve(file: Path | None = None, overrides: Mapping[str, Any] | None = None
     layers: list[Mapping[str, Any]] = []
     if file is not None:
         try:
-            layers.append(tomllib.loads(Path(file).read_text()))
+            path = Path(file)
+            if path.is_file() and path.stat().st_size > MAX_CONFIG_BYTES:
+                raise ConfigError(
+                    f"config file {file}: expected at most {MAX_CONFIG_BYTES} bytes of TOML, "
+                    f"got {path.stat().st_size}"
+                )
+            if not path.is_file() and path.exists():  # /dev/zero, a FIFO, a directory
+                raise ConfigError(f"config file {file}: expected a regular file")
+            layers.append(tomllib.loads(path.read_text()))
         except FileNotFoundError:
             raise ConfigError(f"config file {file}: not found") from None
         except (OSError, UnicodeDecodeError) as err:

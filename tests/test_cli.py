@@ -32,6 +32,13 @@ def run_fedlr(*args: str, cwd) -> subprocess.CompletedProcess[str]:
         (("simulate", "missing.toml"), "missing.toml"),
         (("simulate", "missing.toml", "--set", "lr=0"), "missing.toml"),
         (("report", "no-such-run"), "no-such-run"),
+        (("simulate", "--set", "name=../../x"), "name"),
+        (("simulate", "--set", "name=a/b"), "name"),
+        (("simulate", "--set", "name=\x1b[2J"), "name"),
+        (("simulate", "--set", f"seed={2**64}"), "seed"),
+        (("simulate", "--set", f"num-server-rounds={10**30}"), "num-server-rounds"),
+        (("simulate", "--set", "resume=runs/x"), "--resume"),
+        (("simulate", "/dev/zero"), "regular file"),
     ],
     ids=[
         "unknown-key",
@@ -42,6 +49,13 @@ def run_fedlr(*args: str, cwd) -> subprocess.CompletedProcess[str]:
         "missing-config",
         "missing-config-first",
         "report-missing-dir",
+        "name-leaves-out",
+        "name-with-slash",
+        "name-unprintable",
+        "seed-too-large",
+        "rounds-too-many",
+        "resume-in-set",
+        "config-not-a-file",
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, args, mention):
@@ -103,6 +117,21 @@ def test_report_with_corrupt_results_is_one_line(tmp_path):
 )
 def test_checks_before_the_engine_starts(tmp_path, args, mention):
     assert_one_line_exit_2(run_fedlr(*args, cwd=tmp_path), mention)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_config_file_over_the_bound_is_one_line(tmp_path):
+    big = tmp_path / "big.toml"
+    big.write_text("# padding\n" * 200_000)  # 2 MB of comments
+    assert_one_line_exit_2(run_fedlr("simulate", str(big), cwd=tmp_path), "at most")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_device_cuda_without_a_gpu_is_one_line_before_the_engine(tmp_path, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    result = run_fedlr("simulate", "--set", "device=cuda", cwd=tmp_path)
+    assert_one_line_exit_2(result, "device")
+    assert "no GPU" in result.stderr
     assert not (tmp_path / "runs").exists()
 
 
