@@ -491,7 +491,7 @@ SCHEMA: dict[str, Key] = {
         8,
         "an integer >= 0 and <= num-clients",
         _range(0),
-        "clients with label noise (partition ids 0..n-1)",
+        "clients with label noise (partition ids 0..n-1); unset, below 9 clients: 8n // 10",
     ),
     "noisy-client-ids": Key(
         str,
@@ -503,7 +503,11 @@ SCHEMA: dict[str, Key] = {
     "noise-rate-min": Key(float, 0.6, "a number in [0, 1]", _UNIT, "lowest label-noise rate"),
     "noise-rate-max": Key(float, 0.95, "a number in [0, 1]", _UNIT, "highest label-noise rate"),
     "hard-clean-clients": Key(
-        int, 1, "an integer >= 0", _range(0), "clean clients holding only the hardest classes"
+        int,
+        1,
+        "an integer >= 0",
+        _range(0),
+        "clean clients holding only the hardest classes; unset, with fewer than 9 clients: n // 10",
     ),
     "hard-classes": Key(
         str,
@@ -942,7 +946,7 @@ def resolve(file: Path | None = None, overrides: Mapping[str, Any] | None = None
                 raise ConfigError(f"unknown config key {key!r}; allowed: {', '.join(SCHEMA)}")
             values[key] = _coerce(key, value)
             explicit.add(key)
-    return validate(_file_defaults(values, explicit))
+    return validate(_cluster_defaults(_file_defaults(values, explicit), explicit))
 
 
 # Users' files inject nothing unless asked: these keys' digits defaults become 0 there.
@@ -976,6 +980,22 @@ def _file_defaults(values: dict[str, Any], explicit: set[str]) -> dict[str, Any]
                 f"num-clients unset), got {values['num-clients']}"
             )
         values["num-clients"] = found
+    return values
+
+
+def _cluster_defaults(values: dict[str, Any], explicit: set[str]) -> dict[str, Any]:
+    """Fewer clients than the default noise needs: the injected counts scale with num-clients.
+
+    The digits defaults make 8 of 10 clients noisy and 1 hard-but-clean. When neither count is
+    set and they do not fit ``num-clients`` (a 2-node cluster), they become ``8n // 10`` and
+    ``n // 10``; a count that is set is kept (and checked).
+    """
+    if {"noisy-clients", "hard-clean-clients"} & explicit:
+        return values
+    n = int(values["num-clients"])
+    if values["noisy-clients"] + values["hard-clean-clients"] <= n:
+        return values
+    values["noisy-clients"], values["hard-clean-clients"] = (8 * n) // 10, n // 10
     return values
 
 
@@ -1330,7 +1350,7 @@ def from_run_config(run_config: Mapping[str, Any]) -> dict[str, Any]:
         values[key] = _coerce(key, value)
         if values[key] != DEFAULTS[key]:
             explicit.add(key)
-    return validate(_file_defaults(values, explicit))
+    return validate(_cluster_defaults(_file_defaults(values, explicit), explicit))
 
 
 def to_toml(values: Mapping[str, Any]) -> str:

@@ -5,7 +5,9 @@
 #
 # CERT_DIR/ca.crt, ca.key          the certificate authority (copy ca.crt to every machine)
 # CERT_DIR/server.pem, server.key  the SuperLink's certificate, SAN: localhost, 127.0.0.1, HOSTs
-# CERT_DIR/node-I, node-I.pub      SuperNode I's key pair (ECDSA P-384, OpenSSH format), I = 0..N-1
+# CERT_DIR/node-I, node-I.pub      SuperNode I's key pair (ECDSA P-384, OpenSSH format), I = 0..N-1;
+#                                  ssh-keygen makes them, or Python's cryptography where it is absent
+#                                  (or FEDLR_KEYGEN=python)
 #
 # Idempotent: existing files are kept (and said so), never overwritten. Delete a file to remake it.
 set -euo pipefail
@@ -52,7 +54,31 @@ for ((i = 0; i < nodes; i++)); do
   if [ -f "$key" ] && [ -f "$key.pub" ]; then
     keep "$key"
   else
-    ssh-keygen -q -t ecdsa -b 384 -N "" -C "fedlr-node-$i" -f "$key"
+    if command -v ssh-keygen >/dev/null && [ "${FEDLR_KEYGEN:-}" != python ]; then
+      ssh-keygen -q -t ecdsa -b 384 -N "" -C "fedlr-node-$i" -f "$key"
+    else  # minimal images lack openssh: the same key type from cryptography (Flower's dependency)
+      python3 - "$key" "fedlr-node-$i" <<'PY'
+import sys
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+path, comment = Path(sys.argv[1]), sys.argv[2]
+key = ec.generate_private_key(ec.SECP384R1())
+private = key.private_bytes(
+    serialization.Encoding.PEM,
+    serialization.PrivateFormat.OpenSSH,
+    serialization.NoEncryption(),
+)
+public = key.public_key().public_bytes(
+    serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+)
+path.write_bytes(private)
+path.chmod(0o600)
+Path(f"{path}.pub").write_bytes(public + f" {comment}\n".encode())
+PY
+    fi
     echo "certs: wrote $key and $key.pub"
   fi
 done

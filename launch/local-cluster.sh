@@ -13,11 +13,14 @@
 # comma list of N files, node I reads entry I and nothing else, e.g.
 #   FEDLR_NODE_DATA=a.csv,b.csv launch/local-cluster.sh 2 "dataset='csv' label-column='y'"
 set -euo pipefail
+umask 077  # the database, logs, keys and run folders: owner-only (every site's updates are in them)
 [ $# -ge 1 ] || { echo "usage: $0 N [RUN_CONFIG]" >&2; exit 2; }
 nodes=$1
 extra=${2:-}
 case $nodes in '' | *[!0-9]* | 0 | 1) echo "N: expected a whole number >= 2, got '$nodes'" >&2; exit 2 ;; esac
-for tool in flwr flower-superlink flower-supernode openssl ssh-keygen; do
+tools=(flwr flower-superlink flower-supernode python3)
+[ "${FEDLR_INSECURE:-0}" = 1 ] || tools+=(openssl)  # node keys: ssh-keygen, else Python's cryptography
+for tool in "${tools[@]}"; do
   command -v "$tool" >/dev/null || { echo "local-cluster.sh: $tool not on PATH (activate fedlr's virtual environment)" >&2; exit 2; }
 done
 gpus=()
@@ -39,6 +42,10 @@ if [ -n "${FEDLR_NODE_DATA:-}" ]; then
 fi
 here=$(cd "$(dirname "$0")" && pwd)
 app=$(cd "$here/.." && pwd)
+# The run's config, checked as the ServerApp will check it, before any node starts.
+config="num-clients=$nodes"
+[ -n "$extra" ] && config="$config $extra"
+python3 "$here/check_config.py" "$config" || exit 2
 run=${FEDLR_LAUNCH_DIR:-$app/launch-runs/$(date +%Y%m%d-%H%M%S)}
 port=${FEDLR_PORT:-9091}
 mkdir -p "$run"
@@ -68,7 +75,9 @@ for _ in $(seq 150); do  # up to 30 s for the SuperLink to listen
 done
 if [ "${FEDLR_INSECURE:-0}" != 1 ]; then
   for ((i = 0; i < nodes; i++)); do
+    # a launch folder used before keeps its SuperLink database: its keys are registered already
     flwr supernode register "$run/certs/node-$i.pub" fedlr-local >"$run/register-$i.log" 2>&1 ||
+      grep -qi "already in use" "$run/register-$i.log" ||
       { cat "$run/register-$i.log" >&2; exit 1; }
   done
 fi
@@ -81,8 +90,14 @@ for ((i = 0; i < nodes; i++)); do
     --port $((port + 10 + i)) "${gpu[@]}" "${data[@]}" "${secure[@]}"
 done
 
-config="num-clients=$nodes out-dir='$run/runs'"
-[ -n "$extra" ] && config="$config $extra"
+config="$config out-dir='$run/runs'"
 cd "$app"
 flwr run . fedlr-local --stream --run-config "$config" 2>&1 | tee "$run/flwr-run.log"
+# `flwr run` exits 0 whatever the ServerApp does: ask the SuperLink how the run ended.
+status=$(flwr ls fedlr-local --format json 2>>"$run/flwr-run.log" | python3 "$here/check_config.py" --status) ||
+  status="unknown (flwr ls failed)"
+if [ "$status" != "finished:completed" ]; then
+  echo "local-cluster.sh: the run ended as $status; logs: $run/flwr-run.log, $run/superlink.log, $run/supernode-*.log" >&2
+  exit 1
+fi
 echo "local-cluster: done; fedlr run directory under $run/runs"

@@ -7,6 +7,7 @@
 # --host 0.0.0.0 to accept SuperNodes from other machines (default 127.0.0.1). --insecure turns
 # TLS and node authentication off: only for a trusted network, and it says so.
 set -euo pipefail
+umask 077  # the database, logs, keys and run folders: owner-only (every site's updates are in them)
 usage() { echo "usage: $0 RUN_DIR [--certs DIR] [--host HOST] [--port PORT] [--insecure]" >&2; exit 2; }
 [ $# -ge 1 ] || usage
 run=$1

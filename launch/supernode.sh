@@ -12,6 +12,7 @@
 # that file and no other (node-config data-path); the server holds no data.
 # Logs to RUN_DIR/supernode-I.log, PID in RUN_DIR/pids/supernode-I.pid.
 set -euo pipefail
+umask 077  # the database, logs, keys and run folders: owner-only (every site's updates are in them)
 usage() {
   echo "usage: $0 RUN_DIR PARTITION_ID NUM_PARTITIONS [--superlink HOST:PORT] [--certs DIR] [--key FILE] [--port PORT] [--gpu IDS] [--data FILE] [--insecure]" >&2
   exit 2

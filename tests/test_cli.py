@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -189,3 +190,43 @@ def test_a_setting_that_does_nothing_warns_in_one_line_before_the_error(tmp_path
     assert lines[0] == "warning: task-stagger is ignored without a stream (stream = 'none')"
     assert len(lines) == 2 and lines[1].startswith("error: hard-clean-clients:")
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_ctrl_c_stops_the_engine_within_seconds_and_prints_the_resume_command(tmp_path):
+    import signal
+    import time
+
+    import psutil
+
+    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
+    args = ["--set", "num-server-rounds=500", "--set", "strategies=fedavg", "--out", "runs"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fedlr.cli", "simulate", *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not list((tmp_path / "runs").glob("*/rounds.jsonl")) or not any(
+            p.read_text() for p in (tmp_path / "runs").glob("*/rounds.jsonl")
+        ):
+            assert time.monotonic() < deadline and proc.poll() is None, "no round in 120 s"
+            time.sleep(0.2)
+        engine = psutil.Process(proc.pid).children(recursive=True)  # Ray's processes
+        assert engine
+        started = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=30)
+        stopped_in = time.monotonic() - started
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert proc.returncode == 130, output[-2000:]
+    assert stopped_in < 10, stopped_in
+    assert f"fedlr simulate --resume {Path('runs') / run_dir.name}" in output, output[-2000:]
+    time.sleep(0.5)
+    assert not [p.pid for p in engine if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]

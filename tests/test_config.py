@@ -808,3 +808,21 @@ def test_fedlr_config_prints_the_resolved_config_and_exits_2_on_bad_input():
         check=False,
     )
     assert bad.returncode == 2 and "lr: expected a number > 0, got -1" in bad.stderr
+
+
+@pytest.mark.parametrize(("n", "noisy", "hard"), [(2, 1, 0), (3, 2, 0), (5, 4, 0), (8, 6, 0)])
+def test_default_noise_counts_scale_down_to_a_small_cluster(n, noisy, hard):
+    from fedlr.config import DEFAULTS, from_run_config
+
+    deployed = from_run_config({**DEFAULTS, "num-clients": n})  # flwr run passes every key
+    for values in (resolve(overrides={"num-clients": n}), deployed):
+        assert (values["noisy-clients"], values["hard-clean-clients"]) == (noisy, hard)
+
+
+def test_default_noise_counts_stay_where_they_fit_and_set_counts_are_kept():
+    assert resolve(overrides={"num-clients": 9})["noisy-clients"] == 8
+    assert resolve(overrides={"num-clients": 20})["noisy-clients"] == 8
+    with pytest.raises(ConfigError, match="noisy-clients: expected at most num-clients"):
+        resolve(overrides={"num-clients": 2, "noisy-clients": 3})
+    with pytest.raises(ConfigError, match="noisy-clients: expected at most num-clients"):
+        resolve(overrides={"num-clients": 2, "hard-clean-clients": 0})  # one set: none scales

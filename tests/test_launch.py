@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH = ROOT / "launch"
@@ -79,6 +80,27 @@ def alive(pid: int) -> bool:
     return True
 
 
+def test_node_keys_come_from_cryptography_without_ssh_keygen(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    certs = tmp_path / "certs"
+    environment = env(tmp_path) | {"FEDLR_KEYGEN": "python"}  # as on a machine without openssh
+    done = subprocess.run(
+        ["bash", str(LAUNCH / "certs.sh"), str(certs), "1"],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    key = serialization.load_ssh_private_key((certs / "node-0").read_bytes(), None)
+    assert key.curve.name == "secp384r1"
+    public = (certs / "node-0.pub").read_text()
+    assert public.startswith("ecdsa-sha2-nistp384 ") and public.endswith(" fedlr-node-0\n")
+    assert (certs / "node-0").stat().st_mode & 0o077 == 0
+
+
 def test_certs_are_made_once_and_kept(tmp_path: Path) -> None:
     certs = tmp_path / "certs"
     first = sh(str(LAUNCH / "certs.sh"), str(certs), "2", "node.example", tmp_path=tmp_path)
@@ -105,14 +127,10 @@ def test_certs_are_made_once_and_kept(tmp_path: Path) -> None:
     assert (certs / "node-1.pub").read_text().startswith("ecdsa-sha2-nistp384 ")
 
 
-def local_cluster(
+def run_local_cluster(
     tmp_path: Path, nodes: int, config: str, extra_env: dict[str, str] | None = None
-) -> tuple[Path, str, dict]:
-    """``launch/local-cluster.sh NODES CONFIG`` (TLS and node auth on), then stop.sh.
-
-    Checks that it succeeded over TLS and left a complete run directory; returns the launch
-    folder, the script's stdout and the run's ``results.json``.
-    """
+) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """``launch/local-cluster.sh NODES CONFIG`` into ``tmp_path/cluster``, then stop.sh."""
     run = tmp_path / "cluster"
     environment = env(tmp_path) | {"FEDLR_LAUNCH_DIR": str(run), "FEDLR_PORT": str(free_port())}
     try:
@@ -127,24 +145,48 @@ def local_cluster(
         )
     finally:
         sh(str(LAUNCH / "stop.sh"), str(run), tmp_path=tmp_path)
+    return run, done
+
+
+def local_cluster(
+    tmp_path: Path, nodes: int, config: str, extra_env: dict[str, str] | None = None
+) -> tuple[Path, str, dict]:
+    """``launch/local-cluster.sh NODES CONFIG`` (TLS and node auth on), then stop.sh.
+
+    Checks that it succeeded over TLS and left a complete run directory; returns the launch
+    folder, the script's stdout and the run's ``results.json``.
+    """
+    run, done = run_local_cluster(tmp_path, nodes, config, extra_env)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "--insecure" not in (run / "superlink.log").read_text()
-    (run_dir,) = (run / "runs").iterdir()
+    # a launch folder used before may hold a failed run's directory: this run's has results
+    (run_dir,) = [d for d in (run / "runs").iterdir() if (d / "results.json").exists()]
     for name in ("config.toml", "rounds.jsonl", "results.json", "report.md"):
         assert (run_dir / name).stat().st_size > 0, name
     return run, done.stdout, json.loads((run_dir / "results.json").read_text())
 
 
-def test_local_cluster_runs_fedlr_over_tls(tmp_path: Path) -> None:
-    config = (
-        "num-server-rounds=2 noisy-clients=1 hard-clean-clients=0 "
-        "strategies='noise-adaptive' warmup-rounds=1"
-    )
-    run, _, results = local_cluster(tmp_path, 2, config)
+def test_local_cluster_fails_loudly_then_reruns_in_the_same_folder_over_tls(tmp_path: Path) -> None:
+    # A ServerApp that fails (a model that cannot be imported): `flwr run` itself exits 0, the
+    # script asks the SuperLink and exits 1, naming the status and the logs.
+    run, failed = run_local_cluster(tmp_path, 2, "model='no_such_module:make' num-server-rounds=1")
+    assert failed.returncode == 1, failed.stdout[-3000:] + failed.stderr[-3000:]
+    assert "the run ended as finished:failed" in failed.stderr
+    assert "flwr-run.log" in failed.stderr and "local-cluster: done" not in failed.stdout
+    # Owner-only: the SuperLink's database and the launch folder's logs and keys.
+    for path in (run / "superlink.db", run / "superlink.log", run / "certs" / "node-0"):
+        assert path.stat().st_mode & 0o077 == 0, (path, oct(path.stat().st_mode))
+    # The same launch folder again: certificates kept, keys registered already; the defaults'
+    # noise counts scale down to 2 nodes (8 noisy of 10 would not fit).
+    config = "num-server-rounds=2 strategies='noise-adaptive' warmup-rounds=1"
+    run, stdout, results = local_cluster(tmp_path, 2, config)
+    assert "keeping existing" in stdout
+    (run_dir,) = [d for d in (run / "runs").iterdir() if (d / "results.json").exists()]
+    assert "noisy-clients = 1\n" in (run_dir / "config.toml").read_text()
+    assert run_dir.stat().st_mode & 0o077 == 0
     clients = results["strategies"]["noise-adaptive"]["clients"]
     assert [c["partition_id"] for c in clients] == [0, 1]
     assert all(0 <= c["accuracy"] <= 1 for c in clients)
-    (run_dir,) = (run / "runs").iterdir()
     rounds = [json.loads(line) for line in (run_dir / "rounds.jsonl").read_text().splitlines()]
     assert [r["round"] for r in rounds] == [1, 2]
     assert not list((run / "pids").glob("*.pid"))  # stop.sh removed every PID file it stopped
@@ -449,6 +491,10 @@ SHIM_BODIES = {
     "flower-supernode": "time.sleep(120)",
     # `flwr run` returns once every SuperNode has started, as a real run needs them all
     "flwr": (
+        "if sys.argv[1] == 'ls':\n"
+        "    status = os.environ.get('FAKE_STATUS', 'finished:completed')\n"
+        "    print(json.dumps({'runs': [{'run-id': '1', 'status': status, 'pending-at': 't'}]}))\n"
+        "    sys.exit(0)\n"
         "deadline = time.monotonic() + 30\n"
         "while sys.argv[1] == 'run' and open(os.environ['FAKE_LOG']).read().count(\n"
         "        '\"flower-supernode\"') < int(os.environ['FAKE_SUPERNODES']):\n"
@@ -463,7 +509,8 @@ def _option(argv: list[str], name: str) -> str:
     return argv[argv.index(name) + 1]
 
 
-def test_slurm_sbatch_places_superlink_and_supernodes(tmp_path: Path) -> None:
+def _sbatch(tmp_path: Path, **extra_env: str):
+    """Run fedlr.sbatch on fake SLURM and Flower tools; return (the result, the tools' calls)."""
     shims, log, run = tmp_path / "shims", tmp_path / "calls.jsonl", tmp_path / "run"
     shims.mkdir()
     for tool, body in SHIM_BODIES.items():
@@ -483,12 +530,19 @@ def test_slurm_sbatch_places_superlink_and_supernodes(tmp_path: Path) -> None:
         "SLURM_SUBMIT_DIR": str(ROOT),
         "FEDLR_LAUNCH_DIR": str(run),
         "FEDLR_PORT": str(port),
+        # gpu01 is no real host here: the SuperLink binds the address given
+        "FEDLR_SUPERLINK_BIND": "127.0.0.1",
+        **extra_env,
     }
     environment.pop("CUDA_VISIBLE_DEVICES", None)
     calls: list[dict] = []
     try:
         done = subprocess.run(
-            ["bash", str(LAUNCH / "slurm" / "fedlr.sbatch"), "num-server-rounds=7"],
+            [
+                "bash",
+                str(LAUNCH / "slurm" / "fedlr.sbatch"),
+                environment.get("FEDLR_EXTRA", "num-server-rounds=7"),
+            ],
             env=environment,
             capture_output=True,
             text=True,
@@ -501,6 +555,25 @@ def test_slurm_sbatch_places_superlink_and_supernodes(tmp_path: Path) -> None:
         for call in calls:  # whatever happened, nothing started here outlives the test
             if call["tool"].startswith("flower-") and alive(call["pid"]):
                 os.kill(call["pid"], 9)
+    return done, calls, port
+
+
+def test_slurm_sbatch_fails_loudly_when_the_run_fails(tmp_path: Path) -> None:
+    done, _, _ = _sbatch(tmp_path, FAKE_STATUS="finished:failed")
+    assert done.returncode == 1
+    assert "the run ended as finished:failed" in done.stderr
+    assert "flwr-run.log" in done.stderr
+
+
+def test_slurm_sbatch_refuses_a_bad_run_config_before_any_node_starts(tmp_path: Path) -> None:
+    done, calls, _ = _sbatch(tmp_path, FEDLR_EXTRA="lr=0")
+    assert done.returncode == 2 and "lr: expected a number > 0" in done.stderr, done.stderr
+    assert not any(c["tool"] in ("flower-superlink", "flower-supernode") for c in calls)
+
+
+def test_slurm_sbatch_places_superlink_and_supernodes(tmp_path: Path) -> None:
+    done, calls, port = _sbatch(tmp_path)
+    run = tmp_path / "run"
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     by_tool: dict[str, list[dict]] = {}
     for call in calls:
@@ -510,7 +583,7 @@ def test_slurm_sbatch_places_superlink_and_supernodes(tmp_path: Path) -> None:
     (superlink,) = by_tool["flower-superlink"]
     assert superlink["node"] == "gpu01"  # the batch script's node: the allocation's first
     argv = superlink["argv"]
-    assert _option(argv, "--host") == "0.0.0.0" and _option(argv, "--port") == str(port)
+    assert _option(argv, "--host") == "127.0.0.1" and _option(argv, "--port") == str(port)
     assert "--enable-supernode-auth" in argv and "--insecure" not in argv
     assert sorted(
         next(a for a in c["argv"] if a.startswith("--nodelist=")) for c in by_tool["srun"]
@@ -552,3 +625,12 @@ def test_slurm_sbatch_places_superlink_and_supernodes(tmp_path: Path) -> None:
         time.sleep(0.1)
     assert not [c["pid"] for c in started if alive(c["pid"])], "left running after the job"
     assert not list(run.glob("**/pids/*.pid"))
+
+
+def test_gpu_check_refuses_a_machine_without_a_gpu_in_one_line(tmp_path: Path) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: launch/gpu-check.sh would run its checks")
+    done = sh(str(LAUNCH / "gpu-check.sh"), str(tmp_path / "out"), tmp_path=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.startswith("gpu-check.sh: torch sees no GPU here (CUDA_VISIBLE_DEVICES=")
+    assert done.stderr.count("\n") == 1 and not (tmp_path / "out").exists()

@@ -48,7 +48,7 @@ def new_run_dir(out_dir: str | Path, name: str) -> Path:
     while path.exists():
         n += 1
         path = base.with_name(f"{base.name}-{n}")
-    path.mkdir(parents=True)
+    path.mkdir(parents=True, mode=0o700)  # every site's per-round results: owner-only
     return path
 
 

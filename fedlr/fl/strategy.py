@@ -994,14 +994,8 @@ class PerClientRates(FedAvg):
 
         if self.needs_train_loss:
             # q-FedAvg scales each update by its loss: one huge (finite) loss would dominate.
-            bounded, capped = checks.bounded_losses(
-                {
-                    self.clients[r.metadata.src_node_id].partition_id: log_.train_loss[
-                        self.clients[r.metadata.src_node_id].partition_id
-                    ]
-                    for r in accepted
-                }
-            )
+            pids = [self.clients[r.metadata.src_node_id].partition_id for r in accepted]
+            bounded, capped = checks.bounded_losses({p: log_.train_loss[p] for p in pids})
             for pid in capped:
                 log_.capped.append(
                     {
