@@ -7,6 +7,8 @@ digits data) as each *variant*, every run a fresh command as a user types it:
 * ``simulation``: ``python -m fedlr.cli simulate --set ... --out TMP`` (Ray, in-memory grid);
 * ``deploy``: ``launch/local-cluster.sh N RUN_CONFIG`` as shipped: certificates, a SuperLink and N
   SuperNodes on 127.0.0.1 with TLS and SuperNode authentication, ``flwr run``, ``stop.sh``;
+* ``deploy-no-gate``: ``deploy`` with ``FEDLR_GATE=0``: SuperNodes dial the SuperLink itself,
+  not ``fedlr gate`` (what the gate's extra hop costs);
 * ``deploy-insecure``: the same with ``FEDLR_INSECURE=1`` (no certificates, no registration);
 * ``deploy-exec``: ``deploy`` + ``FLWR_SUPEREXEC_TASK_POLL_INTERVAL=<--exec-poll>``, the one
   latency setting Flower offers. An environment variable: the SuperExec that every SuperNode (and
@@ -124,6 +126,7 @@ class Variant:
     name: str
     deployment: bool
     insecure: bool = False
+    gate: bool = True
     exec_poll: float | None = None
     grid_poll: float | None = None
     node_poll: float | None = None
@@ -135,6 +138,12 @@ def make_variants(exec_poll: float, grid_poll: float, node_poll: float) -> dict[
     variants = [
         Variant("simulation", False, note="fedlr simulate (Ray, in-memory grid polling 0.1 s)"),
         Variant("deploy", True, note="launch/local-cluster.sh as shipped (TLS, node auth)"),
+        Variant(
+            "deploy-no-gate",
+            True,
+            gate=False,
+            note="FEDLR_GATE=0: SuperNodes dial the SuperLink, not fedlr gate",
+        ),
         Variant("deploy-insecure", True, insecure=True, note="FEDLR_INSECURE=1"),
         Variant(
             "deploy-exec",
@@ -512,6 +521,8 @@ def run_variant(
             env.update(FEDLR_LAUNCH_DIR=str(cluster), FEDLR_PORT=str(free_port()))
             if variant.insecure:
                 env["FEDLR_INSECURE"] = "1"
+            if not variant.gate:
+                env["FEDLR_GATE"] = "0"
             if trace:
                 env["FLWR_LOG_LEVEL"] = "DEBUG"
             if variant.exec_poll is not None:

@@ -1,4 +1,8 @@
-"""The ``fedlr`` command: ``simulate`` a scenario on Flower's simulation engine; ``report``."""
+"""The ``fedlr`` command: ``simulate``, ``report``, ``config`` and ``gate``.
+
+``simulate`` runs a scenario on Flower's simulation engine; ``gate`` is a Fleet-only door to a
+SuperLink.
+"""
 
 from __future__ import annotations
 
@@ -371,6 +375,47 @@ def show_config(
             fail(str(error))
     _print_warnings(caught)
     typer.echo(fedlr_config.to_toml(cfg), nl=False)
+
+
+def _address(name: str, value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        fail(f"{name}: expected HOST:PORT with a port in 1..65535, got {value!r}")
+    return value
+
+
+@cli.command()
+def gate(
+    listen: Annotated[
+        str, typer.Option(help="Where SuperNodes connect: HOST:PORT, e.g. 0.0.0.0:9092.")
+    ],
+    superlink: Annotated[
+        str, typer.Option(help="The SuperLink, listening on this host only.")
+    ] = "127.0.0.1:9091",
+    certs: Annotated[
+        Path | None,
+        typer.Option(help="launch/certs.sh's folder: ca.crt, server.pem and server.key."),
+    ] = None,
+    insecure: Annotated[
+        bool, typer.Option(help="No TLS on either side (a SuperLink started with --insecure).")
+    ] = False,
+    max_body_mb: Annotated[
+        int, typer.Option(help="Largest request body forwarded, in MiB.", min=1)
+    ] = 2048,
+) -> None:
+    """Let SuperNodes reach a SuperLink's Fleet API and nothing else (403 for the Control API)."""
+    _address("--listen", listen)
+    _address("--superlink", superlink)
+    if (certs is None) == (not insecure):
+        fail("certs: expected --certs DIR (TLS) or --insecure, exactly one of them")
+    if certs is not None:
+        for name in ("ca.crt", "server.pem", "server.key"):
+            if not (certs / name).is_file():
+                fail(f"certs: {certs / name} is missing (launch/certs.sh {certs} N writes it)")
+    from fedlr.fl.gate import serve
+
+    Console().print(f"gate: {listen} -> {superlink} (Fleet API only)", highlight=False)
+    serve(listen, superlink, certs, max_body=max_body_mb * 2**20)
 
 
 def main() -> None:

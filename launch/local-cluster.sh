@@ -6,7 +6,9 @@
 #
 # RUN_CONFIG is Flower's --run-config string (fedlr's keys; num-clients is set to N). The run folder
 # launch-runs/<time>/ holds certificates, keys, logs, PIDs and FLWR_HOME; fedlr's run directory is
-# written under launch-runs/<time>/runs/. Env: FEDLR_LAUNCH_DIR (the folder), FEDLR_PORT (9091),
+# written under launch-runs/<time>/runs/. SuperNodes connect through `fedlr gate` on FEDLR_PORT+1,
+# which forwards the Fleet API only (FEDLR_GATE=0: straight to the SuperLink).
+# Env: FEDLR_LAUNCH_DIR (the folder), FEDLR_PORT (9091),
 # FEDLR_INSECURE=1 (no TLS, no auth; warns), FEDLR_GPUS (GPU ids, e.g. "0,1,2,3": node I runs with
 # CUDA_VISIBLE_DEVICES set to entry I mod their number; "0+1,2+3" gives each node two GPUs).
 # launch/multi-gpu.sh sets FEDLR_GPUS from the GPUs it finds. FEDLR_NODE_DATA (users' files): a
@@ -19,6 +21,7 @@ nodes=$1
 extra=${2:-}
 case $nodes in '' | *[!0-9]* | 0 | 1) echo "N: expected a whole number >= 2, got '$nodes'" >&2; exit 2 ;; esac
 tools=(flwr flower-superlink flower-supernode python3)
+[ "${FEDLR_GATE:-1}" = 0 ] || tools+=(fedlr)
 [ "${FEDLR_INSECURE:-0}" = 1 ] || tools+=(openssl)  # node keys: ssh-keygen, else Python's cryptography
 for tool in "${tools[@]}"; do
   command -v "$tool" >/dev/null || { echo "local-cluster.sh: $tool not on PATH (activate fedlr's virtual environment)" >&2; exit 2; }
@@ -66,13 +69,26 @@ else
     "$port" "$run/certs/ca.crt" >"$FLWR_HOME/config.toml"
 fi
 
-"$here/superlink.sh" "$run" --certs "$run/certs" --port "$port" "${secure[@]}"
-superlink_pid=$(cat "$run/pids/superlink.pid")
-for _ in $(seq 150); do  # up to 30 s for the SuperLink to listen
-  kill -0 "$superlink_pid" 2>/dev/null || { echo "local-cluster.sh: the SuperLink exited; see $run/superlink.log" >&2; exit 1; }
-  (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-  sleep 0.2
-done
+# SuperNodes reach the SuperLink through `fedlr gate` (Fleet API only) on port+1, as they would
+# from other machines; flwr (run, ls, supernode register) talks to the SuperLink itself.
+fleet_port=$port gate=()
+if [ "${FEDLR_GATE:-1}" != 0 ]; then
+  fleet_port=$((port + 1)) gate=(--gate "127.0.0.1:$fleet_port")
+fi
+"$here/superlink.sh" "$run" --certs "$run/certs" --port "$port" "${gate[@]}" "${secure[@]}"
+wait_for() {  # wait_for NAME PORT: up to 30 s for the process in pids/NAME.pid to listen on PORT
+  local pid
+  pid=$(cat "$run/pids/$1.pid")
+  for _ in $(seq 150); do
+    kill -0 "$pid" 2>/dev/null || { echo "local-cluster.sh: the $1 exited; see $run/$1.log" >&2; exit 1; }
+    (echo >"/dev/tcp/127.0.0.1/$2") 2>/dev/null && return
+    sleep 0.2
+  done
+  echo "local-cluster.sh: the $1 did not listen on port $2 within 30 s; see $run/$1.log" >&2
+  exit 1
+}
+wait_for superlink "$port"
+[ ${#gate[@]} -eq 0 ] || wait_for gate "$fleet_port"
 if [ "${FEDLR_INSECURE:-0}" != 1 ]; then
   for ((i = 0; i < nodes; i++)); do
     # a launch folder used before keeps its SuperLink database: its keys are registered already
@@ -86,7 +102,7 @@ for ((i = 0; i < nodes; i++)); do
   [ ${#gpus[@]} -gt 0 ] && gpu=(--gpu "${gpus[i % ${#gpus[@]}]//+/,}")
   data=()
   [ ${#node_data[@]} -gt 0 ] && data=(--data "${node_data[i]}")
-  "$here/supernode.sh" "$run" "$i" "$nodes" --superlink "127.0.0.1:$port" --certs "$run/certs" \
+  "$here/supernode.sh" "$run" "$i" "$nodes" --superlink "127.0.0.1:$fleet_port" --certs "$run/certs" \
     --port $((port + 10 + i)) "${gpu[@]}" "${data[@]}" "${secure[@]}"
 done
 

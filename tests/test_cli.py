@@ -40,6 +40,11 @@ def run_fedlr(*args: str, cwd) -> subprocess.CompletedProcess[str]:
         (("simulate", "--set", f"num-server-rounds={10**30}"), "num-server-rounds"),
         (("simulate", "--set", "resume=runs/x"), "--resume"),
         (("simulate", "/dev/zero"), "regular file"),
+        (("gate", "--listen", "9092", "--insecure"), "--listen"),
+        (("gate", "--listen", "0.0.0.0:99999", "--insecure"), "--listen"),
+        (("gate", "--listen", "127.0.0.1:9092", "--superlink", "x", "--insecure"), "--superlink"),
+        (("gate", "--listen", "127.0.0.1:9092"), "--certs DIR"),
+        (("gate", "--listen", "127.0.0.1:9092", "--certs", "nowhere"), "ca.crt"),
     ],
     ids=[
         "unknown-key",
@@ -57,6 +62,11 @@ def run_fedlr(*args: str, cwd) -> subprocess.CompletedProcess[str]:
         "rounds-too-many",
         "resume-in-set",
         "config-not-a-file",
+        "gate-listen-no-port",
+        "gate-listen-port-range",
+        "gate-superlink",
+        "gate-neither-certs-nor-insecure",
+        "gate-certs-missing",
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, args, mention):

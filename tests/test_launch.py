@@ -596,7 +596,7 @@ def test_slurm_sbatch_places_superlink_and_supernodes(tmp_path: Path) -> None:
         node_config = _option(call["argv"], "--node-config")
         superlink_address = _option(call["argv"], "--superlink")
         supernodes.add((call["node"], node_config, call["cuda"], superlink_address, key))
-    address = f"gpu01:{port}"
+    address = f"gpu01:{port + 1}"  # the gate's port: SuperNodes never dial the SuperLink itself
     assert supernodes == {
         ("gpu02", "partition-id=0 num-partitions=4", "0", address, "node-0"),
         ("gpu02", "partition-id=1 num-partitions=4", "1", address, "node-1"),
@@ -611,7 +611,9 @@ def test_slurm_sbatch_places_superlink_and_supernodes(tmp_path: Path) -> None:
     assert _option(flwr_run, "--run-config").startswith("num-clients=4 out-dir=")
     assert _option(flwr_run, "--run-config").endswith(" num-server-rounds=7")
     home = (run / "flwr-home" / "config.toml").read_text()
-    assert f'address = "{address}"' in home
+    assert f'address = "127.0.0.1:{port}"' in home  # flwr runs on the SuperLink's node only
+    gate = (run / "gate.log").read_text()
+    assert f"gate: 127.0.0.1:{port + 1} -> 127.0.0.1:{port} (Fleet API only)" in gate
     text = subprocess.run(
         ["openssl", "x509", "-in", str(run / "certs" / "server.pem"), "-noout", "-text"],
         capture_output=True,
@@ -634,3 +636,59 @@ def test_gpu_check_refuses_a_machine_without_a_gpu_in_one_line(tmp_path: Path) -
     assert done.returncode == 2
     assert done.stderr.startswith("gpu-check.sh: torch sees no GPU here (CUDA_VISIBLE_DEVICES=")
     assert done.stderr.count("\n") == 1 and not (tmp_path / "out").exists()
+
+
+def test_a_stranger_with_only_ca_crt_can_neither_register_a_key_nor_list_runs(
+    tmp_path: Path,
+) -> None:
+    # The SuperLink on 127.0.0.1 only, `fedlr gate` where SuperNodes connect. A stranger holds
+    # the public ca.crt and a key of their own, and reaches only the gate.
+    certs, run, port = tmp_path / "certs", tmp_path / "run", free_port()
+    assert sh(str(LAUNCH / "certs.sh"), str(certs), "1", tmp_path=tmp_path).returncode == 0
+    evil = tmp_path / "evil"
+    assert sh(str(LAUNCH / "certs.sh"), str(evil), "1", tmp_path=tmp_path).returncode == 0
+    started = sh(
+        str(LAUNCH / "superlink.sh"), str(run), "--certs", str(certs), "--port", str(port),
+        "--gate", f"127.0.0.1:{port + 1}", tmp_path=tmp_path,
+    )  # fmt: skip
+    assert started.returncode == 0, started.stderr
+
+    def flwr(home: str, address: int, *args: str) -> subprocess.CompletedProcess[str]:
+        (tmp_path / home).mkdir(exist_ok=True)
+        (tmp_path / home / "config.toml").write_text(
+            f'[superlink]\ndefault = "s"\n\n[superlink.s]\naddress = "127.0.0.1:{address}"\n'
+            f'root-certificates = "{certs / "ca.crt"}"\n'
+        )
+        environment = env(tmp_path) | {"FLWR_HOME": str(tmp_path / home)}
+        return subprocess.run(
+            ["flwr", *args], env=environment, capture_output=True, text=True, timeout=60
+        )
+
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            up = []
+            for p in (port, port + 1):
+                with socket.socket() as probe:
+                    up.append(probe.connect_ex(("127.0.0.1", p)) == 0)
+            if all(up):
+                break
+            time.sleep(0.3)
+        stranger_key = str(evil / "node-0.pub")
+        registered = flwr("stranger", port + 1, "supernode", "register", stranger_key, "s")
+        assert registered.returncode != 0, registered.stdout
+        listed = flwr("stranger", port + 1, "ls", "s", "--format", "json")
+        assert listed.returncode != 0 or '"success": false' in listed.stdout, listed.stdout
+        gate_log = (run / "gate.log").read_text()
+        assert "gate: refused POST /v1/control/register-node" in gate_log
+        assert "gate: refused POST /v1/control/list-runs" in gate_log
+        # on the SuperLink's own host the operator still can: it was the gate that said no
+        own = flwr("operator", port, "supernode", "register", str(certs / "node-0.pub"), "s")
+        assert own.returncode == 0, own.stdout + own.stderr
+        assert flwr("operator", port, "ls", "s", "--format", "json").returncode == 0
+        # and the SuperLink itself answers on 127.0.0.1 only
+        pid = (run / "pids" / "superlink.pid").read_text().strip()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_text().split("\0")
+        assert cmdline[cmdline.index("--host") + 1] == "127.0.0.1"
+    finally:
+        sh(str(LAUNCH / "stop.sh"), str(run), tmp_path=tmp_path)
