@@ -946,6 +946,25 @@ def _summary_table(run: dict[str, Any]) -> list[str]:
     return _table(header, rows, "l" + "r" * len(columns))
 
 
+TABLE_CLIENTS = 40  # a per-client table longer than this shows its two ends only
+TABLE_EDGE = 10
+
+
+def _table_clients(clients: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The clients a per-client table shows: all, or the two ends of a long list.
+
+    More than ``TABLE_CLIENTS``: the ``TABLE_EDGE`` lowest and highest accuracies, lowest first
+    (a client without an accuracy counts as lowest).
+    """
+    if len(clients) <= TABLE_CLIENTS:
+        return clients
+    ranked = sorted(
+        clients,
+        key=lambda c: (c["accuracy"] is not None, c["accuracy"] or 0.0, c["partition_id"]),
+    )
+    return ranked[:TABLE_EDGE] + ranked[-TABLE_EDGE:]
+
+
 def _client_table(run: dict[str, Any], summary: dict[str, Any]) -> list[str]:
     """One row per client: truth where known, estimate, rate, accuracy, every other metric."""
     names = run["metric_names"]
@@ -1392,7 +1411,16 @@ def _markdown(run: dict[str, Any]) -> str:
     lines += ["## Clients per strategy", ""]
     for strategy in run["strategies"]:
         summary = run["summaries"][strategy]
-        lines += [f"### `{strategy}`", ""] + _client_table(run, summary) + [""]
+        shown = _table_clients(summary["clients"])
+        lines += [f"### `{strategy}`", ""]
+        if len(shown) < len(summary["clients"]):
+            lines += [
+                f"{len(summary['clients'])} clients: the {TABLE_EDGE} lowest and the "
+                f"{TABLE_EDGE} highest accuracies, lowest first; every client is in "
+                f"[{CSV_FILE}]({CSV_FILE}).",
+                "",
+            ]
+        lines += _client_table(run, {**summary, "clients": shown}) + [""]
         if summary["missing"]:
             ids = ", ".join(str(i) for i in summary["missing"])
             lines += [f"No reply in round {summary['round']} from: {ids}.", ""]

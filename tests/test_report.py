@@ -222,6 +222,34 @@ def test_write_csv_one_row_per_strategy_and_client(tmp_path):
     assert rows[0]["noise_estimate"] == ""
 
 
+def test_table_clients_keeps_a_short_list_and_the_two_ends_of_a_long_one():
+    from fedlr.report import TABLE_CLIENTS, TABLE_EDGE, _table_clients
+
+    short = [{"partition_id": i, "accuracy": 0.5} for i in range(TABLE_CLIENTS)]
+    assert _table_clients(short) == short
+    accuracy = np.random.default_rng(0).random(1000)
+    long = [{"partition_id": i, "accuracy": float(a)} for i, a in enumerate(accuracy)]
+    long[3]["accuracy"] = None  # no reply: counts as lowest
+    shown = _table_clients(long)
+    order = [3, *np.argsort(np.where(np.arange(1000) == 3, np.inf, accuracy))[:-1].tolist()]
+    assert [c["partition_id"] for c in shown] == order[:TABLE_EDGE] + order[-TABLE_EDGE:]
+
+
+def test_a_long_client_table_shows_its_ends_and_points_to_the_csv(tmp_path, monkeypatch):
+    import fedlr.report as report_module
+
+    monkeypatch.setattr(report_module, "TABLE_CLIENTS", 3)
+    monkeypatch.setattr(report_module, "TABLE_EDGE", 1)
+    run_dir = make_run(tmp_path)
+    report = render_report(run_dir).read_text()
+    fedavg = report.split("### `fedavg`")[1].split("### `noise-adaptive`")[0]
+    assert "4 clients: the 1 lowest and the 1 highest accuracies, lowest first" in fedavg
+    rows = [line for line in fedavg.splitlines() if line.startswith("| ") and "---" not in line]
+    assert [r.split(" | ")[0] for r in rows[1:]] == ["| 0", "| 3"]  # 60.0% and 90.0% (id 2 ties)
+    with write_csv(run_dir).open(newline="") as stream:
+        assert len(list(csv.DictReader(stream))) == 8  # every client stays in the CSV
+
+
 def test_empty_run_dir_fails_loudly(tmp_path):
     with pytest.raises(ValueError, match="nothing to report"):
         render_report(tmp_path)

@@ -494,7 +494,7 @@ def _continual_summary(strategy: PerClientRates, rounds: list[int]) -> dict[str,
             if ensemble is not None and np.all(np.isfinite(ensemble))
             else None,
             "lr_mean_per_round": lr_mean,
-            "multipliers": strategy.multipliers(pids[0]) if pids else [],
+            "multipliers": list(strategy.multipliers(pids[0])) if pids else [],
             "clients": clients,
         }
     )

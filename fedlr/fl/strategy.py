@@ -472,7 +472,7 @@ class PerClientRates(FedAvg):
         self.schedule_name = "constant"  # set by build_strategy
         self.replay = False  # a +replay strategy (set by build_strategy)
         self.stream = str(cfg.get("stream", "none"))
-        self._multipliers: dict[tuple[int, ...], list[float]] = {}
+        self._multipliers: dict[tuple[int, ...], schedules.RoundMultipliers] = {}
         self.task_baseline: dict[int, list[float]] = {}  # per task, of the initial model
         self.task_ensemble: dict[int, list[float]] = {}  # per task, of the snapshot ensemble
         self.ensemble_examples: dict[int, list[int]] = {}
@@ -500,8 +500,8 @@ class PerClientRates(FedAvg):
 
         return streams.snapshot_rounds(self.task_starts(), self.cfg["num-server-rounds"])
 
-    def multipliers(self, pid: int) -> list[float]:
-        """The schedule's rate multiplier of every round for partition ``pid``.
+    def multipliers(self, pid: int) -> schedules.RoundMultipliers:
+        """The schedule's rate multiplier of every round for partition ``pid``, read lazily.
 
         One list for all clients, except ``+phases`` in a staggered stream, where each client's
         phases start when its own tasks arrive.
@@ -510,7 +510,7 @@ class PerClientRates(FedAvg):
         if self.schedule_name == "phases":
             starts = tuple(int(v) for v in self.task_starts()[pid])
         if starts not in self._multipliers:
-            self._multipliers[starts] = schedules.round_multipliers(
+            self._multipliers[starts] = schedules.RoundMultipliers(
                 self.schedule_name,
                 self.cfg["num-server-rounds"],
                 **schedule_params(self.schedule_name, self.cfg, starts),

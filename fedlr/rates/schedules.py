@@ -9,7 +9,9 @@ configuration, so a client's rate is built one bounded factor at a time (DESIGN.
     lr[k, r] = base * schedule(r) * noise_factor[k] * coupling_factor[k]
 
 :func:`round_multipliers` gives the list ``[schedule(1), ..., schedule(R)]`` for one of
-``SCHEDULES``. The classic decays (``step``, ``exponential``, ``cosine``, ``warm-restarts``,
+``SCHEDULES``; :class:`RoundMultipliers` is the same sequence read lazily (what the server
+uses: a round's multiplier is computed when that round is configured, never all up front).
+The classic decays (``step``, ``exponential``, ``cosine``, ``warm-restarts``,
 ``cyclical``, ``one-cycle``) are not re-derived here: they are read off PyTorch's own
 ``torch.optim.lr_scheduler`` classes, stepped once per round on a throwaway optimizer with
 rate 1, so fedlr's multipliers are exactly torch's rates.
@@ -48,11 +50,12 @@ experience (a 4x spike; measured with torch 2.13).
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from numbers import Integral, Real
-from typing import Any
+from typing import Any, overload
 
 import torch
 
@@ -300,25 +303,6 @@ def phase_ends(phases: Sequence[Phase]) -> list[int]:
     return [phase.start + phase.length - 1 for phase in phases]
 
 
-def _phase_multipliers(num_rounds: int, params: dict[str, Any]) -> list[float]:
-    if "starts" not in params:
-        raise _fail("starts", "a sequence of the rounds at which tasks start", None)
-    phases = cosine_phases(num_rounds, **params)
-    multipliers: list[float] = []
-    for phase in phases:
-        for step in range(phase.length):
-            multipliers.append(
-                phase_lr(
-                    step,
-                    length=phase.length,
-                    warmup=phase.warmup,
-                    peak=phase.peak,
-                    floor=phase.floor,
-                )
-            )
-    return multipliers
-
-
 def _torch_scheduler(
     name: str, num_rounds: int, optimizer: torch.optim.Optimizer, params: dict[str, Any]
 ) -> torch.optim.lr_scheduler.LRScheduler:
@@ -450,33 +434,87 @@ def round_multipliers(name: str, num_rounds: int, **params: Any) -> list[float]:
     >>> [round(m, 3) for m in multipliers]
     [1.0, 1.0, 0.5, 0.5, 0.5, 0.375, 0.125]
     """
-    name = _choice("name", name, SCHEDULES)
-    num_rounds = _integer("num_rounds", num_rounds, 1)
-    allowed = _PARAMS[name]
-    unknown = sorted(set(params) - set(allowed))
-    if unknown:
-        words = ", ".join(allowed) if allowed else "no parameters"
-        raise ValueError(f"params: expected {words} for schedule {name!r}, got {unknown!r}")
+    return list(RoundMultipliers(name, num_rounds, **params))
 
-    if name == "constant":
-        multipliers = [1.0] * num_rounds
-    elif name == "phases":
-        multipliers = _phase_multipliers(num_rounds, params)
-    else:
-        weight = torch.zeros(1, requires_grad=True)
-        optimizer = torch.optim.SGD([weight], lr=1.0)
-        scheduler = _torch_scheduler(name, num_rounds, optimizer, params)
-        multipliers = []
-        for round_index in range(num_rounds):
-            multipliers.append(float(optimizer.param_groups[0]["lr"]))
-            if round_index < num_rounds - 1:
-                # optimizer.step() first, or torch warns that the schedule skipped a value.
-                optimizer.step()
-                scheduler.step()
-    for round_index, multiplier in enumerate(multipliers, start=1):
+
+class RoundMultipliers(Sequence[float]):
+    """The multipliers of :func:`round_multipliers`, each computed when first read.
+
+    Parameters are checked at construction; a round's value costs nothing until it is read, and
+    reading round ``r`` steps torch's scheduler up to ``r`` (once: values are kept), so a run of
+    10^6 rounds does no per-round work up front. ``phases`` and ``constant`` are closed forms.
+    Equal, value for value, to ``round_multipliers(name, num_rounds, **params)``.
+    """
+
+    def __init__(self, name: str, num_rounds: int, **params: Any) -> None:
+        self.name = _choice("name", name, SCHEDULES)
+        self.num_rounds = _integer("num_rounds", num_rounds, 1)
+        allowed = _PARAMS[self.name]
+        unknown = sorted(set(params) - set(allowed))
+        if unknown:
+            words = ", ".join(allowed) if allowed else "no parameters"
+            raise ValueError(f"params: expected {words} for schedule {name!r}, got {unknown!r}")
+        self._values: list[float] = []
+        self._phases: list[Phase] = []
+        self._optimizer: torch.optim.Optimizer | None = None
+        self._scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+        if self.name == "phases":
+            if "starts" not in params:
+                raise _fail("starts", "a sequence of the rounds at which tasks start", None)
+            self._phases = cosine_phases(self.num_rounds, **params)
+            self._starts = [phase.start for phase in self._phases]
+        elif self.name != "constant":
+            weight = torch.zeros(1, requires_grad=True)
+            self._optimizer = torch.optim.SGD([weight], lr=1.0)
+            self._scheduler = _torch_scheduler(self.name, self.num_rounds, self._optimizer, params)
+
+    def __len__(self) -> int:
+        return self.num_rounds
+
+    @overload
+    def __getitem__(self, index: int) -> float: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[float]: ...
+
+    def __getitem__(self, index: int | slice) -> float | list[float]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(self.num_rounds))]
+        position = index + self.num_rounds if index < 0 else index
+        if not 0 <= position < self.num_rounds:
+            raise IndexError(f"round index {index} out of range for {self.num_rounds} rounds")
+        if self.name == "constant":
+            return 1.0
+        if self.name == "phases":
+            return self._check(position, self._phase_value(position))
+        while len(self._values) <= position:
+            self._values.append(self._check(len(self._values), self._torch_value()))
+        return self._values[position]
+
+    def _phase_value(self, position: int) -> float:
+        # the phases tile rounds 1..num_rounds in order: the last one starting at or before
+        phase = self._phases[bisect.bisect_right(self._starts, position + 1) - 1]
+        return phase_lr(
+            position + 1 - phase.start,
+            length=phase.length,
+            warmup=phase.warmup,
+            peak=phase.peak,
+            floor=phase.floor,
+        )
+
+    def _torch_value(self) -> float:
+        assert self._optimizer is not None and self._scheduler is not None
+        if self._values:
+            # optimizer.step() first, or torch warns that the schedule skipped a value.
+            self._optimizer.step()
+            self._scheduler.step()
+        return float(self._optimizer.param_groups[0]["lr"])
+
+    @staticmethod
+    def _check(position: int, multiplier: float) -> float:
         if not (math.isfinite(multiplier) and multiplier >= 0):  # pragma: no cover - invariant
             raise ValueError(
                 f"params: expected a schedule with finite multipliers >= 0, "
-                f"got {multiplier!r} at round {round_index}"
+                f"got {multiplier!r} at round {position + 1}"
             )
-    return multipliers
+        return multiplier

@@ -164,7 +164,7 @@ def test_phases_rate_is_the_base_rate_times_the_phase_multipliers(make_clients):
     rates = rates_over_the_run(strategy)
     for pid in range(3):
         assert rates[pid] == pytest.approx([LR * m for m in expected], rel=1e-12)
-        assert strategy.multipliers(pid) == expected
+        assert list(strategy.multipliers(pid)) == expected
     for server_round in range(1, ROUNDS + 1):
         factor = expected[server_round - 1]
         assert strategy.rounds[server_round].schedule_factor == {0: factor, 1: factor, 2: factor}

@@ -15,6 +15,7 @@ import fedlr.rates.schedules
 from fedlr.rates.schedules import (
     SCHEDULES,
     Phase,
+    RoundMultipliers,
     cosine_phases,
     phase_ends,
     phase_lr,
@@ -353,3 +354,45 @@ def test_doctests():
     result = doctest.testmod(fedlr.rates.schedules)
     assert result.attempted > 0
     assert result.failed == 0
+
+
+SCHEDULE_PARAMS = {
+    "constant": {},
+    "step": {"step_size": 2, "gamma": 0.5},
+    "exponential": {"gamma": 0.9},
+    "cosine": {"floor": 0.1},
+    "warm-restarts": {"t_0": 3, "t_mult": 2},
+    "cyclical": {"step_size_up": 2, "mode": "triangular2"},
+    "one-cycle": {},
+    "phases": {"starts": [1, 5, 9], "warmup": 1, "peak_decay": 0.5},
+}
+
+
+@pytest.mark.parametrize("name", SCHEDULES)
+def test_lazy_multipliers_read_in_any_order_equal_the_list(name):
+    expected = round_multipliers(name, 12, **SCHEDULE_PARAMS[name])
+    lazy = RoundMultipliers(name, 12, **SCHEDULE_PARAMS[name])
+    assert len(lazy) == 12
+    assert [lazy[i] for i in reversed(range(12))] == expected[::-1]
+    assert lazy[-1] == expected[-1] and lazy[2:5] == expected[2:5] and list(lazy) == expected
+    with pytest.raises(IndexError):
+        lazy[12]
+
+
+def test_a_long_schedule_does_no_per_round_work_up_front(monkeypatch):
+    steps = []
+    original = torch.optim.lr_scheduler.CosineAnnealingLR.step
+
+    def counted(self, *args, **kwargs):
+        steps.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.lr_scheduler.CosineAnnealingLR, "step", counted)
+    lazy = RoundMultipliers("cosine", 10**6, floor=0.1)
+    at_start = len(steps)  # torch steps once when it builds a scheduler
+    assert lazy[0] == 1.0 and len(steps) == at_start
+    closed_form = 0.1 + 0.9 * (1 + math.cos(math.pi * 2 / (10**6 - 1))) / 2  # torch's eta_t
+    assert math.isclose(lazy[2], closed_form, rel_tol=1e-12)
+    assert len(steps) == at_start + 2  # rounds 2 and 3 read: two steps, not a million
+    phases = RoundMultipliers("phases", 10**6, starts=[1, 500_000])
+    assert phases[499_999] == 1.0  # round 500,000 opens the second phase at its peak
