@@ -394,14 +394,17 @@ def gate(
     ] = "127.0.0.1:9091",
     certs: Annotated[
         Path | None,
-        typer.Option(help="launch/certs.sh's folder: ca.crt, server.pem and server.key."),
+        typer.Option(
+            help="launch/certs.sh's folder: ca.crt, server.pem and server.key. TLS on both "
+            "sides; the SuperLink runs with node authentication, so calls must be signed."
+        ),
     ] = None,
     insecure: Annotated[
         bool, typer.Option(help="No TLS on either side (a SuperLink started with --insecure).")
     ] = False,
     max_body_mb: Annotated[
         int, typer.Option(help="Largest request body forwarded, in MiB.", min=1)
-    ] = 2048,
+    ] = 64,
 ) -> None:
     """Let SuperNodes reach a SuperLink's Fleet API and nothing else (403 for the Control API)."""
     _address("--listen", listen)

@@ -75,6 +75,12 @@ fleet_port=$port gate=()
 if [ "${FEDLR_GATE:-1}" != 0 ]; then
   fleet_port=$((port + 1)) gate=(--gate "127.0.0.1:$fleet_port")
 fi
+for p in "$port" "$fleet_port"; do  # a port someone else holds would answer for ours
+  if (echo >"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+    echo "local-cluster.sh: port $p is in use; choose another with FEDLR_PORT" >&2
+    exit 2
+  fi
+done
 "$here/superlink.sh" "$run" --certs "$run/certs" --port "$port" "${gate[@]}" "${secure[@]}"
 wait_for() {  # wait_for NAME PORT: up to 30 s for the process in pids/NAME.pid to listen on PORT
   local pid

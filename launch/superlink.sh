@@ -45,7 +45,10 @@ else
   args+=(--ssl-ca-certfile "$certs/ca.crt" --ssl-certfile "$certs/server.pem"
     --ssl-keyfile "$certs/server.key" --enable-supernode-auth)
 fi
-setsid nohup flower-superlink "${args[@]}" >"$run/superlink.log" 2>&1 &
+# Flower's internal switches that would add gRPC Fleet/Control servers on 0.0.0.0:9092/9093,
+# past the gate, are unset for the SuperLink.
+setsid nohup env -u FLWR_INTERNAL_GRPC_CONTROL_API -u FLWR_INTERNAL_GRPC_FLEET_API \
+  flower-superlink "${args[@]}" >"$run/superlink.log" 2>&1 &
 echo $! >"$run/pids/superlink.pid"
 echo "superlink: pid $! on $host:$port, log $run/superlink.log"
 if [ -n "$gate" ]; then

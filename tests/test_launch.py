@@ -680,8 +680,8 @@ def test_a_stranger_with_only_ca_crt_can_neither_register_a_key_nor_list_runs(
         listed = flwr("stranger", port + 1, "ls", "s", "--format", "json")
         assert listed.returncode != 0 or '"success": false' in listed.stdout, listed.stdout
         gate_log = (run / "gate.log").read_text()
-        assert "gate: refused POST /v1/control/register-node" in gate_log
-        assert "gate: refused POST /v1/control/list-runs" in gate_log
+        assert "gate: refused POST '/v1/control/register-node'" in gate_log
+        assert "gate: refused POST '/v1/control/list-runs'" in gate_log
         # on the SuperLink's own host the operator still can: it was the gate that said no
         own = flwr("operator", port, "supernode", "register", str(certs / "node-0.pub"), "s")
         assert own.returncode == 0, own.stdout + own.stderr
