@@ -1,4 +1,4 @@
-"""examples/: a user's own task and a user's own model, each run as its README says."""
+"""examples/: a user's own task, model and Flower app, each run as its docstring or README says."""
 
 from __future__ import annotations
 
@@ -74,3 +74,37 @@ def test_a_bad_task_is_one_line_and_exit_2(tmp_path: Path, task: str, message: s
     assert done.returncode == 2
     assert message in done.stderr
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_a_users_own_flower_app_gives_the_noisy_client_the_smallest_rate() -> None:
+    """The library program of docs/library.md, unchanged, on Flower's simulation engine (Ray)."""
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / "flower_app" / "app.py")],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    rounds = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert [r["round"] for r in rounds] == [1, 2, 3, 4, 5, 6]
+    # the user's own metrics reached fedlr's round log and Flower's aggregate
+    hospital = {int(m["hospital"]): node for node, m in rounds[0]["train_metrics"].items()}
+    assert sorted(hospital) == [0, 1, 2]
+    assert all(0.0 <= m["train-accuracy"] <= 1.0 for m in rounds[-1]["train_metrics"].values())
+    assert all(0.0 <= r["aggregated"]["train-accuracy"] <= 1.0 for r in rounds)
+    noisy = hospital[2]
+    for line in rounds:
+        rates = line["lr"]
+        assert sorted(rates) == sorted(hospital.values())
+        if line["round"] <= 2:  # warm-up: uniform rates
+            assert set(rates.values()) == {0.1}
+        else:
+            others = [rate for node, rate in rates.items() if node != noisy]
+            assert rates[noisy] < min(others), line
+            assert line["noise_estimate"][noisy] > max(
+                v for node, v in line["noise_estimate"].items() if node != noisy
+            )

@@ -1,7 +1,8 @@
-"""The metrics a client's evaluate reply adds to the record, checked as untrusted input.
+"""The metrics a client's reply adds to the record, checked as untrusted input.
 
 Besides what fedlr reads itself (:data:`fedlr.fl.keys.EVALUATE_KEYS`: accuracy, loss, example
-counts, per-task and per-node lists), an evaluate reply may carry
+counts, per-task and per-node lists; :data:`fedlr.fl.keys.TRAIN_KEYS` in a train reply), a reply
+may carry
 
 * the run's ``metrics`` (:mod:`fedlr.metrics.classification`): ``balanced-accuracy``, ``auroc``
   and ``f1`` must be finite and in ``[0, 1]``, ``loss`` finite and ``>= 0``;
@@ -44,13 +45,18 @@ def _shown(name: object) -> str:
     return repr(text if len(text) <= MAX_NAME else text[:MAX_NAME] + "...")
 
 
-def evaluate_metrics(metrics: Mapping[str, Any]) -> tuple[dict[str, float], str | None]:
-    """Split an evaluate reply's extra metrics into the kept ones and a reason for the rest.
+def evaluate_metrics(
+    metrics: Mapping[str, Any], known_keys: frozenset[str] = keys.EVALUATE_KEYS
+) -> tuple[dict[str, float], str | None]:
+    """Split a reply's extra metrics into the kept ones and a reason for the rest.
 
     Parameters
     ----------
     metrics : Mapping
         The reply's MetricRecord.
+    known_keys : frozenset of str
+        What fedlr reads itself and so leaves out: :data:`fedlr.fl.keys.EVALUATE_KEYS` for an
+        evaluate reply, :data:`fedlr.fl.keys.TRAIN_KEYS` for a train reply.
 
     Returns
     -------
@@ -72,7 +78,7 @@ def evaluate_metrics(metrics: Mapping[str, Any]) -> tuple[dict[str, float], str 
     own: dict[str, float] = {}
     reasons: list[str] = []
     for name, value in metrics.items():
-        if name in keys.EVALUATE_KEYS:
+        if name in known_keys:
             continue
         number = _number(value)
         if name in NAMES:

@@ -67,6 +67,24 @@ EVALUATE_KEYS = frozenset(
     }
 )
 
+# What fedlr itself reads from a train reply; any other numeric scalar (a user's own train
+# metric) is kept per client as it is named, like an evaluate reply's extras.
+TRAIN_KEYS = frozenset(
+    {
+        NUM_EXAMPLES,
+        PARTITION_ID,
+        AGGREGATION_WEIGHT,
+        NOISE_ESTIMATE,
+        TRAIN_LOSS,
+        STEPS,
+        TASK,
+        GRADIENT_BATCH,
+        GRAD_DEGREE,
+        GRAD_NORM,
+        GRAD_NORM_SCALED,
+    }
+)
+
 # node_config keys (Flower's simulation engine sets both; deployment passes --node-config)
 NODE_PARTITION_ID = "partition-id"
 NODE_NUM_PARTITIONS = "num-partitions"

@@ -202,6 +202,8 @@ class RunRecorder:
                 )
             if log_.metrics:  # the run's metrics beyond accuracy and loss, a task's own
                 rows[-1]["metrics"] = dict(log_.metrics.get(pid, {}))
+            if log_.train_metrics:  # a task's own train metrics (a user's task)
+                rows[-1]["train_metrics"] = dict(log_.train_metrics.get(pid, {}))
             _drop_unknown_truth(rows[-1])
         accuracies = [r["accuracy"] for r in rows if r["accuracy"] is not None]
         summary = fairness_summary(accuracies) if accuracies else None

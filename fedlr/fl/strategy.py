@@ -64,7 +64,15 @@ from flwr.app import (
     RecordDict,
 )
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAvg, FedProx, QFedAvg, Result
+from flwr.serverapp.strategy import (
+    FedAdam,
+    FedAvg,
+    FedAvgM,
+    FedProx,
+    FedYogi,
+    QFedAvg,
+    Result,
+)
 
 from fedlr.config import (
     is_graph,
@@ -101,6 +109,7 @@ _PER_CLIENT_LOGS = (
     "task_accuracy",
     "task_examples",
     "metrics",
+    "train_metrics",
 )
 
 
@@ -187,6 +196,8 @@ class RoundLog:
     # evaluate: each client's metrics beyond accuracy and loss (the run's ``metrics``, a task's
     # own), checked by fedlr.fl.client_metrics
     metrics: dict[int, dict[str, float]] = field(default_factory=dict)
+    # train: each client's own metrics beyond what fedlr reads (a user's app, a task's own)
+    train_metrics: dict[int, dict[str, float]] = field(default_factory=dict)
     # rate-guard / noise-response: the partition ids whose noise estimates stand apart
     noisy_group: list[int] = field(default_factory=list)
     # kept but bounded: a q-FedAvg loss above its cap, an update norm clipped
@@ -200,18 +211,30 @@ def _scalar(value: object) -> float:
     return float(value)
 
 
+_OWN_MEANS = (keys.TRAIN_LOSS, keys.ACCURACY, keys.EVAL_LOSS)  # each client counts once
+
+
 def _mean_metrics(records: list[RecordDict], weighted_by_key: str) -> MetricRecord:
-    """Unweighted mean over clients of the loss and accuracy keys present (each client once)."""
+    """The round's metrics over clients: fedlr's loss and accuracy, and every other metric.
+
+    Loss and accuracy are unweighted means (each client once, as the fairness view reads them);
+    any other scalar (a user's own, already checked) is weighted by ``num-examples``, as Flower's
+    ``aggregate_metricrecords`` does.
+    """
     del weighted_by_key
     out: dict[str, int | float | list[int] | list[float]] = {}
-    for key in (keys.TRAIN_LOSS, keys.ACCURACY, keys.EVAL_LOSS):
-        values = [
-            _scalar(r.metric_records[keys.METRICS][key])
-            for r in records
-            if key in r.metric_records[keys.METRICS]
-        ]
+    metrics = [r.metric_records[keys.METRICS] for r in records]
+    for key in _OWN_MEANS:
+        values = [_scalar(m[key]) for m in metrics if key in m]
         if values:
             out[key] = float(np.mean(values))
+    skip = {*_OWN_MEANS, *keys.TRAIN_KEYS, *keys.EVALUATE_KEYS}
+    weights = np.array([_scalar(m.get(keys.NUM_EXAMPLES)) for m in metrics])
+    if metrics and np.all(np.isfinite(weights)) and weights.sum() > 0:
+        for key in sorted(set.intersection(*(set(m) for m in metrics)) - skip):
+            column = np.array([_scalar(m[key]) for m in metrics])
+            if np.all(np.isfinite(column)):
+                out[key] = float(np.dot(weights, column) / weights.sum())
     return MetricRecord(out)
 
 
@@ -364,19 +387,85 @@ def _cap_message(capped: Mapping[int, int], cap: int) -> str:
     return f"fedlr: example counts above {cap} count as {cap} in aggregation: {listed}"
 
 
+# The keyword arguments of a per-client strategy used as a library (no run config): each is the
+# run-config key of the same name with dashes, and None means that key's default in the schema.
+KNOBS = (
+    "lr",
+    "fraction_train",
+    "seed",
+    "warmup_rounds",
+    "rate_power",
+    "rate_low",
+    "rate_high",
+    "noise_floor",
+    "ema_decay",
+    "rate_guard",
+    "rate_guard_ratio",
+    "rate_compensation",
+    "max_examples",
+    "aggregation",
+    "trim_fraction",
+    "krum_malicious",
+    "clip_update_norm",
+)
+
+
+def library_config(knobs: Mapping[str, Any]) -> dict[str, Any]:
+    """The run config of a strategy built from keyword arguments (``lr=0.1`` -> ``"lr": 0.1``).
+
+    Every other key keeps its schema default; values are checked as a config file's are.
+
+    Raises
+    ------
+    ValueError
+        One line naming the keyword and what is allowed.
+    """
+    from fedlr.config import ConfigError, resolve
+
+    unknown = sorted(set(knobs) - set(KNOBS))
+    if unknown:
+        raise TypeError(f"unexpected keyword {unknown[0]!r}; fedlr's are: {', '.join(KNOBS)}")
+    overrides = {name.replace("_", "-"): value for name, value in knobs.items()}
+    try:
+        return resolve(None, overrides)
+    except ConfigError as error:
+        message = str(error)
+        for name in knobs:
+            message = message.replace(name.replace("_", "-"), name)
+        raise ValueError(message) from None
+
+
 class PerClientRates(FedAvg):
     """Mixin: per-client learning rates and aggregation weights from noise estimates.
 
+    Two ways in:
+
+    * as a library, in your own Flower app: every knob is a keyword argument with a default
+      (``NoiseAdaptiveFedAvg(lr=0.1, fraction_evaluate=0.0)``; :data:`KNOBS`, each the run-config
+      key of the same name with dashes, see docs/configuration.md). Clients are learnt from their
+      replies, keyed by node id, with uniform rates until an estimate arrives; no query round.
+      The message contract is docs/library.md's.
+    * from fedlr's own ServerApp: ``cfg`` (the resolved run config) and ``clients`` (the query
+      round's answers, keyed by partition id).
+
     Parameters
     ----------
-    cfg : Mapping
-        The resolved run config (``fedlr.config.resolve``): sent to clients and read for the rule.
-    clients : list of ClientInfo
-        The query round's answers, one per node.
-    rate_source : {"uniform", "estimate", "oracle"}
+    lr, fraction_train, seed, warmup_rounds, rate_power, rate_low, rate_high, noise_floor, \
+ema_decay, rate_guard, rate_guard_ratio, rate_compensation, max_examples, aggregation, \
+trim_fraction, krum_malicious, clip_update_norm
+        Library use only: the run-config keys of the same names (None: the schema's default).
+    rate_source : {"estimate", "uniform", "oracle"}
         Where a client's rate factor comes from.
-    weight_by_noise : bool
-        Weight aggregation by ``num-examples * factor`` instead of ``num-examples``.
+    weight_by_noise : bool, optional
+        Weight aggregation by ``num-examples * factor`` instead of ``num-examples`` (default:
+        ``noise-weighted-aggregation`` for estimated rates, else False).
+    cfg : Mapping, optional
+        fedlr's resolved run config: sent to clients and read for the rule.
+    clients : list of ClientInfo, optional
+        The query round's answers, one per node (None: learnt from replies, keyed by node id).
+    **strategy_kwargs
+        The Flower strategy's own arguments (``fraction_evaluate``, ``min_available_nodes``,
+        ``proximal_mu``, ``eta``, ...).
     """
 
     needs_train_loss = False  # aggregation reads train_loss: drop replies without a finite one
@@ -385,24 +474,82 @@ class PerClientRates(FedAvg):
     def __init__(
         self,
         *,
-        cfg: Mapping[str, Any],
-        clients: list[ClientInfo],
-        rate_source: str = "uniform",
-        weight_by_noise: bool = False,
+        lr: float | None = None,
+        fraction_train: float | None = None,
+        seed: int | None = None,
+        warmup_rounds: int | None = None,
+        rate_power: float | None = None,
+        rate_low: float | None = None,
+        rate_high: float | None = None,
+        noise_floor: float | None = None,
+        ema_decay: float | None = None,
+        rate_guard: str | None = None,
+        rate_guard_ratio: float | None = None,
+        rate_compensation: float | None = None,
+        max_examples: int | None = None,
+        aggregation: str | None = None,
+        trim_fraction: float | None = None,
+        krum_malicious: int | None = None,
+        clip_update_norm: float | None = None,
+        rate_source: str = "estimate",
+        weight_by_noise: bool | None = None,
+        cfg: Mapping[str, Any] | None = None,
+        clients: list[ClientInfo] | None = None,
         **strategy_kwargs: Any,
     ) -> None:
         if rate_source not in ("uniform", "estimate", "oracle"):
             raise ValueError(
                 f"rate_source: expected uniform, estimate or oracle, got {rate_source}"
             )
-        # A round goes ahead once `min-clients` nodes are connected (0: all), with the replies that
-        # arrive within `round-timeout`; those that do not are logged as missing.
-        need = int(cfg.get("min-clients", 0)) or len(clients)
+        given = {
+            name: value
+            for name, value in {
+                "lr": lr,
+                "fraction_train": fraction_train,
+                "seed": seed,
+                "warmup_rounds": warmup_rounds,
+                "rate_power": rate_power,
+                "rate_low": rate_low,
+                "rate_high": rate_high,
+                "noise_floor": noise_floor,
+                "ema_decay": ema_decay,
+                "rate_guard": rate_guard,
+                "rate_guard_ratio": rate_guard_ratio,
+                "rate_compensation": rate_compensation,
+                "max_examples": max_examples,
+                "aggregation": aggregation,
+                "trim_fraction": trim_fraction,
+                "krum_malicious": krum_malicious,
+                "clip_update_norm": clip_update_norm,
+            }.items()
+            if value is not None
+        }
+        if cfg is not None and given:
+            listed = ", ".join(given)
+            raise TypeError(f"give fedlr's run config (cfg) or keywords ({listed}), not both")
+        if cfg is None:
+            cfg = library_config(given)
+        # Library use learns its clients from replies (`open`); fedlr's ServerApp asked them first.
+        self.open = clients is None
+        clients = clients or []
+        if rate_source == "oracle" and self.open:
+            raise ValueError(
+                "rate_source: 'oracle' needs fedlr's query round (each client's truth)"
+            )
+        if weight_by_noise is None:
+            weight_by_noise = bool(cfg["noise-weighted-aggregation"]) and rate_source == "estimate"
+        if not self.open:
+            # A round goes ahead once `min-clients` nodes are connected (0: all), with the replies
+            # that arrive within `round-timeout`; those that do not are logged as missing.
+            need = int(cfg.get("min-clients", 0)) or len(clients)
+            strategy_kwargs = {
+                "min_train_nodes": need,
+                "min_evaluate_nodes": need,
+                "min_available_nodes": need,
+                **strategy_kwargs,
+            }
         super().__init__(
             fraction_train=1.0,  # sampling is ours: seeded and keyed by partition id
-            min_train_nodes=need,
-            min_evaluate_nodes=need,
-            min_available_nodes=need,
             weighted_by_key=keys.AGGREGATION_WEIGHT,
             train_metrics_aggr_fn=_mean_metrics,
             evaluate_metrics_aggr_fn=_mean_metrics,
@@ -568,6 +715,8 @@ class PerClientRates(FedAvg):
         if not 1 <= first_round <= num_rounds:
             raise ValueError(f"first_round: expected 1..{num_rounds}, got {first_round}")
         self.round_offset = first_round - 1
+        if self.open:  # a library strategy's schedules count the rounds of this start()
+            self.cfg["num-server-rounds"] = num_rounds
 
         def shifted_fn(local_round: int, arrays: ArrayRecord) -> MetricRecord | None:
             assert evaluate_fn is not None
@@ -813,7 +962,8 @@ class PerClientRates(FedAvg):
         if count >= len(pids):
             return pids
         rng = np.random.default_rng([self.cfg["seed"], server_round])
-        return sorted(int(p) for p in rng.choice(pids, size=count, replace=False))
+        # by index: the same draw as choosing from the ids, for node ids beyond int64 too
+        return sorted(pids[int(i)] for i in rng.choice(len(pids), size=count, replace=False))
 
     # -- Flower hooks ------------------------------------------------------------------------
     def configure_train(
@@ -822,13 +972,19 @@ class PerClientRates(FedAvg):
         """Send each sampled client the shared content plus its own learning rate."""
         server_round += self.round_offset
         config[keys.ESTIMATE_NOISE] = self.uses_estimates
-        config[keys.DEGREE_RULE] = self.degree_rule
-        config[keys.MEASURE_NOISE_SCALE] = self.measure_noise_scale
-        config[keys.REPLAY] = self.replay
+        if not self.open:  # what fedlr's own ClientApp reads; a user's app needs none of it
+            config[keys.DEGREE_RULE] = self.degree_rule
+            config[keys.MEASURE_NOISE_SCALE] = self.measure_noise_scale
+            config[keys.REPLAY] = self.replay
         self._sent = arrays
         template = list(super().configure_train(server_round, arrays, config, grid))
         if not template:
             return []
+        connected = {m.metadata.dst_node_id for m in template}
+        if self.open:
+            self.learn_nodes(connected)
+        else:
+            self.adopt_restarted_nodes(grid, connected)
         content = template[0].content
         plan = self.round_plan(server_round)
         noise_factors = self.noise_factors(server_round)
@@ -841,8 +997,6 @@ class PerClientRates(FedAvg):
         log_ = self.rounds.setdefault(server_round, RoundLog())
         log_.sampled = self.sample(server_round)
         log_.noisy_group = sorted(noisy)
-        connected = {m.metadata.dst_node_id for m in template}
-        self.adopt_restarted_nodes(grid, connected)
         messages = []
         for pid in log_.sampled:
             node = self.by_partition[pid]
@@ -851,11 +1005,12 @@ class PerClientRates(FedAvg):
             client_config = ConfigRecord(dict(content.config_records[keys.CONFIG]))
             lr, batch, coupling_factor, schedule_factor = plan[pid]
             client_config[keys.LR] = lr
-            client_config[keys.SELECT_CLEAN] = pid in select
+            if not self.open or select:
+                client_config[keys.SELECT_CLEAN] = pid in select
             self._noise_sent[pid] = noise_factors[pid]
             log_.lr[pid] = lr
             log_.schedule_factor[pid] = schedule_factor
-            if not self.graph:
+            if not self.graph and not self.open:  # a user's app owns its batches
                 client_config[keys.CLIENT_BATCH_SIZE] = batch
                 log_.batch_size[pid] = batch
                 log_.coupling_factor[pid] = coupling_factor
@@ -874,6 +1029,41 @@ class PerClientRates(FedAvg):
                 )
             )
         return messages
+
+    def learn_nodes(self, connected: Iterable[int]) -> list[int]:
+        """Library use: take every connected node not seen before as a client; return their ids.
+
+        Its id is its key in every log (``partition_id`` = node id); its example count is learnt
+        from its first train reply; its rate is uniform until it sends a valid estimate.
+        """
+        new = sorted(set(connected) - set(self.clients))
+        for node_id in new:
+            info = ClientInfo(node_id, node_id, num_examples=0, noise_true=None, role=None)
+            self.clients[node_id] = self.by_partition[node_id] = info
+            self.batch[node_id] = int(self.cfg["batch-size"])
+        if new:
+            log.info("fedlr: %d new node(s): %s", len(new), ", ".join(map(str, new)))
+        return new
+
+    def learn_examples(self, log_: RoundLog, reported: Mapping[int, int]) -> None:
+        """Library use: each client's example count is what its latest reply says, bounded.
+
+        The bound is ``max-examples`` or 10x the median over all clients' counts
+        (:func:`fedlr.fl.checks.example_cap`), so one client's claim cannot outweigh the rest.
+        """
+        for pid, count in reported.items():
+            moved = replace(self.by_partition[pid], num_examples=count)
+            self.by_partition[pid] = self.clients[moved.node_id] = moved
+        counts = [c.num_examples for c in self.by_partition.values() if c.num_examples > 0]
+        self.example_cap = checks.example_cap(counts, int(self.cfg["max-examples"]))
+        over = {pid: n for pid, n in reported.items() if n > self.example_cap}
+        for pid, count in over.items():
+            used = self.example_cap
+            log_.capped.append(
+                {"partition_id": pid, "what": "num-examples", "reported": count, "used": used}
+            )
+        if over:
+            log.warning(_cap_message(over, self.example_cap))
 
     def adopt_restarted_nodes(self, grid: Grid, connected: Iterable[int]) -> list[int]:
         """Map partitions to the new node ids of restarted nodes; return the partitions moved.
@@ -929,6 +1119,8 @@ class PerClientRates(FedAvg):
         diagnostics: dict[int, tuple[list[float], list[float], list[float]]] = {}
         gradients: dict[int, tuple[np.ndarray, int]] = {}
         examples: dict[int, int] = {}  # continual: examples trained on this round
+        reported: dict[int, int] = {}  # library use: each reply's example count
+        extras: dict[int, dict[str, float]] = {}  # a user's own train metrics, checked
         for reply in replies:
             node = self.clients.get(reply.metadata.src_node_id)
             pid = node.partition_id if node else -1
@@ -943,6 +1135,15 @@ class PerClientRates(FedAvg):
             if problem is not None:
                 log_.errors.append({"partition_id": pid, "reason": problem})
                 continue
+            if self.open:  # its weight is what it reports, bounded below (learn_examples)
+                count = _scalar(metrics.get(keys.NUM_EXAMPLES))
+                if not (np.isfinite(count) and count >= 1 and count.is_integer()):
+                    value = metrics.get(keys.NUM_EXAMPLES)
+                    reason = f"num-examples {value!r} is not an integer >= 1"
+                    log_.errors.append({"partition_id": pid, "reason": reason})
+                    log.warning("fedlr: node %d: reply dropped: %s", pid, reason)
+                    continue
+                reported[pid] = int(count)
             if self.stream != "none":
                 # A continual client trains on its current task (+ replay): that is its weight,
                 # at most all its examples plus the replay sample, whatever it reports.
@@ -988,9 +1189,23 @@ class PerClientRates(FedAvg):
                     self.invalid_last.discard(pid)
                 else:
                     log_.invalid_estimates.append({"partition_id": pid, "value": repr(value)})
+                    if pid not in self.invalid_last:  # once, not every round it stays bad
+                        log.warning(
+                            "fedlr: partition %d: noise estimate %r missing or invalid; "
+                            "uniform rate until a valid one arrives",
+                            pid,
+                            value,
+                        )
                     self.invalid_last.add(pid)
                 log_.noise_estimate[pid] = raw.get(pid)
+            kept, dropped = evaluate_metrics(metrics, keys.TRAIN_KEYS)
+            if kept:
+                extras[pid] = kept
+            if dropped is not None:
+                log_.errors.append({"partition_id": pid, "reason": dropped})
             accepted.append(reply)
+        if reported:
+            self.learn_examples(log_, reported)
 
         if self.needs_train_loss:
             # q-FedAvg scales each update by its loss: one huge (finite) loss would dominate.
@@ -1018,22 +1233,31 @@ class PerClientRates(FedAvg):
         # Replies come in arrival order; Flower sums float32 arrays in place, so fix the order
         # (by partition id) to make a run replay bit for bit.
         accepted.sort(key=lambda r: self.clients[r.metadata.src_node_id].partition_id)
+        pids = [self.clients[r.metadata.src_node_id].partition_id for r in accepted]
+        # Flower needs the same metric keys in every reply: a user's metrics that all send, and
+        # the loss where every client has a finite one (fedlr's clients always do)
+        shared = set.intersection(*(set(extras.get(p, {})) for p in pids)) if pids else set()
+        with_loss = not self.open or all(np.isfinite(log_.train_loss[p]) for p in pids)
         for reply in accepted:
             node = self.clients[reply.metadata.src_node_id]
-            size = examples.get(node.partition_id, self.size(node))
-            weight = size * factors.get(node.partition_id, 1.0)
-            log_.aggregation_weight[node.partition_id] = float(weight)
+            pid = node.partition_id
+            size = examples.get(pid, self.size(node))
+            weight = size * factors.get(pid, 1.0)
+            log_.aggregation_weight[pid] = float(weight)
+            if pid in extras:
+                log_.train_metrics[pid] = extras[pid]
+            values: dict[str, int | float | list[int] | list[float]] = {
+                keys.NUM_EXAMPLES: size,
+                keys.AGGREGATION_WEIGHT: float(weight),
+            }
+            if with_loss:
+                values[keys.TRAIN_LOSS] = log_.train_loss[pid]
+            values.update((k, v) for k, v in extras.get(pid, {}).items() if k in shared)
             # only the contract goes on: records a client added are ignored, not fatal
             reply.content = RecordDict(
                 {
                     keys.ARRAYS: reply.content.array_records[keys.ARRAYS],
-                    keys.METRICS: MetricRecord(
-                        {
-                            keys.NUM_EXAMPLES: size,
-                            keys.AGGREGATION_WEIGHT: float(weight),
-                            keys.TRAIN_LOSS: log_.train_loss[node.partition_id],
-                        }
-                    ),
+                    keys.METRICS: MetricRecord(values),
                 }
             )
         compensation = float(self.cfg["rate-compensation"])
@@ -1227,6 +1451,11 @@ class PerClientRates(FedAvg):
                 pid = node.partition_id if node else -1
                 log_.errors.append({"partition_id": pid, "reason": "unknown node or no metrics"})
                 continue
+            count = _scalar(metrics.get(keys.NUM_EXAMPLES))
+            if self.open and not (np.isfinite(count) and count >= 1):
+                reason = f"num-examples {metrics.get(keys.NUM_EXAMPLES)!r} is not a number >= 1"
+                log_.errors.append({"partition_id": node.partition_id, "reason": reason})
+                continue
             accepted.append(reply)
             if node is not None:
                 loss = _scalar(metrics.get(keys.EVAL_LOSS))
@@ -1243,6 +1472,8 @@ class PerClientRates(FedAvg):
                 accuracy = _scalar(metrics.get(keys.ACCURACY))
                 if 0.0 <= accuracy <= 1.0:
                     log_.accuracy[node.partition_id] = accuracy
+                elif self.open and keys.ACCURACY not in metrics:
+                    pass  # a user's app need not report accuracy
                 else:  # NaN, a list, or out of range: logged, never averaged into the fairness
                     reason = f"invalid accuracy {metrics.get(keys.ACCURACY)!r}"
                     log_.errors.append({"partition_id": node.partition_id, "reason": reason})
@@ -1258,9 +1489,9 @@ class PerClientRates(FedAvg):
                 if degrees is not None and correct is not None and len(degrees) == len(correct):
                     outcomes[node.partition_id] = (degrees, correct)
             # The weighting key is shared with training; evaluation weights are example counts.
-            metrics[keys.AGGREGATION_WEIGHT] = min(
-                _scalar(metrics.get(keys.NUM_EXAMPLES)), float(self.example_cap)
-            )
+            count = _scalar(metrics.get(keys.NUM_EXAMPLES))
+            cap = float(self.example_cap) if self.example_cap or not self.open else count
+            metrics[keys.AGGREGATION_WEIGHT] = min(count, cap)
             reply.content = RecordDict({keys.METRICS: metrics})  # records beyond it are ignored
         if outcomes:
             test_degree = [d for pid in sorted(outcomes) for d in outcomes[pid][0]]
@@ -1287,14 +1518,61 @@ class PerClientRates(FedAvg):
 
 
 class NoiseAdaptiveFedAvg(PerClientRates, FedAvg):
-    """FedAvg with per-client rates inverse to estimated (or true) noise."""
+    """Flower's FedAvg with per-client rates inverse to estimated (or true) noise.
+
+    Examples
+    --------
+    In your own ServerApp (your ClientApp reads ``msg.content["config"]["lr"]`` and replies
+    ``num-examples`` and ``noise-estimate``, see :func:`fedlr.client.estimate_noise`):
+
+    >>> strategy = NoiseAdaptiveFedAvg(lr=0.1, fraction_evaluate=0.0)
+    >>> strategy.cfg["lr"], strategy.rate_source, strategy.cfg["warmup-rounds"]
+    (0.1, 'estimate', 2)
+    """
 
 
-class PerClientFedProx(PerClientRates, FedProx):
-    """Flower's FedProx (server adds ``proximal-mu``), uniform rates, fedlr's logging."""
+class NoiseAdaptiveFedProx(PerClientRates, FedProx):
+    """Flower's FedProx (server adds ``proximal-mu``) with fedlr's per-client rates."""
 
 
-class FedCorrProx(PerClientFedProx):
+class NoiseAdaptiveQFedAvg(PerClientRates, QFedAvg):
+    """Flower's q-FedAvg with fedlr's per-client rates (replies need a finite ``train_loss``)."""
+
+    needs_train_loss = True
+
+
+class NoiseAdaptiveFedAdam(PerClientRates, FedAdam):
+    """Flower's FedAdam (Reddi et al. 2021) over fedlr's per-client rates and weights."""
+
+
+class NoiseAdaptiveFedYogi(PerClientRates, FedYogi):
+    """Flower's FedYogi (Reddi et al. 2021) over fedlr's per-client rates and weights."""
+
+
+class NoiseAdaptiveFedAvgM(PerClientRates, FedAvgM):
+    """Flower's FedAvgM (Hsu et al. 2019) over fedlr's per-client rates and weights."""
+
+
+def per_client(strategy: type[FedAvg]) -> type[PerClientRates]:
+    """The per-client layer over any Flower ``FedAvg``-family strategy class.
+
+    Examples
+    --------
+    >>> from flwr.serverapp.strategy import FedAdagrad
+    >>> cls = per_client(FedAdagrad)
+    >>> cls.__name__, issubclass(cls, FedAdagrad)
+    ('NoiseAdaptiveFedAdagrad', True)
+    """
+    if not (isinstance(strategy, type) and issubclass(strategy, FedAvg)):
+        raise TypeError(f"per_client: expected a Flower FedAvg-family class, got {strategy!r}")
+    if issubclass(strategy, PerClientRates):
+        return strategy
+    name = f"NoiseAdaptive{strategy.__name__}"
+    doc = f"Flower's {strategy.__name__} with fedlr's per-client rates and weights."
+    return type(name, (PerClientRates, strategy), {"__doc__": doc, "__module__": __name__})
+
+
+class FedCorrProx(NoiseAdaptiveFedProx):
     """FedCorr's adaptive proximal term (Xu et al., CVPR 2022) as a peer, at uniform rates.
 
     Client k's proximal mu is ``fedcorr-beta * sigma_k / max_j sigma_j``.
@@ -1318,35 +1596,33 @@ class FedCorrProx(PerClientFedProx):
         return {keys.PROXIMAL_MU: float(self.cfg["fedcorr-beta"]) * share}
 
 
-class PerClientQFedAvg(PerClientRates, QFedAvg):
-    """Flower's q-FedAvg, uniform rates, fedlr's logging."""
-
-    needs_train_loss = True
-
-
 def build_strategy(name: str, cfg: Mapping[str, Any], clients: list[ClientInfo]) -> PerClientRates:
     """The strategy called ``name`` (``RULE[+MODIFIER...]``) in the config's ``strategies``."""
     rule, _ = parse_strategy(name)
     cfg = strategy_config(name, cfg)
-    common: dict[str, Any] = {"cfg": cfg, "clients": clients}
+    common: dict[str, Any] = {"cfg": cfg, "clients": clients, "rate_source": "uniform"}
     strategy: PerClientRates
     if rule == "fedavg":
-        strategy = NoiseAdaptiveFedAvg(**common)
+        strategy = NoiseAdaptiveFedAvg(**common, weight_by_noise=False)
     elif rule == "inverse-noise-weights":
         strategy = NoiseAdaptiveFedAvg(**common, weight_by_noise=True)
     elif rule == "noise-adaptive":
         strategy = NoiseAdaptiveFedAvg(
-            **common, rate_source="estimate", weight_by_noise=cfg["noise-weighted-aggregation"]
+            **{**common, "rate_source": "estimate"},
+            weight_by_noise=cfg["noise-weighted-aggregation"],
         )
     elif rule == "oracle-noise-rates":
-        strategy = NoiseAdaptiveFedAvg(**common, rate_source="oracle")
+        strategy = NoiseAdaptiveFedAvg(**{**common, "rate_source": "oracle"}, weight_by_noise=False)
     elif rule == "fedprox":
-        strategy = PerClientFedProx(**common, proximal_mu=cfg["fedprox-mu"])
+        strategy = NoiseAdaptiveFedProx(
+            **common, weight_by_noise=False, proximal_mu=cfg["fedprox-mu"]
+        )
     elif rule == "fedcorr-prox":
-        strategy = FedCorrProx(**common, proximal_mu=cfg["fedprox-mu"])
+        strategy = FedCorrProx(**common, weight_by_noise=False, proximal_mu=cfg["fedprox-mu"])
     elif rule == "qfedavg":
-        strategy = PerClientQFedAvg(
+        strategy = NoiseAdaptiveQFedAvg(
             **common,
+            weight_by_noise=False,
             client_learning_rate=cfg["lr"],
             q=cfg["qfedavg-q"],
             train_loss_key=keys.TRAIN_LOSS,

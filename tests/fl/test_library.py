@@ -1,0 +1,206 @@
+"""fedlr's strategies as plain Flower strategies: keyword arguments, no query round, no fedlr app.
+
+Every test drives the strategy as a user's ServerApp would, with node ids a SuperLink could give
+(beyond int64), and replies as a user's ClientApp would build them. :class:`FakeGrid` has no
+``send_and_receive``: a strategy that tried fedlr's query round would fail here.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+import pytest
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.serverapp.strategy import FedAdagrad, FedAdam, FedAvgM, FedYogi
+
+from fedlr.fl import (
+    NoiseAdaptiveFedAdam,
+    NoiseAdaptiveFedAvg,
+    NoiseAdaptiveFedAvgM,
+    NoiseAdaptiveFedYogi,
+    per_client,
+)
+from fedlr.fl.strategy import KNOBS
+
+from .conftest import FakeGrid
+
+NODES = [2**63 + 5, 17, 2**64 - 3]  # a SuperLink's node ids are unsigned 64-bit
+
+
+def reply(msg: Message, weights, metrics) -> Message:
+    """A user's train reply: one ArrayRecord, one MetricRecord, as Flower's template builds."""
+    arrays = ArrayRecord([np.asarray(w, dtype=np.float64) for w in weights])
+    return Message(RecordDict({"arrays": arrays, "metrics": MetricRecord(metrics)}), reply_to=msg)
+
+
+def one_round(strategy, server_round, answers, arrays=None):
+    """configure_train then aggregate_train; ``answers`` maps node id -> (weights, metrics)."""
+    arrays = arrays if arrays is not None else ArrayRecord([np.zeros(2)])
+    sent = list(strategy.configure_train(server_round, arrays, ConfigRecord(), FakeGrid(NODES)))
+    by_node = {m.metadata.dst_node_id: m for m in sent}
+    replies = [reply(by_node[n], *answers[n]) for n in answers if n in by_node]
+    return by_node, strategy.aggregate_train(server_round, replies)
+
+
+def honest(estimates, counts=(100, 100, 100), extra=None):
+    """Each node returns weights [1, 1] with its count and estimate (and ``extra`` metrics)."""
+    return {
+        node: ([[1.0, 1.0]], {"num-examples": n, "noise-estimate": e, **(extra or {})})
+        for node, n, e in zip(NODES, counts, estimates, strict=True)
+    }
+
+
+def test_every_knob_has_a_default_and_needs_no_run_config():
+    strategy = NoiseAdaptiveFedAvg()
+    assert strategy.cfg["lr"] == 0.1 and strategy.rate_source == "estimate"
+    assert strategy.clients == {} and strategy.open
+    tuned = NoiseAdaptiveFedAvg(lr=0.05, warmup_rounds=1, rate_high=2.0, seed=3)
+    assert (tuned.cfg["lr"], tuned.cfg["warmup-rounds"], tuned.cfg["rate-high"]) == (0.05, 1, 2.0)
+    assert len(KNOBS) == 17
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "text"),
+    [
+        ({"lr": -1.0}, ValueError, "lr"),
+        ({"rate_guard": "sometimes"}, ValueError, "rate_guard"),
+        ({"lr": 0.1, "cfg": {"lr": 0.1}}, TypeError, "not both"),
+        ({"proximal_mu": 0.1}, TypeError, "proximal_mu"),  # not a FedAvg argument
+        ({"rate_source": "oracle"}, ValueError, "oracle"),
+    ],
+)
+def test_bad_keywords_are_refused_by_name(kwargs, error, text):
+    with pytest.raises(error, match=text):
+        NoiseAdaptiveFedAvg(**kwargs)
+
+
+def test_first_round_needs_no_query_and_sends_each_node_the_uniform_rate():
+    strategy = NoiseAdaptiveFedAvg(lr=0.1, fraction_evaluate=0.0)
+    sent, (arrays, _) = one_round(strategy, 1, honest([0.1, 0.1, 0.1]))
+    assert sorted(sent) == sorted(NODES)
+    for msg in sent.values():
+        config = msg.content["config"]
+        assert config["lr"] == 0.1 and config["server-round"] == 1
+        assert config["estimate-noise"] is True
+        assert "client-batch-size" not in config and "degree-rule" not in config
+    assert arrays is not None and np.allclose(arrays.to_numpy_ndarrays()[0], [1.0, 1.0])
+    assert set(strategy.rounds[1].lr) == set(NODES)
+
+
+def test_the_noisy_node_gets_the_smallest_rate_after_warmup():
+    strategy = NoiseAdaptiveFedAvg(lr=0.1, fraction_evaluate=0.0)
+    for server_round in (1, 2, 3, 4):
+        sent, _ = one_round(strategy, server_round, honest([0.02, 0.03, 0.5]))
+        rates = {n: float(m.content["config"]["lr"]) for n, m in sent.items()}
+        if server_round <= 2:  # warm-up: uniform
+            assert set(rates.values()) == {0.1}
+        else:
+            assert rates[NODES[2]] < min(rates[NODES[0]], rates[NODES[1]])
+
+
+@pytest.mark.parametrize("bad", [None, float("nan"), -1.0, [0.1, 0.2]])
+def test_a_missing_or_bad_estimate_gets_the_uniform_rate_and_one_log_line(bad, caplog):
+    strategy = NoiseAdaptiveFedAvg(lr=0.1, fraction_evaluate=0.0)
+    answers = honest([0.02, 0.03, 0.5])
+    metrics = answers[NODES[2]][1]
+    if bad is None:
+        del metrics["noise-estimate"]
+    else:
+        metrics["noise-estimate"] = bad
+    with caplog.at_level(logging.WARNING, logger="fedlr"):
+        for server_round in (1, 2, 3, 4):
+            sent, (arrays, _) = one_round(strategy, server_round, answers)
+            assert arrays is not None  # the reply is still averaged in: only its rate is uniform
+    lines = [r.getMessage() for r in caplog.records if "noise estimate" in r.getMessage()]
+    assert len(lines) == 1 and str(NODES[2]) in lines[0]
+    rates = {n: float(m.content["config"]["lr"]) for n, m in sent.items()}
+    assert rates[NODES[2]] == pytest.approx(0.1 * strategy.factors()[NODES[2]])
+    assert strategy.factors()[NODES[2]] == 1.0
+    assert strategy.rounds[4].invalid_estimates[0]["partition_id"] == NODES[2]
+
+
+def test_user_metrics_pass_through_to_the_aggregate_and_the_round_log():
+    strategy = NoiseAdaptiveFedAvg(lr=0.1, fraction_evaluate=0.0)
+    answers = honest([0.1, 0.1, 0.1], counts=(100, 300, 100))
+    for node, accuracy in zip(NODES, (0.5, 0.9, 0.7), strict=True):
+        answers[node][1]["train-accuracy"] = accuracy
+    answers[NODES[0]][1]["only-mine"] = 1.0  # not sent by all: logged, not aggregated
+    _, (_, metrics) = one_round(strategy, 1, answers)
+    # weighted by examples, as Flower does: (0.5 * 100 + 0.9 * 300 + 0.7 * 100) / 500
+    assert metrics["train-accuracy"] == pytest.approx(0.78)
+    assert "only-mine" not in metrics and "noise-estimate" not in metrics
+    log_ = strategy.rounds[1]
+    assert log_.train_metrics[NODES[1]] == {"train-accuracy": 0.9}
+    assert log_.train_metrics[NODES[0]] == {"only-mine": 1.0, "train-accuracy": 0.5}
+
+
+@pytest.mark.parametrize("count", [None, -5, 2.5, float("inf"), [1, 2]])
+def test_a_reply_without_a_usable_example_count_is_dropped_and_logged(count):
+    strategy = NoiseAdaptiveFedAvg(lr=0.1, fraction_evaluate=0.0)
+    answers = honest([0.1, 0.1, 0.1])
+    answers[NODES[2]] = ([[100.0, 100.0]], {"noise-estimate": 0.1})
+    if count is not None:
+        answers[NODES[2]][1]["num-examples"] = count
+    _, (arrays, _) = one_round(strategy, 1, answers)
+    assert np.allclose(arrays.to_numpy_ndarrays()[0], [1.0, 1.0])  # never averaged in
+    (error,) = strategy.rounds[1].errors
+    assert error["partition_id"] == NODES[2] and "num-examples" in error["reason"]
+
+
+def test_a_claimed_count_weighs_at_most_ten_median_clients():
+    strategy = NoiseAdaptiveFedAvg(lr=0.1, fraction_evaluate=0.0)
+    answers = honest([0.1, 0.1, 0.1], counts=(100, 100, 10**12))
+    answers[NODES[2]] = ([[12.0, 12.0]], answers[NODES[2]][1])
+    _, (arrays, _) = one_round(strategy, 1, answers)
+    # cap 10 x median(100, 100, 1e12) = 1000: (1 * 100 + 1 * 100 + 12 * 1000) / 1200
+    assert np.allclose(arrays.to_numpy_ndarrays()[0], 12200 / 1200)
+    assert strategy.rounds[1].capped[0]["used"] == 1000
+
+
+def test_fedadam_applies_its_server_step_over_the_per_client_layer():
+    strategy = NoiseAdaptiveFedAdam(lr=0.1, fraction_evaluate=0.0, eta=0.1, beta_1=0.9)
+    assert isinstance(strategy, FedAdam)
+    _, (arrays, _) = one_round(strategy, 1, honest([0.1, 0.1, 0.1]))
+    # delta = 1, m = 0.1, v = 0.01; eta_norm = 0.1 sqrt(1 - 0.99^2) / (1 - 0.9^2)
+    eta_norm = 0.1 * math.sqrt(1 - 0.99**2) / (1 - 0.9**2)
+    expected = eta_norm * 0.1 / (math.sqrt(0.01) + 1e-3)
+    assert np.allclose(arrays.to_numpy_ndarrays()[0], expected)
+
+
+@pytest.mark.parametrize(
+    ("cls", "flower", "kwargs"),
+    [
+        (NoiseAdaptiveFedAdam, FedAdam, {}),
+        (NoiseAdaptiveFedYogi, FedYogi, {}),
+        (NoiseAdaptiveFedAvgM, FedAvgM, {"server_momentum": 0.9}),
+        (per_client(FedAdagrad), FedAdagrad, {}),
+    ],
+)
+def test_server_optimizers_compose_with_per_client_rates(cls, flower, kwargs):
+    strategy = cls(lr=0.1, fraction_evaluate=0.0, **kwargs)
+    assert isinstance(strategy, flower)
+    arrays = ArrayRecord([np.zeros(2)])
+    for server_round in (1, 2, 3):
+        sent, (arrays, _) = one_round(strategy, server_round, honest([0.02, 0.03, 0.5]), arrays)
+        assert arrays is not None and np.all(np.isfinite(arrays.to_numpy_ndarrays()[0]))
+    rates = {n: float(m.content["config"]["lr"]) for n, m in sent.items()}
+    assert rates[NODES[2]] < min(rates[NODES[0]], rates[NODES[1]])
+
+
+def test_per_client_refuses_what_is_not_a_fedavg_family_strategy():
+    with pytest.raises(TypeError, match="FedAvg-family"):
+        per_client(dict)  # type: ignore[arg-type]
+
+
+def test_the_docs_list_every_keyword_with_the_schemas_default_and_help():
+    from pathlib import Path
+
+    from fedlr.config import SCHEMA
+
+    page = (Path(__file__).resolve().parents[2] / "docs" / "library.md").read_text()
+    for name in KNOBS:
+        key = SCHEMA[name.replace("_", "-")]
+        row = f"| `{name}` | `{key.default!r}` | {key.help} ({key.allowed}) |"
+        assert row in page, f"docs/library.md lacks or misstates {name}: expected {row}"
