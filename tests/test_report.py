@@ -236,10 +236,10 @@ def test_table_clients_keeps_a_short_list_and_the_two_ends_of_a_long_one():
 
 
 def test_a_long_client_table_shows_its_ends_and_points_to_the_csv(tmp_path, monkeypatch):
-    import fedlr.report as report_module
+    import fedlr.report.sections.clients as clients_section
 
-    monkeypatch.setattr(report_module, "TABLE_CLIENTS", 3)
-    monkeypatch.setattr(report_module, "TABLE_EDGE", 1)
+    monkeypatch.setattr(clients_section, "TABLE_CLIENTS", 3)
+    monkeypatch.setattr(clients_section, "TABLE_EDGE", 1)
     run_dir = make_run(tmp_path)
     report = render_report(run_dir).read_text()
     fedavg = report.split("### `fedavg`")[1].split("### `noise-adaptive`")[0]
