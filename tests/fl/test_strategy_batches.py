@@ -304,8 +304,12 @@ def test_clients_per_round_grow_with_the_noise_scale(make_clients, fake_grid):
     strategy = build_strategy("fedavg", cfg, clients)
     assert len(strategy.sample(1)) == 2
     log_ = strategy.rounds.setdefault(1, RoundLog())
-    strategy.measure(log_, {p: (g, 8) for p, g in enumerate(equal_gradients(40.0))})
-    strategy.measure(strategy.rounds[1], {p: (g, 8) for p, g in enumerate(equal_gradients(100.0))})
+    strategy.noise_scale_observer.measure(
+        log_, {p: (g, 8) for p, g in enumerate(equal_gradients(40.0))}
+    )
+    strategy.noise_scale_observer.measure(
+        strategy.rounds[1], {p: (g, 8) for p, g in enumerate(equal_gradients(100.0))}
+    )
     assert strategy.growth == pytest.approx(2.5)
     assert len(strategy.sample(2)) == 5  # round(2 * 2.5) = 5
 
@@ -322,7 +326,9 @@ def test_optimal_coupling_uses_the_measured_noise_scale(make_clients, fake_grid)
     sent(strategy, 1, fake_grid)
     # nothing measured yet: the optimizer's rule (linear for SGD)
     assert strategy.rounds[1].coupling_factor == pytest.approx({0: 0.25, 1: 1.0, 2: 4.0})
-    strategy.measure(strategy.rounds[1], {p: (g, 8) for p, g in enumerate(equal_gradients(32.0))})
+    strategy.noise_scale_observer.measure(
+        strategy.rounds[1], {p: (g, 8) for p, g in enumerate(equal_gradients(32.0))}
+    )
     sent(strategy, 2, fake_grid)
     # (1 + 32 / 32) / (1 + 32 / b): b = 8 -> 2 / 5, b = 128 -> 2 / 1.25
     assert strategy.rounds[2].coupling_factor == pytest.approx({0: 0.4, 1: 1.0, 2: 1.6})
@@ -345,7 +351,7 @@ def test_state_dict_carries_the_noise_scale(make_clients, fake_grid):
 
 @pytest.mark.parametrize("reported", [-5, 0, 2.5, float("nan"), "64", None])
 def test_a_bad_reported_batch_size_falls_back_to_the_runs(reported, make_clients, fake_grid):
-    from fedlr.fl.strategy import _batch_size
+    from fedlr.fl.nodes import _batch_size
 
     assert _batch_size(reported) == 0
     clients = with_batches(make_clients([1000, 1000, 1000]), [8, _batch_size(reported), 128])
@@ -358,7 +364,7 @@ def test_a_gradient_of_another_length_is_dropped_not_the_round(make_clients, fak
     clients = with_batches(make_clients([100, 100, 100]), [8, 8, 8])
     strategy = build_strategy("fedavg", make_cfg(measure_noise_scale=True), clients)
     grads = {0: np.ones(4), 1: np.ones(4) * 2, 2: np.ones(5)}
-    strategy.measure(
+    strategy.noise_scale_observer.measure(
         strategy.rounds.setdefault(1, RoundLog()), {p: (g, 8) for p, g in grads.items()}
     )
     assert strategy.rounds[1].noise_scale["clients"] == 2
@@ -372,14 +378,22 @@ def test_growth_waits_for_the_average_to_settle_and_never_shrinks(make_clients):
     cfg = make_cfg(measure_noise_scale=True, noise_scale_ema=0.5, noise_scale_growth="batch")
     strategy = build_strategy("fedavg", cfg, clients)
     log_ = strategy.rounds.setdefault(1, RoundLog())
-    strategy.measure(log_, {p: (g, 8) for p, g in enumerate(equal_gradients(10.0))})
+    strategy.noise_scale_observer.measure(
+        log_, {p: (g, 8) for p, g in enumerate(equal_gradients(10.0))}
+    )
     assert strategy.first_b_simple is None  # one round of a 0.5-average: not settled
-    strategy.measure(log_, {p: (g, 8) for p, g in enumerate(equal_gradients(30.0))})
+    strategy.noise_scale_observer.measure(
+        log_, {p: (g, 8) for p, g in enumerate(equal_gradients(30.0))}
+    )
     first = strategy.first_b_simple
     assert first is not None and strategy.growth == 1.0
-    strategy.measure(log_, {p: (g, 8) for p, g in enumerate(equal_gradients(200.0))})
+    strategy.noise_scale_observer.measure(
+        log_, {p: (g, 8) for p, g in enumerate(equal_gradients(200.0))}
+    )
     grown = strategy.growth
     assert grown > 1.0
     for _ in range(5):  # the noise scale falls again: the batches stay grown
-        strategy.measure(log_, {p: (g, 8) for p, g in enumerate(equal_gradients(5.0))})
+        strategy.noise_scale_observer.measure(
+            log_, {p: (g, 8) for p, g in enumerate(equal_gradients(5.0))}
+        )
     assert strategy.growth == grown
