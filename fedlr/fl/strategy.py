@@ -17,7 +17,9 @@ from fedlr.config import parse_strategy, schedule_of, strategy_config, uses_degr
 from fedlr.fl import keys
 from fedlr.fl.nodes import ClientInfo, query_nodes
 from fedlr.fl.observers import gradient_diagnostic
-from fedlr.fl.client_rates import KNOBS, PerClientRates, library_config, schedule_params
+from fedlr.fl.client_rates import PerClientRates
+from fedlr.fl.library import KNOBS, library_config
+from fedlr.fl.rate_plan import schedule_params
 from fedlr.fl.roundlog import RoundLog
 
 __all__ = [
