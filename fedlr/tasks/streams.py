@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from fedlr.config import STREAMS
+from fedlr.config import STREAMS, stagger_limit
 from fedlr.data.federated import ClientData
 
 
@@ -177,16 +177,6 @@ def arrival_rounds(
     starts = base[None, :] + offsets[:, None]
     starts[:, 0] = 1  # task 0 is there from the start
     return starts
-
-
-def stagger_limit(num_rounds: int, num_tasks: int) -> int:
-    """The largest delay a client's tasks get: the shortest task's length minus one.
-
-    >>> stagger_limit(25, 5)
-    4
-    """
-    base = [1 + (t * num_rounds) // num_tasks for t in range(num_tasks)]
-    return int(min(b - a for a, b in zip(base, [*base[1:], num_rounds + 1], strict=True))) - 1
 
 
 def replay_indices(

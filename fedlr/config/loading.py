@@ -1,0 +1,161 @@
+"""Loading a config: defaults < TOML file < overrides, each value coerced and checked once.
+
+:func:`resolve` serves ``fedlr simulate`` (a scenario file plus ``--set key=value``, read by
+:func:`parse_override`); :func:`from_run_config` serves ``flwr run`` (Flower's run config).
+Both fill the users'-files and small-cluster defaults, then :func:`~fedlr.config.checks.validate`.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from fedlr.config.checks import validate
+from fedlr.config.choices import MAX_CONFIG_BYTES, is_files
+from fedlr.config.schema import DEFAULTS, SCHEMA
+from fedlr.config.strategies import DEFAULT_STRATEGIES
+from fedlr.config.values import ConfigError
+
+
+def _coerce(key: str, value: Any) -> Any:
+    spec = SCHEMA[key]
+    if spec.kind is str and isinstance(value, list | tuple):
+        value = ",".join(str(item) for item in value)
+    if spec.kind is str and isinstance(value, int | float) and not isinstance(value, bool):
+        value = str(value)  # --set hard-classes=3 or name=2024 read as TOML numbers
+    if spec.kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, spec.kind) or (spec.kind is not bool and isinstance(value, bool)):
+        raise ConfigError(f"{key}: expected {spec.allowed}, got {value!r}")
+    if not spec.check(value):
+        raise ConfigError(f"{key}: expected {spec.allowed}, got {value!r}")
+    return value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Parse one ``key=value`` override; the value is read as TOML, else kept as a string."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected key=value")
+    key, raw = (part.strip() for part in text.split("=", 1))
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key, value
+
+
+def resolve(file: Path | None = None, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Resolve defaults < TOML file < overrides and validate the result.
+
+    Raises
+    ------
+    ConfigError
+        One line naming the key and what is allowed.
+    """
+    values: dict[str, Any] = dict(DEFAULTS)
+    layers: list[Mapping[str, Any]] = []
+    if file is not None:
+        try:
+            path = Path(file)
+            if path.is_file() and path.stat().st_size > MAX_CONFIG_BYTES:
+                raise ConfigError(
+                    f"config file {file}: expected at most {MAX_CONFIG_BYTES} bytes of TOML, "
+                    f"got {path.stat().st_size}"
+                )
+            if not path.is_file() and path.exists():  # /dev/zero, a FIFO, a directory
+                raise ConfigError(f"config file {file}: expected a regular file")
+            layers.append(tomllib.loads(path.read_text()))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {file}: not found") from None
+        except (OSError, UnicodeDecodeError) as err:
+            raise ConfigError(f"config file {file}: cannot be read as TOML text ({err})") from None
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError(f"config file {file}: not valid TOML ({err})") from None
+    layers.append(dict(overrides or {}))
+    explicit: set[str] = set()
+    for layer in layers:
+        for key, value in layer.items():
+            if key not in SCHEMA:
+                raise ConfigError(f"unknown config key {key!r}; allowed: {', '.join(SCHEMA)}")
+            values[key] = _coerce(key, value)
+            explicit.add(key)
+    return validate(_cluster_defaults(_file_defaults(values, explicit), explicit))
+
+
+# Users' files inject nothing unless asked: these keys' digits defaults become 0 there.
+# The oracle reads injected truth, which real files lack: it is left out of their default list.
+FILE_DEFAULTS = {
+    "noisy-clients": 0,
+    "hard-clean-clients": 0,
+    "strategies": ",".join(s for s in DEFAULT_STRATEGIES if s != "oracle-noise-rates"),
+}
+
+
+def _file_defaults(values: dict[str, Any], explicit: set[str]) -> dict[str, Any]:
+    """With users' files or task, the keys not set explicitly get the files' defaults.
+
+    Nothing is injected and the oracle is not run by default (:data:`FILE_DEFAULTS`), and
+    ``num-clients`` is the number of sites found in ``data-files`` (with no ``data-files``, a
+    deployment whose SuperNodes read their own ``data-path``, it stays as set).
+    """
+    if not is_files(values) and not values["task"]:
+        return values
+    for key, default in FILE_DEFAULTS.items():
+        if key not in explicit:
+            values[key] = default
+    if str(values["data-files"]).strip():
+        # Imported here, when files are counted: fedlr.data imports fedlr.config, a cycle
+        # tests/test_imports.py lists as known.
+        from fedlr.data.files import count_sites
+
+        found = count_sites(values)
+        if "num-clients" in explicit and values["num-clients"] != found:
+            raise ConfigError(
+                f"num-clients: data-files holds {found} sites; expected {found} (or leave "
+                f"num-clients unset), got {values['num-clients']}"
+            )
+        values["num-clients"] = found
+    return values
+
+
+def _cluster_defaults(values: dict[str, Any], explicit: set[str]) -> dict[str, Any]:
+    """Fewer clients than the default noise needs: the injected counts scale with num-clients.
+
+    The digits defaults make 8 of 10 clients noisy and 1 hard-but-clean. When neither count is
+    set and they do not fit ``num-clients`` (a 2-node cluster), they become ``8n // 10`` and
+    ``n // 10``; a count that is set is kept (and checked).
+    """
+    if {"noisy-clients", "hard-clean-clients"} & explicit:
+        return values
+    n = int(values["num-clients"])
+    if values["noisy-clients"] + values["hard-clean-clients"] <= n:
+        return values
+    values["noisy-clients"], values["hard-clean-clients"] = (8 * n) // 10, n // 10
+    return values
+
+
+def from_run_config(run_config: Mapping[str, Any]) -> dict[str, Any]:
+    """Resolve a Flower ``context.run_config`` (the app config plus ``--run-config``).
+
+    Flower passes every key of ``[tool.flwr.app.config]``, so a key counts as set (for the
+    files' defaults, :data:`FILE_DEFAULTS`) when its value differs from fedlr's default: under
+    ``flwr run``, ``noisy-clients=8`` on files (fedlr's default value) reads as unset, i.e. 0.
+    """
+    values: dict[str, Any] = dict(DEFAULTS)
+    explicit: set[str] = set()
+    for key, value in run_config.items():
+        if key not in SCHEMA:
+            raise ConfigError(f"unknown config key {key!r}; allowed: {', '.join(SCHEMA)}")
+        values[key] = _coerce(key, value)
+        if values[key] != DEFAULTS[key]:
+            explicit.add(key)
+    return validate(_cluster_defaults(_file_defaults(values, explicit), explicit))
+
+
+def to_toml(values: Mapping[str, Any]) -> str:
+    """Render a resolved config as TOML (flat keys, as ``resolve`` reads them)."""
+    import tomli_w
+
+    return tomli_w.dumps(dict(values))
