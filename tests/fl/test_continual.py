@@ -653,6 +653,8 @@ def strict_loads(text: str):
 
 def test_results_pool_each_clients_evaluation_at_its_own_task_ends(continual_run):
     strategy, recorder = continual_run
+    for server_round in sorted(strategy.rounds):  # the record a finished run holds
+        recorder.round_done("fedavg", strategy, server_round)
     recorder.strategy_done("fedavg", strategy)
     results = strict_loads((recorder.run_dir / "results.json").read_text())
     block = results["strategies"]["fedavg"]["continual"]

@@ -124,6 +124,12 @@ def recorder(tmp_path, cfg, clients):
     rec.close()
 
 
+def record_rounds(recorder, name, strategy) -> None:
+    """Write every logged round's line, as the server app does before a strategy is done."""
+    for server_round in sorted(strategy.rounds):
+        recorder.round_done(name, strategy, server_round)
+
+
 def round_lines(run_dir) -> list[dict]:
     return [strict_loads(line) for line in (run_dir / "rounds.jsonl").read_text().splitlines()]
 
@@ -209,6 +215,7 @@ def test_a_nan_accuracy_is_written_as_null_and_left_out_of_the_summary(recorder,
 
 def test_strategy_done_summarises_into_results_json(recorder, adaptive, cfg):
     recorder.start_strategy("noise-adaptive")
+    record_rounds(recorder, "noise-adaptive", adaptive)
     returned = recorder.strategy_done("noise-adaptive", adaptive)
 
     results = strict_loads((recorder.run_dir / "results.json").read_text())
@@ -249,11 +256,13 @@ def test_strategy_done_summarises_into_results_json(recorder, adaptive, cfg):
 
 
 def test_results_json_is_rewritten_with_every_finished_strategy(recorder, adaptive, cfg, clients):
+    record_rounds(recorder, "noise-adaptive", adaptive)
     recorder.strategy_done("noise-adaptive", adaptive)
     oracle = build_strategy("oracle-noise-rates", cfg, clients)
     oracle.rounds[1] = RoundLog(
         lr={0: 0.05, 1: 0.05, 2: 0.15, 3: 0.15}, accuracy={0: 0.4, 1: 0.5, 2: 1.0, 3: 0.9}
     )
+    record_rounds(recorder, "oracle-noise-rates", oracle)
     recorder.strategy_done("oracle-noise-rates", oracle)
 
     results = strict_loads((recorder.run_dir / "results.json").read_text())
@@ -269,6 +278,7 @@ def test_results_json_is_rewritten_with_every_finished_strategy(recorder, adapti
 
 def test_a_nan_accuracy_does_not_break_results_json(recorder, adaptive):
     adaptive.rounds[2].accuracy[1] = NAN  # no numeric accuracy in round 2: keep round 1's 0.6
+    record_rounds(recorder, "noise-adaptive", adaptive)
     recorder.strategy_done("noise-adaptive", adaptive)
 
     summary = strict_loads((recorder.run_dir / "results.json").read_text())["strategies"][
@@ -446,7 +456,7 @@ def test_a_loss_fairness_metric_reads_the_eval_loss_and_worst_is_highest(tmp_pat
     )
     strategy.rounds[2] = RoundLog(eval_loss={0: 0.8, 1: NAN})
     rec = RunRecorder(tmp_path / "run", cfg, clients)
-    rec.round_done("fedavg", strategy, 1)
+    record_rounds(rec, "fedavg", strategy)
     summary = rec.strategy_done("fedavg", strategy)
     rec.close()
 
@@ -472,6 +482,7 @@ def test_clients_without_truth_have_no_truth_columns_and_no_truth_summaries(tmp_
     strategy.rounds[1] = RoundLog(
         lr={0: 0.1, 1: 0.1, 2: 0.1, 3: 0.1},
         noise_estimate={0: 0.4, 1: 0.3, 2: 0.1, 3: 0.2},
+        noise_smoothed={0: 0.4, 1: 0.3, 2: 0.1, 3: 0.2},
         accuracy={0: 0.5, 1: 0.6, 2: 0.9, 3: 0.8},
     )
     strategy.ema.values = {0: 0.4, 1: 0.3, 2: 0.1, 3: 0.2}
