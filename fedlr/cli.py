@@ -348,6 +348,57 @@ def report(
     Console().print(f"report: {path}")
 
 
+CONFIGURATION_INTRO = """\
+# Configuration
+
+<!-- Generated from the schema by `fedlr config --page > docs/configuration.md`; do not edit by
+hand. tests/test_config.py fails when this page and the schema differ. -->
+
+A run is one flat table of keys. Each source overrides the one before it:
+
+1. fedlr's defaults (the table below), which are the `noisy_hospitals` scenario;
+2. a TOML file: `fedlr simulate SCENARIO.toml` (the scenarios in `simulations/`, or a run
+   directory's `config.toml`);
+3. `--set key=value`, repeatable: `fedlr simulate SCENARIO.toml --set seed=1 --set
+   strategies=fedavg,noise-adaptive`.
+
+A list is a TOML array or a comma-separated string in a file (`strategies = ["fedavg",
+"noise-adaptive"]`), and a comma-separated string after `--set`. An unknown key, a wrong type or a
+value out of range stops with one line naming the key and what is allowed, exit code 2:
+
+```
+$ fedlr simulate --set noise-rate-max=1.5
+error: noise-rate-max: expected a number in [0, 1], got 1.5
+```
+
+`fedlr config SCENARIO.toml --set key=value` prints the resolved config as TOML without running
+anything; `fedlr config --keys` prints the table below, and `fedlr config --page` this page.
+
+## Under `flwr run`
+
+The repository is also a Flower App. Its defaults are `[tool.flwr.app.config]` in
+`pyproject.toml`, equal to fedlr's (a test checks it), and Flower's `--run-config` overrides
+them: `flwr run . --stream --run-config "num-server-rounds=5 out-dir='/abs/path'"`. Flower's
+config holds scalars only, so a list is a comma-separated string
+(`strategies='fedavg,noise-adaptive'`). Flower passes every key, so there a key counts as set only
+where it differs from fedlr's default. The ServerApp applies the same checks, and the `launch/`
+scripts refuse a bad `--run-config` string before any node starts (`launch/check_config.py`).
+
+What belongs to one SuperNode rather than to the run goes in its `--node-config`:
+`partition-id` and `num-partitions` (equal to `num-clients`), `data-path` (the site's own file,
+[your-data.md](your-data.md)) and `batch-size` (the node's own batch, which wins over
+`client-batch-sizes`). See [deployment.md](deployment.md).
+
+## Keys
+
+"""
+
+
+def configuration_page() -> str:
+    """docs/configuration.md: how a config is resolved, then every key of the schema."""
+    return CONFIGURATION_INTRO + fedlr_config.keys_markdown()
+
+
 @cli.command("config")
 def show_config(
     config: Annotated[
@@ -360,8 +411,18 @@ def show_config(
     keys: Annotated[
         bool, typer.Option("--keys", help="Print every key as a Markdown table instead.")
     ] = False,
+    page: Annotated[
+        bool,
+        typer.Option(
+            "--page",
+            help="Print the whole docs/configuration.md page (introduction and table of keys).",
+        ),
+    ] = False,
 ) -> None:
     """Print the resolved config as TOML (defaults < file < --set), or the table of keys."""
+    if page:
+        typer.echo(configuration_page(), nl=False)
+        return
     if keys:
         typer.echo(fedlr_config.keys_markdown(), nl=False)
         return
