@@ -121,7 +121,12 @@ def test_the_readme_starts_with_install_run_and_the_test_command_ci_runs():
 
 
 @pytest.mark.parametrize(
-    "example", ["examples/digits_cnn/task.py", "examples/heart_logreg/heart_model.py"]
+    "example",
+    [
+        "examples/digits_cnn/task.py",
+        "examples/heart_logreg/heart_model.py",
+        "examples/extending/custom_rates.py",
+    ],
 )
 def test_the_worked_examples_in_extending_are_the_files_the_tests_run(example: str):
     """docs/extending.md shows each example's code from its imports to its end, as it is."""

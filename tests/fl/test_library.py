@@ -204,3 +204,25 @@ def test_the_docs_list_every_keyword_with_the_schemas_default_and_help():
         key = SCHEMA[name.replace("_", "-")]
         row = f"| `{name}` | `{key.default!r}` | {key.help} ({key.allowed}) |"
         assert row in page, f"docs/library.md lacks or misstates {name}: expected {row}"
+
+
+def test_a_users_rate_factor_and_observer_from_docs_extending():
+    """examples/extending/custom_rates.py, as docs/extending.md shows it."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples" / "extending"))
+    try:
+        from custom_rates import RampedFedAvg
+    finally:
+        sys.path.pop(0)
+    strategy = RampedFedAvg(ramp_rounds=4, lr=0.1, fraction_evaluate=0.0)
+    answers = honest([0.1, 0.1, 0.1])
+    for node, loss in zip(NODES, (0.5, 2.0, 1.0), strict=True):
+        answers[node][1]["train_loss"] = loss
+    sent, _ = one_round(strategy, 1, answers)
+    assert [float(m.content["config"]["lr"]) for m in sent.values()] == [pytest.approx(0.025)] * 3
+    sent, _ = one_round(strategy, 2, answers)
+    assert [float(m.content["config"]["lr"]) for m in sent.values()] == [pytest.approx(0.05)] * 3
+    assert strategy.loss_spread.spread == {1: 1.5, 2: 1.5}
+    assert [f.name for f in strategy.rates.factors] == ["schedule", "noise", "coupling", "ramp"]
