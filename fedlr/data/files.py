@@ -19,477 +19,90 @@ that reads every site here and, later, for a SuperNode that reads only its own f
 
 Every problem with a file is a :class:`~fedlr.config.ConfigError` naming the file and column and
 what is allowed; ``fedlr simulate`` prints it as one line (exit 2) before the engine starts.
+
+The steps live in :mod:`fedlr.data.site_tables` (reading and splitting) and
+:mod:`fedlr.data.site_stats` (statistics, agreement, encoding), re-exported here; this module
+holds what the ClientApp and ServerApp exchange in the query round: the client's own site
+(:func:`own_site`), the statistics and the agreement as checked JSON, and the server's side,
+:func:`agree_from_replies`.
 """
 
 from __future__ import annotations
 
-import glob
 import json
-import logging
 import math
-import os
-import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import train_test_split
 
-from fedlr.config import ConfigError, split_list
+from fedlr.config import ConfigError
+from fedlr.data.site_stats import (
+    Agreement,
+    SiteStatistics,
+    agree,
+    encode,
+    log_missing,
+    site_statistics,
+)
+from fedlr.data.site_tables import (
+    DATA_ENV,
+    DEFAULT_DATA_DIR,
+    MAX_VALUE,
+    SUFFIXES,
+    TAG_SPLIT,
+    Site,
+    _sort_key,
+    _value,
+    count_sites,
+    data_dir,
+    expand,
+    find_files,
+    read_table,
+    site_frames,
+    split_site,
+)
 
-log = logging.getLogger("fedlr")
-
-SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
-DATA_ENV = "FEDLR_DATA_DIR"
-# ../shared/data next to the repository: where the offline data of this project lives
-DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-
-
-def data_dir() -> Path:
-    """``$FEDLR_DATA_DIR``, else ``../shared/data`` next to the repository."""
-    return Path(os.environ.get(DATA_ENV) or DEFAULT_DATA_DIR)
-
-
-def expand(item: str) -> str:
-    """``item`` with ``~`` and ``$FEDLR_DATA_DIR`` (or ``${FEDLR_DATA_DIR}``) expanded.
-
-    >>> import os; os.environ["FEDLR_DATA_DIR"] = "/data"
-    >>> expand("$FEDLR_DATA_DIR/heart_disease/*.csv")
-    '/data/heart_disease/*.csv'
-    """
-    for token in (f"${{{DATA_ENV}}}", f"${DATA_ENV}"):
-        item = item.replace(token, str(data_dir()))
-    return str(Path(item).expanduser())
-
-
-# Stream tag of the split, as fedlr.data.federated's: every site's split is seeded by
-# SeedSequence([seed, partition_id, 2]) (scikit-learn's train_test_split takes its first word).
-TAG_SPLIT = 2
-
-
-@dataclass(frozen=True)
-class Site:
-    """One site's checked rows, split into train and test.
-
-    Attributes
-    ----------
-    name : str
-        The file's name, or ``file:value`` for one value of ``site-column``.
-    train, test : pandas.DataFrame
-        The feature columns and the label column of the train and test rows.
-    features : list of str
-        Feature columns in input order.
-    categorical : list of str
-        The categorical ones among them.
-    label : str
-        The label column.
-    dropped : int
-        Rows dropped for a missing label.
-    """
-
-    name: str
-    train: pd.DataFrame
-    test: pd.DataFrame
-    features: list[str]
-    categorical: list[str]
-    label: str
-    dropped: int = 0
-
-
-@dataclass(frozen=True)
-class SiteStatistics:
-    """What one site shares about its train split: sizes, labels and moments, never rows."""
-
-    num_train: int
-    labels: list[Any]
-    count: dict[str, int]
-    total: dict[str, float]
-    total_sq: dict[str, float]
-    categories: dict[str, list[str]]
-    missing: dict[str, int]
-
-
-@dataclass(frozen=True)
-class Agreement:
-    """What every site uses alike: classes, categories and pooled statistics.
-
-    ``mean`` and ``std`` hold the numeric columns' pooled moments (std 1.0 where a column is
-    constant or never present; mean 0.0 where it is never present).
-    """
-
-    classes: list[Any]
-    categories: dict[str, list[str]]
-    mean: dict[str, float]
-    std: dict[str, float]
-    numeric: list[str] = field(default_factory=list)
-
-    @property
-    def num_features(self) -> int:
-        """Input width after one-hot encoding."""
-        return len(self.numeric) + sum(len(v) for v in self.categories.values())
-
-
-def _value(item: Any) -> Any:
-    """A label or category as one canonical value: ``1``, ``1.0`` and ``"1"`` read alike."""
-    if isinstance(item, bool | np.bool_):
-        return int(item)
-    if isinstance(item, int | np.integer):
-        return int(item)
-    if isinstance(item, float | np.floating):
-        return int(item) if float(item).is_integer() else float(item)
-    text = str(item).strip()
-    try:
-        number = float(text)
-    except ValueError:
-        return text
-    return int(number) if number.is_integer() else number
-
-
-def _sort_key(item: Any) -> tuple[int, Any]:
-    return (0, item) if isinstance(item, int | float) else (1, str(item))
-
-
-def find_files(spec: str) -> list[Path]:
-    """The files of ``data-files``: each comma item a path or a glob, all sorted, no repeats.
-
-    Raises
-    ------
-    ConfigError
-        An item matches no file, or a file is not ``.csv``/``.parquet``.
-    """
-    found: list[Path] = []
-    for item in split_list(spec):
-        path = Path(expand(item))
-        where = ""
-        if DATA_ENV in item:
-            how = f"${DATA_ENV}" if os.environ.get(DATA_ENV) else "the default, ../shared/data"
-            where = f" ({DATA_ENV} = {data_dir()}, {how}; set ${DATA_ENV} to the data folder)"
-        if glob.has_magic(str(path)):
-            matches = sorted(Path(p) for p in glob.glob(str(path)) if Path(p).is_file())
-            if not matches:
-                raise ConfigError(f"data-files: no file matches {item!r}{where}")
-            found.extend(matches)
-        elif path.is_file():
-            found.append(path)
-        else:
-            raise ConfigError(f"data-files: file not found: {item}{where}")
-    files = sorted(set(found))
-    for path in files:
-        if path.suffix.lower() not in SUFFIXES:
-            raise ConfigError(
-                f"data-files: {path}: expected a .csv or .parquet file, got {path.suffix!r}"
-            )
-    return files
-
-
-def read_table(path: Path) -> pd.DataFrame:
-    """A site's file as a DataFrame (CSV or Parquet by its suffix), with at least one row."""
-    try:
-        if SUFFIXES.get(path.suffix.lower()) == "parquet":
-            frame = pd.read_parquet(path)
-        else:
-            frame = pd.read_csv(path)
-    except pd.errors.EmptyDataError:
-        raise ConfigError(f"data-files: {path} is empty (expected a header row and rows)") from None
-    except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ConfigError(f"data-files: {path} cannot be read as a table ({first})") from None
-    if frame.empty:
-        raise ConfigError(f"data-files: {path} has no rows (expected a header row and rows)")
-    if SUFFIXES.get(path.suffix.lower()) != "parquet":  # pandas renames a repeated "a" to "a.1"
-        header = pd.read_csv(path, header=None, nrows=1).iloc[0].tolist()
-        columns = [str(c).strip() for c in header]
-    else:
-        columns = [str(c).strip() for c in frame.columns]
-    repeated = sorted({c for c in columns if columns.count(c) > 1})
-    if repeated:
-        raise ConfigError(
-            f"data-files: {path} names column {repeated[0]!r} more than once; expected "
-            "distinct column names"
-        )
-    frame.columns = columns
-    return frame
-
-
-def site_frames(cfg: Mapping[str, Any]) -> list[tuple[str, pd.DataFrame]]:
-    """Every site's rows, in client order: ``(name, rows)`` per file, or per ``site-column`` value.
-
-    Raises
-    ------
-    ConfigError
-        No files; one file without ``site-column``; several files with it; a ``site-column``
-        that is absent or holds one value.
-    """
-    files = find_files(str(cfg["data-files"]))
-    if not files:
-        raise ConfigError(
-            f"data-files: expected one file per site (or one file and site-column) with "
-            f"dataset {cfg['dataset']!r}, got none"
-        )
-    column = str(cfg["site-column"]).strip()
-    if not column:
-        if len(files) < 2:
-            raise ConfigError(
-                f"data-files: one file ({files[0]}) is one site; expected a file per site "
-                "(2 or more), or one file and site-column"
-            )
-        return [(path.name, read_table(path)) for path in files]
-    if len(files) != 1:
-        raise ConfigError(
-            f"site-column: expected one file holding every site, got {len(files)} files"
-        )
-    frame = read_table(files[0])
-    if column not in frame.columns:
-        raise ConfigError(
-            f"site-column: {files[0]} has no column {column!r}; columns: {', '.join(frame.columns)}"
-        )
-    values = sorted({_value(v) for v in frame[column].dropna()}, key=_sort_key)
-    if len(values) < 2:
-        raise ConfigError(
-            f"site-column: column {column!r} of {files[0]} has {len(values)} value(s); expected "
-            "2 or more sites"
-        )
-    canonical = frame[column].map(lambda v: None if pd.isna(v) else _value(v))
-    unassigned = int(frame[column].isna().sum())
-    if unassigned:
-        log.warning("fedlr: %s: %d rows without a %s value dropped", files[0], unassigned, column)
-    return [
-        (f"{files[0].name}:{value}", frame[canonical == value].drop(columns=[column]))
-        for value in values
-    ]
-
-
-def count_sites(cfg: Mapping[str, Any]) -> int:
-    """How many clients the files make (reads a ``site-column`` file, lists the others)."""
-    if str(cfg["site-column"]).strip():
-        return len(site_frames(cfg))
-    files = find_files(str(cfg["data-files"]))
-    return len(files) if len(files) >= 2 else len(site_frames(cfg))  # the latter raises
-
-
-def _columns(cfg: Mapping[str, Any], name: str, frame: pd.DataFrame) -> tuple[str, list[str]]:
-    label = str(cfg["label-column"]).strip()
-    if label not in frame.columns:
-        raise ConfigError(
-            f"label-column: {name} has no column {label!r}; columns: {', '.join(frame.columns)}"
-        )
-    wanted = split_list(cfg["feature-columns"])
-    features = wanted or [c for c in frame.columns if c != label]
-    missing = [c for c in features if c not in frame.columns]
-    if missing:
-        raise ConfigError(
-            f"feature-columns: {name} has no column {missing[0]!r}; columns: "
-            f"{', '.join(frame.columns)}"
-        )
-    if label in features:
-        raise ConfigError(f"feature-columns: {label!r} is the label column; expected features")
-    if not features:
-        raise ConfigError(f"feature-columns: {name} has no column besides the label {label!r}")
-    categorical = split_list(cfg["categorical-columns"])
-    unknown = [c for c in categorical if c not in features]
-    if unknown:
-        raise ConfigError(
-            f"categorical-columns: {unknown[0]!r} is not a feature column; expected some of "
-            f"{', '.join(features)}"
-        )
-    for column in features:
-        if column in categorical:
-            continue
-        values = frame[column]
-        numbers = pd.to_numeric(values, errors="coerce")
-        bad = values[numbers.isna() & values.notna()]
-        if len(bad):
-            raise ConfigError(
-                f"feature-columns: column {column!r} of {name} is not numeric (e.g. "
-                f"{bad.iloc[0]!r}); list it in categorical-columns"
-            )
-        huge = values[numbers.abs() > MAX_VALUE]
-        if len(huge):
-            raise ConfigError(
-                f"feature-columns: column {column!r} of {name} holds {huge.iloc[0]!r}; expected "
-                f"finite numbers of at most {MAX_VALUE:g} in size (leave a missing value empty)"
-            )
-    labels = pd.to_numeric(frame[label].dropna(), errors="coerce")
-    if labels.notna().all() and len(labels) and not (labels == labels.round()).all():
-        example = frame[label].dropna()[labels != labels.round()].iloc[0]
-        raise ConfigError(
-            f"label-column: {label!r} of {name} holds {example!r}; expected class labels "
-            "(integers or names), not continuous numbers"
-        )
-    return label, features
-
-
-def split_site(
-    name: str,
-    frame: pd.DataFrame,
-    cfg: Mapping[str, Any],
-    partition_id: int,
-) -> Site:
-    """Check ``frame``'s columns, drop unlabelled rows, and split it (stratified, seeded).
-
-    The test split has ``ceil(test-fraction * n)`` rows (at least one, leaving two to train);
-    it is stratified by label when every class has two rows or more, else a plain seeded split.
-    """
-    label, features = _columns(cfg, name, frame)
-    categorical = [c for c in split_list(cfg["categorical-columns"]) if c in features]
-    labelled = frame[frame[label].notna()]
-    dropped = len(frame) - len(labelled)
-    if dropped:
-        log.warning("fedlr: %s: %d rows without a label (%s) dropped", name, dropped, label)
-    numeric = [c for c in features if c not in categorical]
-    rows = labelled[[*features, label]].copy()
-    rows[numeric] = rows[numeric].apply(pd.to_numeric, errors="coerce").astype(float)
-    rows[label] = rows[label].map(_value)
-    n = len(rows)
-    n_test = math.ceil(round(float(cfg["test-fraction"]) * n, 9)) if n else 0
-    n_test = max(n_test, 1)
-    if n - n_test < 2:
-        raise ConfigError(
-            f"data-files: site {name} has {n} labelled rows; expected at least {n_test + 2} "
-            f"({n_test} to test at test-fraction {cfg['test-fraction']}, 2 to train)"
-        )
-    y = rows[label].map(str).to_numpy()
-    classes, counts = np.unique(y, return_counts=True)
-    if len(classes) < 2:
-        warnings.warn(
-            f"data-files: site {name} has one class only ({label} = {rows[label].iloc[0]!r}); "
-            "kept, but it cannot learn to tell classes apart",
-            stacklevel=2,
-        )
-    seed = int(
-        np.random.SeedSequence([int(cfg["seed"]), partition_id, TAG_SPLIT]).generate_state(1)[0]
-    )
-    stratify = y if counts.min() >= 2 and min(n_test, n - n_test) >= len(classes) else None
-    train, test = train_test_split(
-        np.arange(n), test_size=n_test, random_state=seed, stratify=stratify
-    )
-    return Site(
-        name=name,
-        train=rows.iloc[np.sort(train)].reset_index(drop=True),
-        test=rows.iloc[np.sort(test)].reset_index(drop=True),
-        features=features,
-        categorical=categorical,
-        label=label,
-        dropped=dropped,
-    )
-
-
-def site_statistics(site: Site) -> SiteStatistics:
-    """What ``site`` shares about its train split (see the module docstring)."""
-    numeric = [c for c in site.features if c not in site.categorical]
-    train = site.train
-    present = train[numeric].notna()
-    categories = {
-        c: sorted({str(_value(v)) for v in train[c].dropna()}, key=str) for c in site.categorical
-    }
-    # a category seen only in a site's test rows is still agreed on: one-hot needs every value
-    for c in site.categorical:
-        categories[c] = sorted(
-            set(categories[c]) | {str(_value(v)) for v in site.test[c].dropna()}, key=str
-        )
-    return SiteStatistics(
-        num_train=len(train),
-        labels=sorted(
-            {_value(v) for v in pd.concat([train, site.test])[site.label]}, key=_sort_key
-        ),
-        count={c: int(present[c].sum()) for c in numeric},
-        total={c: float(train[c].sum(skipna=True)) for c in numeric},
-        total_sq={c: float((train[c] ** 2).sum(skipna=True)) for c in numeric},
-        categories=categories,
-        missing={c: int(train[c].isna().sum()) for c in site.features},
-    )
-
-
-def agree(statistics: Sequence[SiteStatistics], numeric: Sequence[str]) -> Agreement:
-    """Pool the sites' statistics: union of classes and categories, pooled mean and std."""
-    classes = sorted({v for s in statistics for v in s.labels}, key=_sort_key)
-    categories: dict[str, list[str]] = {}
-    for s in statistics:
-        for column, values in s.categories.items():
-            categories[column] = sorted(set(categories.get(column, [])) | set(values), key=str)
-    mean, std = {}, {}
-    for column in numeric:
-        count = sum(s.count[column] for s in statistics)
-        total = sum(s.total[column] for s in statistics)
-        total_sq = sum(s.total_sq[column] for s in statistics)
-        mean[column], std[column] = _moments(count, total, total_sq)
-    return Agreement(
-        classes=classes, categories=categories, mean=mean, std=std, numeric=list(numeric)
-    )
-
-
-def _moments(count: int, total: float, total_sq: float) -> tuple[float, float]:
-    if count == 0:
-        return 0.0, 1.0
-    mean = total / count
-    variance = max(total_sq / count - mean * mean, 0.0)
-    std = math.sqrt(variance)
-    return mean, std if std > 1e-12 else 1.0
-
-
-def encode(
-    site: Site, agreement: Agreement, own: SiteStatistics, standardize: str
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``(x_train, y_train, x_test, y_test)``: float32 inputs, int64 class indices."""
-    numeric = agreement.numeric
-    centre, scale, fill = {}, {}, {}
-    for column in numeric:
-        pooled = agreement.mean[column], agreement.std[column]
-        local = _moments(own.count[column], own.total[column], own.total_sq[column])
-        has_own = own.count[column] > 0
-        fill[column] = local[0] if standardize == "site" and has_own else pooled[0]
-        if standardize == "federated":
-            centre[column], scale[column] = pooled
-        elif standardize == "site":
-            centre[column], scale[column] = local if has_own else (fill[column], 1.0)
-        else:
-            centre[column], scale[column] = 0.0, 1.0
-    index = {value: i for i, value in enumerate(agreement.classes)}
-
-    def one(rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        parts = []
-        for column in numeric:
-            values = rows[column].fillna(fill[column]).to_numpy(float)
-            parts.append(((values - centre[column]) / scale[column])[:, None])
-        for column, categories in agreement.categories.items():
-            values = rows[column].map(lambda v: None if pd.isna(v) else str(_value(v)))
-            parts.append(
-                np.stack([(values == c).to_numpy(float) for c in categories], axis=1)
-                if categories
-                else np.zeros((len(rows), 0))
-            )
-        x = np.concatenate(parts, axis=1) if parts else np.zeros((len(rows), 0))
-        y = np.array([index[_value(v)] for v in rows[site.label]], dtype=np.int64)
-        return x.astype(np.float32), y
-
-    x_train, y_train = one(site.train)
-    x_test, y_test = one(site.test)
-    return x_train, y_train, x_test, y_test
-
-
-def log_missing(site: Site) -> dict[str, int]:
-    """Log (and return) how many train values of each feature column ``site`` has imputed."""
-    missing = {c: int(site.train[c].isna().sum()) for c in site.features}
-    missing = {c: n for c, n in missing.items() if n}
-    if missing:
-        log.info(
-            "fedlr: %s: imputed %d missing train values (%s)",
-            site.name,
-            sum(missing.values()),
-            ", ".join(f"{c} {n}" for c, n in missing.items()),
-        )
-    return missing
-
+__all__ = [
+    "DATA_ENV",
+    "DEFAULT_DATA_DIR",
+    "MAX_CATEGORIES",
+    "MAX_CLASSES",
+    "MAX_COLUMNS",
+    "MAX_REPLY_CHARS",
+    "MAX_VALUE",
+    "SUFFIXES",
+    "TAG_SPLIT",
+    "Agreement",
+    "Site",
+    "SiteStatistics",
+    "agree",
+    "agree_from_replies",
+    "agreement_from_json",
+    "agreement_to_json",
+    "count_sites",
+    "data_dir",
+    "encode",
+    "encode_own_site",
+    "expand",
+    "find_files",
+    "log_missing",
+    "own_site",
+    "read_table",
+    "site_frames",
+    "site_statistics",
+    "split_site",
+    "statistics_from_json",
+    "statistics_to_json",
+]
 
 # -- the sites' agreement over the wire (query round) -------------------------------------------
 # Bounds on what one site may claim: a hostile reply cannot make the model or the messages huge.
 MAX_CLASSES = 1000
 MAX_CATEGORIES = 1000
 MAX_COLUMNS = 10_000
-MAX_VALUE = 1e12  # largest feature value in size (a site's own file is held to it too)
 MAX_REPLY_CHARS = 10_000_000
 
 
