@@ -22,10 +22,6 @@ KNOWN_CYCLE_EDGES = {
     # resolve() counts the sites of users' files (num-clients), and fedlr.data imports
     # fedlr.config for ConfigError and split_list.
     ("fedlr.config.loading", "fedlr.data.files"): "config counts the sites of users' files",
-    # The Task base class trains through the tabular loops, and the tabular task is a Task.
-    ("fedlr.tasks.base", "fedlr.tasks.tabular"): "base's default loops are tabular's",
-    # DDP workers import the tabular task, which starts them.
-    ("fedlr.tasks.tabular", "fedlr.tasks.ddp"): "the tabular task starts DDP workers",
 }
 
 
@@ -155,3 +151,15 @@ def test_known_cycle_edges_still_exist():
     graph = import_graph()
     gone = [edge for edge in KNOWN_CYCLE_EDGES if edge[1] not in graph.get(edge[0], set())]
     assert not gone, f"these imports are gone; remove them from KNOWN_CYCLE_EDGES: {gone}"
+
+
+MAX_MODULE_LINES = 600  # issue 16: one concept per module (STYLE 14)
+
+
+def test_no_module_of_fedlr_is_over_600_lines():
+    long = {
+        name: n
+        for name, path in _modules().items()
+        if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES
+    }
+    assert not long, f"split by concept (at most {MAX_MODULE_LINES} lines each): {long}"

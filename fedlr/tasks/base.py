@@ -47,6 +47,7 @@ from torch import nn
 
 from fedlr.config import ConfigError, split_list
 from fedlr.data.federated import ClientData, client_roles, make_client
+from fedlr.tasks import tabular_loops, tabular_noise
 
 
 # Keys the tasks read and report; fedlr.fl.keys re-exports them (one module of message keys).
@@ -242,22 +243,24 @@ class ArrayTask:
 
     def train(self, model: nn.Module, data: ClientData, plan: RoundPlan) -> TrainReport:
         """Received loss, noise statistic, then :func:`~fedlr.tasks.tabular.train_local`."""
-        from fedlr.tasks import tabular
-
         gradient = None
         if plan.measure_noise_scale and data.num_train:
             # at the received weights, before any step; its own seed: training batches unchanged
-            gradient = tabular.mean_gradient(model, data, plan.batch_size, seed=plan.seed ^ 0x6E5)
-        received_loss, _ = tabular.evaluate(model, data.x_train, data.y_train)
+            gradient = tabular_loops.mean_gradient(
+                model, data, plan.batch_size, seed=plan.seed ^ 0x6E5
+            )
+        received_loss, _ = tabular_loops.evaluate(model, data.x_train, data.y_train)
         estimate = -1.0
         if plan.estimate_noise:
-            estimate = tabular.estimate_noise(model, data, plan.estimator, **estimate_kwargs(plan))
-        tabular.train_local(model, clean_part(model, data, plan), **train_kwargs(plan))
+            estimate = tabular_noise.estimate_noise(
+                model, data, plan.estimator, **estimate_kwargs(plan)
+            )
+        tabular_loops.train_local(model, clean_part(model, data, plan), **train_kwargs(plan))
         return TrainReport(
             metrics={
                 "train_loss": received_loss,
                 "noise-estimate": float(estimate),
-                "steps": tabular.local_steps(data.num_train, plan.batch_size, plan.epochs),
+                "steps": tabular_loops.local_steps(data.num_train, plan.batch_size, plan.epochs),
             },
             num_examples=data.num_train,
             gradient=gradient,
@@ -266,9 +269,7 @@ class ArrayTask:
 
     def evaluate(self, model: nn.Module, data: ClientData, ctx: ClientContext) -> dict[str, Any]:
         """Accuracy, loss, the run's ``metrics`` and :meth:`extra_metrics` on the test split."""
-        from fedlr.tasks import tabular
-
-        loss, accuracy = tabular.evaluate(model, data.x_test, data.y_test)
+        loss, accuracy = tabular_loops.evaluate(model, data.x_test, data.y_test)
         values: dict[str, Any] = {
             "num-examples": data.num_test,
             "accuracy": accuracy,
@@ -294,9 +295,8 @@ def classification_metrics(
     if not names or not data.num_test:
         return {}
     from fedlr.metrics import classification
-    from fedlr.tasks import tabular
 
-    log_probs = tabular.log_probs(model, data.x_test)
+    log_probs = tabular_loops.log_probs(model, data.x_test)
     scores = classification.scores(log_probs, data.y_test, names, log_probs.shape[1])
     return {name: float(scores[name]) for name in names}
 
@@ -313,9 +313,8 @@ def clean_part(model: nn.Module, data: ClientData, plan: RoundPlan) -> ClientDat
 
     from fedlr.rates.noise import margin_losses
     from fedlr.rates.robust import small_loss_mask
-    from fedlr.tasks import tabular
 
-    margins = margin_losses(tabular.log_probs(model, data.x_train), np.asarray(data.y_train))
+    margins = margin_losses(tabular_loops.log_probs(model, data.x_train), np.asarray(data.y_train))
     keep = small_loss_mask(margins, seed=plan.seed)
     if keep.all():
         return data

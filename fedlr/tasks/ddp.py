@@ -46,7 +46,8 @@ from torch.distributed.elastic.multiprocessing.errors import record
 from torch.nn.parallel import DistributedDataParallel
 
 from fedlr.data.federated import ClientData
-from fedlr.tasks import tabular
+from fedlr.tasks.mlp import MLP
+from fedlr.tasks.tabular_loops import train_local
 
 WORKER = "fedlr.tasks.ddp"
 # Characters of the workers' output quoted in the error when they fail.
@@ -58,7 +59,7 @@ _INPUTS, _SETTINGS, _RESULT, _LOG = "inputs.pt", "settings.json", "result.pt", "
 
 
 def train_ddp(
-    model: tabular.MLP,
+    model: MLP,
     data: ClientData,
     *,
     procs: int,
@@ -181,7 +182,7 @@ def torchrun_command(workdir: Path, procs: int) -> list[str]:
 def _run_workers(workdir: Path, procs: int, timeout: float) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     # The workers must import the fedlr this process runs, wherever it was loaded from.
-    package_root = str(Path(tabular.__file__).resolve().parents[2])
+    package_root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
     loopback = next((name for _, name in socket.if_nameindex() if name.startswith("lo")), None)
     if loopback is not None and "GLOO_SOCKET_IFNAME" not in env:
@@ -279,13 +280,13 @@ def main(argv: list[str] | None = None) -> None:
         timeout=timedelta(seconds=float(settings["timeout"])),
     )
     try:
-        model = tabular.MLP(*inputs["shape"])
+        model = MLP(*inputs["shape"])
         model.load_state_dict(inputs["state_dict"])
         model.to(device)
         ddp_model = DistributedDataParallel(
             model, device_ids=[local_rank] if device.type == "cuda" else None
         )
-        share = tabular.train_local(
+        share = train_local(
             ddp_model,
             _data_from_tensors(inputs["data"]),
             lr=settings["lr"],

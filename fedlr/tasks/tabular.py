@@ -48,6 +48,7 @@ from fedlr.tasks.base import (
     train_kwargs,
 )
 from fedlr.tasks.devices import model_device, pick_device
+from fedlr.tasks.mlp import MLP
 from fedlr.tasks.plugins import load_object
 from fedlr.tasks.tabular_loops import (
     MASKED_LOGIT,
@@ -168,21 +169,6 @@ def client_data(
             f"got {partition_id}"
         )
     return clients[partition_id]
-
-
-class MLP(nn.Module):
-    """Two-layer perceptron: ``Linear -> ReLU -> Linear``."""
-
-    def __init__(self, num_features: int, num_classes: int, hidden: int) -> None:
-        super().__init__()
-        self.num_features, self.num_classes, self.hidden = num_features, num_classes, hidden
-        self.net = nn.Sequential(
-            nn.Linear(num_features, hidden), nn.ReLU(), nn.Linear(hidden, num_classes)
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits of shape ``(N, num_classes)``."""
-        return self.net(x)
 
 
 def make_model(cfg: Mapping[str, Any], num_features: int, num_classes: int) -> nn.Module:
