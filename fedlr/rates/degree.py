@@ -64,10 +64,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from numbers import Real
 from typing import TypeVar
 
 import numpy as np
+
+from fedlr.rates._checks import _number
 import torch
 from torch.utils.hooks import RemovableHandle
 
@@ -80,12 +81,7 @@ DEFAULT_HIGH = 10.0
 
 
 def _check_real(name: str, value: object, lowest: float, highest: float, allowed: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise ValueError(f"{name}: expected {allowed}, got {value!r}")
-    number = float(value)
-    if not lowest <= number <= highest or not math.isfinite(number):
-        raise ValueError(f"{name}: expected {allowed}, got {value!r}")
-    return number
+    return _number(name, value, allowed, lambda v: lowest <= v <= highest)
 
 
 def degree_rule(

@@ -52,14 +52,16 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from numbers import Integral, Real
+from numbers import Integral
 from typing import Any, overload
 
 import torch
 
 from fedlr.config import SCHEDULE_MODIFIERS
+from fedlr.rates._checks import _choice, _integer
+from fedlr.rates._checks import _number as _real
 
 # constant, then the schedules a strategy names as a modifier (+step, +cosine, ..., +phases)
 SCHEDULES = ("constant", *SCHEDULE_MODIFIERS)
@@ -87,31 +89,6 @@ _PARAMS: dict[str, tuple[str, ...]] = {
 
 def _fail(name: str, allowed: str, value: object) -> ValueError:
     return ValueError(f"{name}: expected {allowed}, got {value!r}")
-
-
-def _real(name: str, value: object, allowed: str, ok: Callable[[float], bool]) -> float:
-    """``value`` as a float if it is a finite real (not a bool) with ``ok(value)``."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, Real)
-        or not math.isfinite(value)
-        or not ok(float(value))
-    ):
-        raise _fail(name, allowed, value)
-    return float(value)
-
-
-def _integer(name: str, value: object, minimum: int) -> int:
-    """``value`` as an int if it is an integer (not a bool) ``>= minimum``."""
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < minimum:
-        raise _fail(name, f"an integer >= {minimum}", value)
-    return int(value)
-
-
-def _choice(name: str, value: object, allowed: Sequence[str]) -> str:
-    if not isinstance(value, str) or value not in allowed:
-        raise _fail(name, ", ".join(allowed[:-1]) + " or " + allowed[-1], value)
-    return value
 
 
 def _rate(name: str, value: object) -> float:

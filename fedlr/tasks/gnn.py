@@ -26,7 +26,6 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -37,7 +36,8 @@ with warnings.catch_warnings():  # PyG 2.8 calls torch.jit.script at import; tor
     from torch_geometric.nn import GCNConv, GINConv, SAGEConv
     from torch_geometric.utils import degree as pyg_degree
 
-GNN_KINDS = ("gcn", "sage", "gin")
+from fedlr.config import GNN_KINDS
+from fedlr.rates._checks import _integer
 
 
 def _conv(kind: str, in_channels: int, out_channels: int, hidden: int) -> nn.Module:
@@ -111,9 +111,7 @@ class GNN(nn.Module):
 
 
 def _positive_int(name: str, value: Any, lowest: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < lowest:
-        raise ValueError(f"{name}: expected an integer >= {lowest}, got {value!r}")
-    return int(value)
+    return _integer(name, value, lowest)
 
 
 def build_gnn(
