@@ -374,6 +374,56 @@ error: noise-rate-max: expected a number in [0, 1], got 1.5
 `fedlr config SCENARIO.toml --set key=value` prints the resolved config as TOML without running
 anything; `fedlr config --keys` prints the table below, and `fedlr config --page` this page.
 
+## Named strategies
+
+An entry of `strategies` is a rule with modifiers on one line (`fedavg+adam+cosine`), whose
+modifiers read the run's keys (`schedule-floor`, `adam-lr`, ...). To give one strategy its own
+values, name it and define it in a table `[strategy.NAME]`; the name is what results.json and
+the report show:
+
+```toml
+strategies = "fedavg, cos-lo, cos-hi"
+
+[strategy.cos-lo]
+rule = "fedavg"
+schedule = { name = "cosine", floor = 0.1 }
+
+[strategy.cos-hi]
+rule = "fedavg"
+optimizer = { name = "adam", lr = 0.005 }   # sets adam-lr for cos-hi only
+schedule = "cosine"
+schedule-floor = 0.5                         # the same as schedule = { ..., floor = 0.5 }
+```
+
+A table holds:
+
+- `rule`, required: one of the rules of `strategies` below;
+- its modifiers: `optimizer` (`sgd`, `adam`, `adagrad`) and `schedule` (`step`, `exponential`,
+  `cosine`, `warm-restarts`, `cyclical`, `one-cycle`, `phases`) name one; `degree`, `coupled`,
+  `grow-batch` and `replay` are `true` or `false`. Each may instead be a table of the
+  modifier's parameters (with `name` for an optimizer or a schedule), which set the keys it
+  owns: an optimizer's `lr` (its base rate: `lr`, `adam-lr` or `adagrad-lr`), `momentum`
+  (SGD) and `weight-decay`; a schedule's `period`, `gamma`, `floor`, `warmup`, `peak-decay`
+  (`schedule-*`, those the schedule reads: cosine only `floor`); `coupled`'s `rule`,
+  `reference`, `low`, `high`, `warmup-rounds` (`coupling-*`); `degree`'s `gamma`, `mode`,
+  `source`, `low`, `high` (`degree-*`); `replay`'s `size` (`replay-size`);
+- or the keys themselves, for this strategy only: any optimizer's (`lr`, `adam-lr`,
+  `adagrad-lr`, `momentum`, `weight-decay`), its rule's (fedprox: `fedprox-mu`; fedcorr-prox:
+  `fedprox-mu`, `fedcorr-beta`; qfedavg: `qfedavg-q`; noise-adaptive:
+  `noise-weighted-aggregation`) and its modifiers' (`schedule-floor`, `coupling-rule`, ...).
+
+Every other key is the run's, set at the top of the file. Each value is checked as its key is,
+and the modifiers' checks see the strategy's own values. A table that is not listed in
+`strategies`, a listed name with no table, a table named like a rule, an unknown key, a key of a
+modifier the table does not use, or a value out of range stops with one line:
+
+```
+$ fedlr simulate cos.toml
+error: strategy.cos-lo.schedule.gamma: not a parameter of cosine; allowed: name, floor
+```
+
+`--set` reaches a table by its dotted key: `--set strategy.cos-lo.schedule-floor=0.2`.
+
 ## Under `flwr run`
 
 The repository is also a Flower App. Its defaults are `[tool.flwr.app.config]` in
@@ -381,8 +431,12 @@ The repository is also a Flower App. Its defaults are `[tool.flwr.app.config]` i
 them: `flwr run . --stream --run-config "num-server-rounds=5 out-dir='/abs/path'"`. Flower's
 config holds scalars only, so a list is a comma-separated string
 (`strategies='fedavg,noise-adaptive'`). Flower passes every key, so there a key counts as set only
-where it differs from fedlr's default. The ServerApp applies the same checks, and the `launch/`
-scripts refuse a bad `--run-config` string before any node starts (`launch/check_config.py`).
+where it differs from fedlr's default. A named strategy is a table under the app config,
+`[tool.flwr.app.config.strategy.cos-lo]` (sub-tables included, as above), which Flower flattens
+into dotted keys (`strategy.cos-lo.rule`, `strategy.cos-lo.schedule.floor`) and fedlr reads back
+as the same table; `--run-config` can change such a key, but only one the app config has. The
+ServerApp applies the same checks, and the `launch/` scripts refuse a bad `--run-config` string
+before any node starts (`launch/check_config.py`).
 
 What belongs to one SuperNode rather than to the run goes in its `--node-config`:
 `partition-id` and `num-partitions` (equal to `num-clients`), `data-path` (the site's own file,

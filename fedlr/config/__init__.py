@@ -5,6 +5,9 @@ by ``flwr run .`` (``[tool.flwr.app.config]`` in pyproject.toml plus ``--run-con
 accepts only scalar values there, so list-valued keys (``strategies``, ``hard-classes``) are
 comma-separated strings; a scenario file may also write them as TOML arrays.
 
+A strategy may also be a named table, ``[strategy.NAME]`` (``rule``, modifiers and its own
+values of their keys), which Flower's run config holds as dotted keys ``strategy.NAME.KEY``.
+
 Every value is checked once, here: an unknown key, a wrong type or a value out of range raises
 :class:`ConfigError` with one line naming the key and what is allowed.
 
@@ -14,7 +17,9 @@ the sites of users' files); its modules, bottom up:
 ``choices``      the allowed values of choice keys (datasets, optimizers, streams, ...)
 ``values``       :class:`Key`, :class:`ConfigError` and the checks keys are built from
 ``batches``      the ``client-batch-sizes`` format and each client's batch size
-``strategies``   strategy entries ``RULE+MODIFIER...`` parsed once into a :class:`StrategySpec`
+``modifiers``    the modifier registry: each modifier's group, the keys it owns, its check
+``strategies``   strategy entries ``RULE+MODIFIER...`` and tables ``[strategy.NAME]``, parsed
+                 into a :class:`StrategySpec`
 ``keys_data``, ``keys_training``   the keys, each named once
 ``schema``       :data:`SCHEMA` (both tables), :data:`DEFAULTS`, the Markdown table of keys
 ``checks``       :func:`validate`: relations between keys
@@ -54,18 +59,23 @@ from fedlr.config.choices import (
 )
 from fedlr.config.loading import FILE_DEFAULTS, from_run_config, parse_override, resolve, to_toml
 from fedlr.config.schema import DEFAULTS, SCHEMA, keys_markdown
+from fedlr.config.modifiers import MODIFIER_REGISTRY, Modifier
 from fedlr.config.strategies import (
     DEFAULT_STRATEGIES,
     MODIFIER_GROUPS,
     MODIFIERS,
     OPTIMIZER_MODIFIERS,
+    RULE_KEYS,
     SCHEDULE_MODIFIERS,
     STRATEGIES,
     StrategySpec,
+    owned_keys,
     parse_strategy,
     schedule_of,
     strategy_config,
     strategy_spec,
+    strategy_tables,
+    table_spec,
     uses_degree,
     uses_modifier,
 )
@@ -95,10 +105,12 @@ __all__ = [
     "METRICS",
     "MODIFIERS",
     "MODIFIER_GROUPS",
+    "MODIFIER_REGISTRY",
     "NOISE_SCALE_GROWTH",
     "OPTIMIZERS",
     "OPTIMIZER_MODIFIERS",
     "PARTITIONERS",
+    "RULE_KEYS",
     "SCHEDULE_MODIFIERS",
     "SCHEMA",
     "STANDARDIZE",
@@ -108,12 +120,14 @@ __all__ = [
     "WEIGHT_DECAY_COUPLINGS",
     "ConfigError",
     "Key",
+    "Modifier",
     "StrategySpec",
     "client_batch_sizes",
     "from_run_config",
     "is_files",
     "is_graph",
     "keys_markdown",
+    "owned_keys",
     "parse_override",
     "parse_strategy",
     "resolve",
@@ -122,6 +136,8 @@ __all__ = [
     "stagger_limit",
     "strategy_config",
     "strategy_spec",
+    "strategy_tables",
+    "table_spec",
     "to_toml",
     "uses_degree",
     "uses_modifier",

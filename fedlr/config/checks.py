@@ -20,7 +20,16 @@ from fedlr.config.choices import (
     is_files,
     is_graph,
 )
-from fedlr.config.strategies import parse_strategy, schedule_of, uses_degree, uses_modifier
+from fedlr.config.strategies import (
+    check_modifiers,
+    check_tables,
+    parse_strategy,
+    schedule_of,
+    strategy_config,
+    strategy_spec,
+    uses_degree,
+    uses_modifier,
+)
 from fedlr.config.values import ConfigError, split_list
 
 
@@ -38,7 +47,12 @@ def stagger_limit(num_rounds: int, num_tasks: int) -> int:
 
 
 def validate(values: dict[str, Any]) -> dict[str, Any]:
-    """Check the relations between keys; return ``values`` unchanged."""
+    """Check the relations between keys; return ``values`` unchanged.
+
+    Strategy tables first (:func:`~fedlr.config.strategies.check_tables`): every other check
+    reads each strategy's rule and modifiers, a table's from the table.
+    """
+    check_tables(values)
     n = values["num-clients"]
     special = values["noisy-clients"] + values["hard-clean-clients"]
     if values["noisy-clients"] > n:
@@ -60,7 +74,9 @@ def validate(values: dict[str, Any]) -> dict[str, Any]:
             f"hard-clean-clients: noisy-clients + hard-clean-clients must be at "
             f"most num-clients ({n}), got {special}"
         )
-    qfedavg = [s for s in split_list(values["strategies"]) if parse_strategy(s)[0] == "qfedavg"]
+    qfedavg = [
+        s for s in split_list(values["strategies"]) if parse_strategy(s, values)[0] == "qfedavg"
+    ]
     if values["aggregation"] != "mean" and qfedavg:
         raise ConfigError(
             f"aggregation: expected mean with {qfedavg[0]} (q-FedAvg has its own aggregation; "
@@ -92,7 +108,9 @@ def validate(values: dict[str, Any]) -> dict[str, Any]:
     if is_graph(values):
         _validate_graph(values)
     else:
-        with_degree = [name for name in split_list(values["strategies"]) if uses_degree(name)]
+        with_degree = [
+            name for name in split_list(values["strategies"]) if uses_degree(name, values)
+        ]
         if with_degree:
             raise ConfigError(
                 f"strategies: {with_degree[0]!r} uses +degree, which needs a graph dataset "
@@ -102,6 +120,8 @@ def validate(values: dict[str, Any]) -> dict[str, Any]:
         bad = [c for c in split_list(values["hard-classes"]) if int(c) > 9]
         if bad:
             raise ConfigError(f"hard-classes: expected classes in 0..9, got {','.join(bad)}")
+    for name in split_list(values["strategies"]):  # each modifier's own check, per strategy
+        check_modifiers(name, values)
     return values
 
 
@@ -148,7 +168,7 @@ def _validate_data(values: Mapping[str, Any]) -> None:
                 f"expected {clash[0]} at its default with a task, got {values[clash[0]]!r}"
             )
         if not (values["noisy-clients"] or values["feature-noise-clients"]):
-            oracle = [n for n in names if parse_strategy(n)[0] == "oracle-noise-rates"]
+            oracle = [n for n in names if parse_strategy(n, values)[0] == "oracle-noise-rates"]
             if oracle or values["estimator"] == "oracle":
                 what = f"strategies: {oracle[0]!r}" if oracle else "estimator: 'oracle'"
                 raise ConfigError(
@@ -176,7 +196,7 @@ def _validate_data(values: Mapping[str, Any]) -> None:
             f"with dataset {values['dataset']!r}, got {values['stream']!r}"
         )
     truth = values["noisy-clients"] > 0 or values["feature-noise-clients"] > 0
-    oracle = [n for n in names if parse_strategy(n)[0] == "oracle-noise-rates"]
+    oracle = [n for n in names if parse_strategy(n, values)[0] == "oracle-noise-rates"]
     if not truth and (oracle or values["estimator"] == "oracle"):
         what = f"strategies: {oracle[0]!r}" if oracle else "estimator: 'oracle'"
         raise ConfigError(
@@ -204,17 +224,11 @@ def _validate_batches(values: Mapping[str, Any]) -> None:
             f"1..num-server-rounds ({rounds}), got {values['lr-decay-rounds']!r}"
         )
     names = split_list(values["strategies"])
-    growing = [name for name in names if uses_modifier(name, "grow-batch")]
+    growing = [name for name in names if uses_modifier(name, "grow-batch", values)]
     if growing and not milestones:
         raise ConfigError(
             f"strategies: {growing[0]!r} turns rate decay into batch growth, but lr-decay-rounds "
             "is empty; expected decay rounds, e.g. lr-decay-rounds = '10,20'"
-        )
-    coupled = any(uses_modifier(name, "coupled") for name in names)
-    if coupled and values["coupling-rule"] == "optimal" and not values["measure-noise-scale"]:
-        raise ConfigError(
-            "coupling-rule: 'optimal' reads the noise scale the server measures; expected "
-            "measure-noise-scale = true, or coupling-rule auto, linear or sqrt"
         )
     per_round = max(1, int(n * values["fraction-train"]))
     if values["measure-noise-scale"] and per_round < 2:
@@ -226,12 +240,12 @@ def _validate_batches(values: Mapping[str, Any]) -> None:
     qfedavg = [
         name
         for name in names
-        if parse_strategy(name)[0] == "qfedavg"
+        if parse_strategy(name, values)[0] == "qfedavg"
         and (
-            uses_modifier(name, "coupled")
-            or uses_modifier(name, "grow-batch")
+            uses_modifier(name, "coupled", values)
+            or uses_modifier(name, "grow-batch", values)
             or milestones
-            or schedule_of(name) != "constant"
+            or schedule_of(name, values) != "constant"
         )
     ]
     if qfedavg:
@@ -240,7 +254,7 @@ def _validate_batches(values: Mapping[str, Any]) -> None:
             "(L = 1 / lr); expected no +coupled, +grow-batch, schedule or lr-decay-rounds "
             "with qfedavg"
         )
-    scheduled = [name for name in names if schedule_of(name) != "constant"]
+    scheduled = [name for name in names if schedule_of(name, values) != "constant"]
     if scheduled and milestones:
         raise ConfigError(
             f"strategies: {scheduled[0]!r} has its own schedule, and lr-decay-rounds sets a "
@@ -258,23 +272,18 @@ def _validate_stream(values: Mapping[str, Any]) -> None:
     """Relations of the continual-learning keys (``stream``, ``num-tasks``, ``+replay``)."""
     stream, tasks = values["stream"], values["num-tasks"]
     names = split_list(values["strategies"])
-    replaying = [name for name in names if uses_modifier(name, "replay")]
-    phased = any(schedule_of(name) == "phases" for name in names)
+    replaying = [name for name in names if uses_modifier(name, "replay", values)]
+    phased = any(schedule_of(name, values) == "phases" for name in names)
     if (stream != "none" or phased) and tasks > values["num-server-rounds"]:
         raise ConfigError(
             f"num-tasks: expected at most num-server-rounds ({values['num-server-rounds']}) "
             f"tasks or phases (each needs a round), got {tasks}"
         )
-    lowest_peak = values["schedule-peak-decay"] ** (tasks - 1)
-    if phased and values["schedule-floor"] > lowest_peak:
-        raise ConfigError(
-            f"schedule-floor: +phases decays each phase to the floor, so it must be at most the "
-            f"last phase's peak, schedule-peak-decay ** (num-tasks - 1) = {lowest_peak:.4g}; "
-            f"got {values['schedule-floor']}"
-        )
-    if replaying and values["replay-size"] == 0:
+    empty = [n for n in replaying if strategy_config(n, values)["replay-size"] == 0]
+    if empty:
+        where = strategy_spec(empty[0], values).where("replay-size")
         warnings.warn(
-            f"replay-size is 0: {replaying[0]!r} replays nothing; set replay-size > 0",
+            f"{where} is 0: {empty[0]!r} replays nothing; set replay-size > 0",
             stacklevel=3,
         )
     if stream == "none":
@@ -348,7 +357,7 @@ def _validate_graph(values: Mapping[str, Any]) -> None:
     batch_keyed = [
         name
         for name in split_list(values["strategies"])
-        if uses_modifier(name, "coupled") or uses_modifier(name, "grow-batch")
+        if uses_modifier(name, "coupled", values) or uses_modifier(name, "grow-batch", values)
     ]
     if batch_keyed or values["measure-noise-scale"] or str(values["client-batch-sizes"]).strip():
         what = (
@@ -362,10 +371,4 @@ def _validate_graph(values: Mapping[str, Any]) -> None:
             f"{what}: batch sizes and the gradient noise scale need mini-batches; a graph "
             f"dataset ({dataset}) trains full-batch; expected a tabular dataset "
             f"({', '.join(TABULAR_DATASETS)})"
-        )
-    degree_rule = any(uses_degree(name) for name in split_list(values["strategies"]))
-    if degree_rule and values["degree-mode"] == "embedding" and values["embedding-dim"] == 0:
-        raise ConfigError(
-            "degree-mode: 'embedding' scales node-embedding rows, but embedding-dim is 0; "
-            "expected embedding-dim > 0, or degree-mode loss or both"
         )

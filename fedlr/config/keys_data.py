@@ -57,7 +57,7 @@ DATA_KEYS: dict[str, Key] = {
         "followed by modifiers: +sgd, +adam or +adagrad (local optimizer), +degree "
         "(degree-aware rates), +coupled, +grow-batch, one schedule (+"
         + ", +".join(SCHEDULE_MODIFIERS)
-        + ") and +replay",
+        + ") and +replay; or the name of a strategy table [strategy.NAME] (see above)",
         is_strategy_list,
         "strategies run side by side",
     ),

@@ -2,6 +2,8 @@
 
 :func:`resolve` serves ``fedlr simulate`` (a scenario file plus ``--set key=value``, read by
 :func:`parse_override`); :func:`from_run_config` serves ``flwr run`` (Flower's run config).
+Strategy tables (``[strategy.NAME]``) are kept as Flower's dotted keys (``strategy.NAME.KEY``),
+each value checked as the schema key it sets (:func:`fedlr.config.strategies.table_spec`).
 Both fill the users'-files and small-cluster defaults, then :func:`~fedlr.config.checks.validate`.
 """
 
@@ -15,11 +17,13 @@ from typing import Any
 from fedlr.config.checks import validate
 from fedlr.config.choices import MAX_CONFIG_BYTES, is_files
 from fedlr.config.schema import DEFAULTS, SCHEMA
-from fedlr.config.strategies import DEFAULT_STRATEGIES
+from fedlr.config.strategies import DEFAULT_STRATEGIES, TABLES, strategy_tables, table_spec
 from fedlr.config.values import ConfigError
 
 
-def _coerce(key: str, value: Any) -> Any:
+def _coerce(key: str, value: Any, where: str | None = None) -> Any:
+    """``value`` as key ``key``'s type, checked; an error names ``where`` (default: ``key``)."""
+    where = where or key
     spec = SCHEMA[key]
     if spec.kind is str and isinstance(value, list | tuple):
         value = ",".join(str(item) for item in value)
@@ -28,10 +32,54 @@ def _coerce(key: str, value: Any) -> Any:
     if spec.kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not isinstance(value, spec.kind) or (spec.kind is not bool and isinstance(value, bool)):
-        raise ConfigError(f"{key}: expected {spec.allowed}, got {value!r}")
+        raise ConfigError(f"{where}: expected {spec.allowed}, got {value!r}")
     if not spec.check(value):
-        raise ConfigError(f"{key}: expected {spec.allowed}, got {value!r}")
+        raise ConfigError(f"{where}: expected {spec.allowed}, got {value!r}")
     return value
+
+
+def _is_table_key(key: str) -> bool:
+    return key == TABLES or key.startswith(TABLES + ".")
+
+
+def _flat(layer: Mapping[str, Any]) -> dict[str, Any]:
+    """A layer's tables as Flower's dotted keys (``[strategy.cos-lo]`` -> ``strategy.cos-lo.rule``).
+
+    Only the strategy tables are tables; another table (``[schedule]``) stays one key, which
+    is then unknown.
+    """
+    out: dict[str, Any] = {}
+    for key, value in layer.items():
+        if _is_table_key(key) and isinstance(value, Mapping):
+            out.update(_flat({f"{key}.{k}": v for k, v in value.items()}))
+        else:
+            out[key] = value
+    return out
+
+
+def _set(values: dict[str, Any], key: str, value: Any) -> None:
+    """Set one key of a layer: a schema key (coerced and checked) or a strategy table's key."""
+    if _is_table_key(key):
+        if key.count(".") < 2:  # strategy = ..., strategy.NAME = ...
+            raise ConfigError(
+                f"{key}: expected a table of a named strategy, [{TABLES}.NAME] with rule = ... "
+                f"(in Flower's run config, keys {TABLES}.NAME.KEY), got {value!r}"
+            )
+        values[key] = value  # checked with its table, once every layer is in
+        return
+    if key not in SCHEMA:
+        raise ConfigError(f"unknown config key {key!r}; allowed: {', '.join(SCHEMA)}")
+    values[key] = _coerce(key, value)
+
+
+def _coerce_tables(values: dict[str, Any]) -> dict[str, Any]:
+    """Each strategy table parsed and its values coerced and checked as the schema's keys."""
+    for name, table in strategy_tables(values).items():
+        spec = table_spec(name, table)
+        for key, value in spec.overrides:
+            path = spec.where(key)
+            values[path] = _coerce(key, value, path)
+    return values
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -76,11 +124,10 @@ def resolve(file: Path | None = None, overrides: Mapping[str, Any] | None = None
     layers.append(dict(overrides or {}))
     explicit: set[str] = set()
     for layer in layers:
-        for key, value in layer.items():
-            if key not in SCHEMA:
-                raise ConfigError(f"unknown config key {key!r}; allowed: {', '.join(SCHEMA)}")
-            values[key] = _coerce(key, value)
+        for key, value in _flat(layer).items():
+            _set(values, key, value)
             explicit.add(key)
+    values = _coerce_tables(values)
     return validate(_cluster_defaults(_file_defaults(values, explicit), explicit))
 
 
@@ -139,23 +186,38 @@ def _cluster_defaults(values: dict[str, Any], explicit: set[str]) -> dict[str, A
 def from_run_config(run_config: Mapping[str, Any]) -> dict[str, Any]:
     """Resolve a Flower ``context.run_config`` (the app config plus ``--run-config``).
 
+    Strategy tables come as Flower flattens ``[tool.flwr.app.config.strategy.NAME]``: dotted
+    keys ``strategy.NAME.KEY`` (``strategy.cos-lo.schedule.floor``).
+
     Flower passes every key of ``[tool.flwr.app.config]``, so a key counts as set (for the
     files' defaults, :data:`FILE_DEFAULTS`) when its value differs from fedlr's default: under
     ``flwr run``, ``noisy-clients=8`` on files (fedlr's default value) reads as unset, i.e. 0.
     """
     values: dict[str, Any] = dict(DEFAULTS)
     explicit: set[str] = set()
-    for key, value in run_config.items():
-        if key not in SCHEMA:
-            raise ConfigError(f"unknown config key {key!r}; allowed: {', '.join(SCHEMA)}")
-        values[key] = _coerce(key, value)
-        if values[key] != DEFAULTS[key]:
+    for key, value in _flat(run_config).items():
+        _set(values, key, value)
+        if key in SCHEMA and values[key] != DEFAULTS[key]:
             explicit.add(key)
+    values = _coerce_tables(values)
     return validate(_cluster_defaults(_file_defaults(values, explicit), explicit))
 
 
 def to_toml(values: Mapping[str, Any]) -> str:
-    """Render a resolved config as TOML (flat keys, as ``resolve`` reads them)."""
+    """Render a resolved config as TOML, as ``resolve`` reads it: flat keys, then the tables.
+
+    The strategy tables' dotted keys (``strategy.cos-lo.schedule.floor``) become tables again
+    (``[strategy.cos-lo.schedule]``, ``floor = ...``).
+    """
     import tomli_w
 
-    return tomli_w.dumps(dict(values))
+    flat = {k: v for k, v in values.items() if not _is_table_key(k)}
+    nested: dict[str, Any] = {}
+    for key, value in values.items():
+        if _is_table_key(key):
+            *parents, leaf = key.split(".")
+            node = nested
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = value
+    return tomli_w.dumps({**flat, **nested})

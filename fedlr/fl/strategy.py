@@ -3,7 +3,8 @@
 Used as a library (docs/library.md), each is a plain Flower strategy whose knobs are keyword
 arguments (``NoiseAdaptiveFedAvg(lr=0.1)``); :func:`per_client` puts the layer over any other
 ``FedAvg``-family class. :func:`build_strategy` makes the strategy a run config's
-``strategies`` entry names (``RULE+MODIFIER...``, :func:`fedlr.config.parse_strategy`).
+``strategies`` entry names (``RULE+MODIFIER...`` or a table ``[strategy.NAME]``,
+:func:`fedlr.config.strategy_spec`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedAvgM, FedProx, FedYogi, QFedAvg
 
-from fedlr.config import parse_strategy, schedule_of, strategy_config, uses_degree, uses_modifier
+from fedlr.config import strategy_config, strategy_spec
 from fedlr.fl import keys
 from fedlr.fl.nodes import ClientInfo, query_nodes
 from fedlr.fl.observers import gradient_diagnostic
@@ -123,18 +124,19 @@ class FedCorrProx(NoiseAdaptiveFedProx):
 
 
 def build_strategy(name: str, cfg: Mapping[str, Any], clients: list[ClientInfo]) -> PerClientRates:
-    """The strategy called ``name`` (``RULE[+MODIFIER...]``) in the config's ``strategies``."""
-    rule, _ = parse_strategy(name)
+    """The strategy called ``name`` (``RULE[+MODIFIER...]``, or a table) in ``strategies``."""
+    spec = strategy_spec(name, cfg)  # a table's name is read from the run config's tables
+    rule = spec.rule
     cfg = strategy_config(name, cfg)
     common: dict[str, Any] = {
         "cfg": cfg,
         "clients": clients,
         "rate_source": "uniform",
-        "schedule": schedule_of(name),
-        "coupled": uses_modifier(name, "coupled"),
-        "grow_batch": uses_modifier(name, "grow-batch"),
-        "replay": uses_modifier(name, "replay"),
-        "degree_rule": uses_degree(name),
+        "schedule": spec.schedule,
+        "coupled": spec.has("coupled"),
+        "grow_batch": spec.has("grow-batch"),
+        "replay": spec.has("replay"),
+        "degree_rule": spec.degree,
     }
     strategy: PerClientRates
     if rule == "fedavg":
