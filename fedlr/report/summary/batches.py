@@ -13,7 +13,7 @@ import numpy as np
 
 from fedlr.config import split_list
 from fedlr.rates.coupling import rule_for_optimizer
-from fedlr.report.values import last_value, num, settings_from_name
+from fedlr.report.values import last_value, modifiers_of, num, settings_from_name
 
 
 def _coupling_rule(config: dict[str, Any], optimizer: Any) -> str | None:
@@ -115,15 +115,14 @@ def batches_from_rounds(
                 )
         curve = [(num(r.get("steps_total")), num(r.get("loss_mean"))) for r in records]
         curve = [(t, v) for t, v in curve if t is not None and v is not None]
-        _, *modifiers = (part.strip() for part in strategy.split("+"))
         optimizer, _ = settings_from_name(strategy, config)
-        coupled = "coupled" in modifiers
+        coupled, grow_batch = modifiers_of(strategy, config)
         batches[strategy] = {
             "own": own,
             "rates": rates,
             "coupled": coupled,
             "rule": _coupling_rule(config, optimizer) if coupled else None,
-            "grow_batch": "grow-batch" in modifiers,
+            "grow_batch": grow_batch,
             "decay_rounds": _decay_rounds(config),
             "decay_factor": num(config.get("lr-decay-factor")),
             "curve": curve,
