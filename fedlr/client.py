@@ -48,6 +48,21 @@ def _batches(x: Any, y: Any, device: torch.device) -> Iterable[tuple[torch.Tenso
         yield inputs[start:end].to(device), labels[start:end].to(device)
 
 
+def _labels(targets: torch.Tensor) -> np.ndarray:
+    """Class labels as a 1-D int array: ``(N, 1)`` is squeezed; fractions and 2-D are refused."""
+    values = targets.detach().cpu()
+    if values.ndim == 2 and values.shape[1] == 1:
+        values = values[:, 0]
+    if values.ndim != 1:
+        raise ValueError(
+            "estimate_noise: labels must be class indices of shape (N,), "
+            f"got shape {tuple(values.shape)}"
+        )
+    if values.is_floating_point() and not bool(torch.all(values == torch.round(values))):
+        raise ValueError("estimate_noise: labels must be whole numbers (class indices)")
+    return values.long().numpy()
+
+
 def estimate_noise(
     model: nn.Module, x: Any, y: Any = None, *, estimator: str = "loss-margin", seed: int = 0
 ) -> float:
@@ -102,7 +117,7 @@ def estimate_noise(
         with torch.no_grad():
             for inputs, targets in _batches(x, y, device):
                 log_probs.append(torch.log_softmax(model(inputs), dim=1).double().cpu().numpy())
-                labels.append(targets.long().cpu().numpy())
+                labels.append(_labels(targets))
     finally:
         model.train(was_training)
     if not log_probs or sum(len(b) for b in labels) == 0:

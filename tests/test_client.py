@@ -64,3 +64,14 @@ def test_bad_input_is_refused_with_what_is_allowed():
     with pytest.raises(ValueError, match="estimator: expected loss-margin or loss"):
         estimate_noise(model, x, y, estimator="oracle")
     assert math.isnan(estimate_noise(model, x[:0], y[:0]))
+
+
+def test_column_labels_are_read_as_a_vector_and_fractions_are_refused():
+    torch.manual_seed(0)
+    model = nn.Linear(3, 2)
+    x, y = data()
+    assert estimate_noise(model, x, y.reshape(-1, 1)) == estimate_noise(model, x, y)
+    with pytest.raises(ValueError, match="whole numbers"):
+        estimate_noise(model, x, y + 0.5)
+    with pytest.raises(ValueError, match=re.escape("shape (N,), got shape (60, 2)")):
+        estimate_noise(model, x, np.stack([y, y], axis=1))

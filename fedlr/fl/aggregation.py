@@ -158,3 +158,14 @@ def own_rows(
         received = sent[key].numpy()
         total = received + sum(table - received for table in returned)
         arrays[key] = Array(np.asarray(total, dtype=received.dtype))
+
+
+def integer_dtypes(arrays: ArrayRecord, sent: ArrayRecord) -> None:
+    """Round integer arrays (BatchNorm's counters) back to the dtype sent, in place.
+
+    A weighted mean of integer arrays is a float array; sent back as such, every client's reply
+    (its own integer array) would differ in dtype from what it received and be refused.
+    """
+    for key in arrays:
+        if key in sent and (dtype := sent[key].numpy().dtype).kind in "iub":
+            arrays[key] = Array(np.asarray(np.rint(arrays[key].numpy()), dtype=dtype))

@@ -61,6 +61,7 @@ from fedlr.fl.aggregation import (
     cap_message,
     clip_updates,
     compensate,
+    integer_dtypes,
     mean_metrics,
     own_rows,
     robust_aggregate,
@@ -273,6 +274,10 @@ trim_fraction, krum_malicious, clip_update_norm
             "rounds": {r: asdict(log_) for r, log_ in self.rounds.items()},
             **self.noise_scale_observer.state_dict(),
             **self.continual.state_dict(),
+            # library use: the nodes learnt from replies, and the examples each reported
+            **(
+                {"nodes": {n: c.num_examples for n, c in self.clients.items()}} if self.open else {}
+            ),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -284,6 +289,11 @@ trim_fraction, krum_malicious, clip_update_norm
                 setattr(log_, name, {int(k): v for k, v in getattr(log_, name).items()})
         self.noise_scale_observer.load_state_dict(state)
         self.continual.load_state_dict(state)
+        if self.open and "nodes" in state:
+            self.learn_nodes(int(n) for n in state["nodes"])
+            self.learn_examples(
+                RoundLog(), {int(n): int(c) for n, c in state["nodes"].items() if int(c) > 0}
+            )
 
     def start(
         self,
@@ -325,18 +335,6 @@ trim_fraction, krum_malicious, clip_update_norm
             evaluate_fn=shifted_fn if evaluate_fn is not None else None,
         )
 
-    def sample(self, server_round: int) -> list[int]:
-        """Partition ids trained this round: seeded by (seed, round), independent of node ids."""
-        pids = sorted(self.by_partition)
-        count = max(1, int(len(pids) * self.cfg["fraction-train"]))  # Flower floors too
-        if self.cfg["noise-scale-growth"] == "clients":
-            count = min(len(pids), round(count * self.growth))
-        if count >= len(pids):
-            return pids
-        rng = np.random.default_rng([self.cfg["seed"], server_round])
-        # by index: the same draw as choosing from the ids, for node ids beyond int64 too
-        return sorted(pids[int(i)] for i in rng.choice(len(pids), size=count, replace=False))
-
     # -- Flower hooks ------------------------------------------------------------------------
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -367,7 +365,7 @@ trim_fraction, krum_malicious, clip_update_norm
             noisy = self.noisy_partitions()
         select = noisy if self.cfg["noise-response"] == "small-loss" else set()
         log_ = self.rounds.setdefault(server_round, RoundLog())
-        log_.sampled = self.sample(server_round)
+        log_.sampled = self.sample(server_round, connected if self.open else None)
         log_.noisy_group = sorted(noisy)
         messages = []
         for pid in log_.sampled:
@@ -447,8 +445,9 @@ trim_fraction, krum_malicious, clip_update_norm
                     log_.errors.append({"partition_id": pid, "reason": reason})
                     continue
             train_loss = scalar(metrics.get(keys.TRAIN_LOSS))
-            if self.needs_train_loss and not np.isfinite(train_loss):
-                # QFedAvg scales the update by the loss: one NaN would make every weight NaN.
+            if self.needs_train_loss and not (np.isfinite(train_loss) and train_loss >= 0):
+                # QFedAvg scales the update by loss^q: one NaN (or a negative loss's NaN power)
+                # would make every weight NaN.
                 log_.errors.append({"partition_id": pid, "reason": "missing or non-finite loss"})
                 continue
             log_.train_loss[pid] = train_loss
@@ -575,6 +574,7 @@ trim_fraction, krum_malicious, clip_update_norm
             return None, aggregated
         if arrays is not None and sent is not None:
             own_rows(arrays, sent, owned)
+            integer_dtypes(arrays, sent)
         return arrays, aggregated
 
     def array_problem(self, returned: ArrayRecord) -> str | None:

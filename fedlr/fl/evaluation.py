@@ -81,21 +81,25 @@ class Evaluation(FedAvg):
                 log_.errors.append({"partition_id": node.partition_id, "reason": reason})
                 continue
             accepted.append(reply)
+            kept: dict[str, Any] = {}  # what goes on to the aggregate: checked values only
             if node is not None:
                 loss = scalar(metrics.get(keys.EVAL_LOSS))
                 if np.isfinite(loss) and loss >= 0.0:
                     log_.eval_loss[node.partition_id] = loss
+                    kept[keys.EVAL_LOSS] = loss
                 elif np.isfinite(loss):  # a cross-entropy is never negative
                     reason = f"invalid eval-loss {loss!r}"
                     log_.errors.append({"partition_id": node.partition_id, "reason": reason})
                 extras, dropped = evaluate_metrics(metrics)
                 if extras:
                     log_.metrics[node.partition_id] = extras
+                    kept.update(extras)
                 if dropped is not None:
                     log_.errors.append({"partition_id": node.partition_id, "reason": dropped})
                 accuracy = scalar(metrics.get(keys.ACCURACY))
                 if 0.0 <= accuracy <= 1.0:
                     log_.accuracy[node.partition_id] = accuracy
+                    kept[keys.ACCURACY] = accuracy
                 elif self.open and keys.ACCURACY not in metrics:
                     pass  # a user's app need not report accuracy
                 else:  # NaN, a list, or out of range: logged, never averaged into the fairness
@@ -106,8 +110,10 @@ class Evaluation(FedAvg):
             # The weighting key is shared with training; evaluation weights are example counts.
             count = scalar(metrics.get(keys.NUM_EXAMPLES))
             cap = float(self.example_cap) if self.example_cap or not self.open else count
-            metrics[keys.AGGREGATION_WEIGHT] = min(count, cap)
-            reply.content = RecordDict({keys.METRICS: metrics})  # records beyond it are ignored
+            weight = min(count, cap)
+            kept.update({keys.NUM_EXAMPLES: weight, keys.AGGREGATION_WEIGHT: weight})
+            # only the checked values go on; records beyond the metrics are ignored
+            reply.content = RecordDict({keys.METRICS: MetricRecord(kept)})
         for observer in self.observers:  # accuracy by degree quartile
             observer.after_evaluate(server_round, log_)
         accepted.sort(key=lambda r: self.clients[r.metadata.src_node_id].partition_id)

@@ -299,3 +299,18 @@ class RatePlanning:
     def client_settings(self, pid: int, server_round: int) -> dict[str, float]:
         """Per-client config entries a subclass adds (FedCorr's proximal mu); none here."""
         return {}
+
+    def sample(self, server_round: int, among: Iterable[int] | None = None) -> list[int]:
+        """Partition ids trained this round: seeded by (seed, round), independent of node ids.
+
+        ``among``: the ids to draw from (library use: the connected nodes); all by default.
+        """
+        pids = sorted(self.by_partition if among is None else among)
+        count = max(1, int(len(pids) * self.cfg["fraction-train"]))  # Flower floors too
+        if self.cfg["noise-scale-growth"] == "clients":
+            count = min(len(pids), round(count * self.growth))
+        if count >= len(pids):
+            return pids
+        rng = np.random.default_rng([self.cfg["seed"], server_round])
+        # by index: the same draw as choosing from the ids, for node ids beyond int64 too
+        return sorted(pids[int(i)] for i in rng.choice(len(pids), size=count, replace=False))

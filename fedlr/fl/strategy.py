@@ -67,6 +67,11 @@ class NoiseAdaptiveQFedAvg(PerClientRates, QFedAvg):
 
     needs_train_loss = True
 
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if self.aggregation != "mean":  # the robust path would bypass q-FedAvg's update
+            raise ValueError(f"aggregation: expected mean with q-FedAvg, got {self.aggregation!r}")
+
 
 class NoiseAdaptiveFedAdam(PerClientRates, FedAdam):
     """Flower's FedAdam (Reddi et al. 2021) over fedlr's per-client rates and weights."""
@@ -96,7 +101,12 @@ def per_client(strategy: type[FedAvg]) -> type[PerClientRates]:
         return strategy
     name = f"NoiseAdaptive{strategy.__name__}"
     doc = f"Flower's {strategy.__name__} with fedlr's per-client rates and weights."
-    return type(name, (PerClientRates, strategy), {"__doc__": doc, "__module__": __name__})
+    body = {
+        "__doc__": doc,
+        "__module__": __name__,
+        "needs_train_loss": issubclass(strategy, QFedAvg),  # its update scales by the loss
+    }
+    return type(name, (PerClientRates, strategy), body)
 
 
 class FedCorrProx(NoiseAdaptiveFedProx):

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 import pytest
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp.strategy import FedAdagrad, FedAdam, FedAvgM, FedYogi
 
 from fedlr.fl import (
@@ -226,3 +226,100 @@ def test_a_users_rate_factor_and_observer_from_docs_extending():
     assert [float(m.content["config"]["lr"]) for m in sent.values()] == [pytest.approx(0.05)] * 3
     assert strategy.loss_spread.spread == {1: 1.5, 2: 1.5}
     assert [f.name for f in strategy.rates.factors] == ["schedule", "noise", "coupling", "ramp"]
+
+
+# -- found by a hostile review ---------------------------------------------------------------
+
+
+def test_integer_arrays_keep_their_dtype_so_the_next_round_is_accepted():
+    """BatchNorm's counter is int64: its weighted mean must go back as int64."""
+    strategy = NoiseAdaptiveFedAvg(lr=0.1, fraction_evaluate=0.0)
+    arrays = ArrayRecord({"w": Array(np.zeros(2)), "count": Array(np.array(3, dtype=np.int64))})
+    for server_round in (1, 2):
+        sent = list(strategy.configure_train(server_round, arrays, ConfigRecord(), FakeGrid(NODES)))
+        replies = []
+        for msg in sent:
+            back = ArrayRecord(
+                {"w": Array(np.ones(2)), "count": Array(np.array(4, dtype=np.int64))}
+            )
+            metrics = MetricRecord({"num-examples": 10, "noise-estimate": 0.1})
+            replies.append(Message(RecordDict({"arrays": back, "metrics": metrics}), reply_to=msg))
+        arrays, _ = strategy.aggregate_train(server_round, replies)
+        assert arrays is not None and strategy.rounds[server_round].errors == []
+        assert arrays["count"].numpy().dtype == np.int64 and int(arrays["count"].numpy()) == 4
+
+
+def test_a_strategy_restored_from_a_json_state_goes_on_with_its_nodes_and_counts():
+    import json
+
+    strategy = NoiseAdaptiveFedAvg(lr=0.1, fraction_evaluate=0.0, warmup_rounds=1)
+    for server_round in (1, 2):
+        one_round(strategy, server_round, honest([0.02, 0.03, 0.5], counts=(100, 200, 300)))
+    state = json.loads(json.dumps(strategy.state_dict()))
+    again = NoiseAdaptiveFedAvg(lr=0.1, fraction_evaluate=0.0, warmup_rounds=1)
+    again.load_state_dict(state)
+    assert {n: c.num_examples for n, c in again.clients.items()} == dict(
+        zip(NODES, (100, 200, 300), strict=True)
+    )
+    sent, (arrays, _) = one_round(again, 3, honest([0.02, 0.03, 0.5]))
+    expected, _ = one_round(strategy, 3, honest([0.02, 0.03, 0.5]))
+    assert {n: m.content["config"]["lr"] for n, m in sent.items()} == {
+        n: m.content["config"]["lr"] for n, m in expected.items()
+    }
+
+
+def test_robust_aggregation_is_available_to_the_library_but_not_under_qfedavg():
+    from fedlr.fl import NoiseAdaptiveQFedAvg
+
+    strategy = NoiseAdaptiveFedAvg(lr=0.1, fraction_evaluate=0.0, aggregation="median")
+    answers = honest([0.1, 0.1, 0.1])
+    answers[NODES[2]] = ([[100.0, 100.0]], answers[NODES[2]][1])
+    _, (arrays, _) = one_round(strategy, 1, answers)
+    assert np.allclose(arrays.to_numpy_ndarrays()[0], [1.0, 1.0])  # the median ignores 100
+    with pytest.raises(ValueError, match="aggregation: expected mean with q-FedAvg"):
+        NoiseAdaptiveQFedAvg(aggregation="median", client_learning_rate=0.1)
+
+
+def test_refused_evaluate_values_never_reach_the_aggregate_and_counts_are_capped():
+    strategy = NoiseAdaptiveFedAvg(lr=0.1)
+    one_round(strategy, 1, honest([0.1, 0.1, 0.1]))  # learns the nodes and the cap (1000)
+    sent = list(
+        strategy.configure_evaluate(1, ArrayRecord([np.zeros(2)]), ConfigRecord(), FakeGrid(NODES))
+    )
+    values = {
+        NODES[0]: {"num-examples": 100, "accuracy": 0.5, "auroc": 0.6},
+        NODES[1]: {"num-examples": 100, "accuracy": 5.0, "auroc": 0.8},  # accuracy out of range
+        NODES[2]: {"num-examples": 10**12, "accuracy": 0.7, "auroc": 0.9},  # count capped
+    }
+    replies = [
+        Message(RecordDict({"metrics": MetricRecord(values[m.metadata.dst_node_id])}), reply_to=m)
+        for m in sent
+    ]
+    aggregate = strategy.aggregate_evaluate(1, replies)
+    assert "accuracy" not in aggregate  # not every reply has a valid one: left out
+    # auroc weighted by the capped counts: (0.6 * 100 + 0.8 * 100 + 0.9 * 1000) / 1200
+    assert aggregate["auroc"] == pytest.approx(1040 / 1200)
+    assert strategy.rounds[1].accuracy == {NODES[0]: 0.5, NODES[2]: 0.7}
+
+
+def test_fraction_train_samples_among_the_connected_nodes():
+    strategy = NoiseAdaptiveFedAvg(lr=0.1, fraction_evaluate=0.0, fraction_train=0.5)
+    strategy.learn_nodes([5, 6, 7, 8])
+    for server_round in range(1, 30):
+        sampled = strategy.sample(server_round, among=[7, 8])
+        assert len(sampled) == 1 and sampled[0] in (7, 8)
+
+
+def test_q_fedavg_drops_a_negative_loss_and_per_client_knows_it_needs_losses():
+    from flwr.serverapp.strategy import QFedAvg
+
+    from fedlr.fl import NoiseAdaptiveQFedAvg
+
+    assert per_client(QFedAvg).needs_train_loss
+    strategy = NoiseAdaptiveQFedAvg(lr=0.1, fraction_evaluate=0.0, client_learning_rate=0.1)
+    answers = honest([0.1, 0.1, 0.1], extra={"train_loss": 1.0})
+    answers[NODES[1]][1]["train_loss"] = -1.0
+    _, (arrays, _) = one_round(strategy, 1, answers)
+    assert arrays is not None and np.all(np.isfinite(arrays.to_numpy_ndarrays()[0]))
+    (error,) = strategy.rounds[1].errors
+    assert error["partition_id"] == NODES[1] and "loss" in error["reason"]
