@@ -231,18 +231,15 @@ def _continual_summary(
     pids = [client["partition_id"] for client in info["clients"]]
     baseline_rows = {int(k): v for k, v in stream["task_baseline"].items()}
     matrices, examples, clients = [], {}, []
+    rows_by_round = [
+        (line["round"], {r["partition_id"]: r for r in line["clients"]}) for line in lines
+    ]
     for pid in pids:
-        history = {}
-        for line in lines:
-            row = next(r for r in line["clients"] if r["partition_id"] == pid)
-            if row.get("task_accuracy") is not None:
-                history[line["round"]] = row["task_accuracy"]
-        seen = [
-            row["task_examples"]
-            for line in lines
-            for row in line["clients"]
-            if row["partition_id"] == pid and row.get("task_examples") is not None
-        ]
+        own_rows = [(r, rows[pid]) for r, rows in rows_by_round if pid in rows]
+        history = {
+            r: row["task_accuracy"] for r, row in own_rows if row.get("task_accuracy") is not None
+        }
+        seen = [row["task_examples"] for _, row in own_rows if row.get("task_examples") is not None]
         examples[pid] = seen[-1] if seen else [0] * tasks
         matrix = continual.matrix_at(history, ends[pid], starts[pid])
         matrices.append(matrix)

@@ -356,8 +356,8 @@ trim_fraction, krum_malicious, clip_update_norm
         else:
             self.adopt_restarted_nodes(grid, connected)
         content = template[0].content
-        plan = self.round_plan(server_round)
-        noise_factors = self.noise_factors(server_round)
+        # every factor planned once: the rate and each factor's share of it
+        plans = self.rates.plan(server_round, self.client_stats(), base=self.base_lr)
         noisy: set[int] = set()
         if self.guarded and (
             self.rate_source == "oracle" or server_round > self.cfg["warmup-rounds"]
@@ -373,11 +373,12 @@ trim_fraction, krum_malicious, clip_update_norm
             if node.node_id not in connected:  # gone: recorded as missing, not waited for
                 continue
             client_config = ConfigRecord(dict(content.config_records[keys.CONFIG]))
-            lr, batch, coupling_factor, schedule_factor = plan[pid]
+            lr, batch, factors = plans[pid]
+            coupling_factor, schedule_factor = factors["coupling"], factors["schedule"]
             client_config[keys.LR] = lr
             if not self.open or select:
                 client_config[keys.SELECT_CLEAN] = pid in select
-            self._noise_sent[pid] = noise_factors[pid]
+            self._noise_sent[pid] = factors["noise"]
             log_.lr[pid] = lr
             log_.schedule_factor[pid] = schedule_factor
             if not self.graph and not self.open:  # a user's app owns its batches
