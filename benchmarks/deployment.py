@@ -399,7 +399,7 @@ def timeline(run: dict[str, Any], runs_dir: Path, strategy: str, num_rounds: int
         for text in paths[0].read_text().splitlines():
             with contextlib.suppress(json.JSONDecodeError):
                 line = json.loads(text)
-                if line.get("strategy") == strategy:
+                if line.get("strategy") == strategy and "event" not in line:  # a round's
                     lines.append(line)
     lines.sort(key=lambda line: line["round"])
     run["rounds_logged"] = len(lines)
@@ -408,7 +408,8 @@ def timeline(run: dict[str, Any], runs_dir: Path, strategy: str, num_rounds: int
     if not lines:
         return
     elapsed = [float(line["elapsed_s"]) for line in lines]
-    last_write = paths[0].stat().st_mtime  # nothing writes rounds.jsonl after the last line
+    # nothing but the strategy's done event (at once) writes rounds.jsonl after the last round
+    last_write = paths[0].stat().st_mtime
     start = last_write - elapsed[-1]  # the strategy's start: round 1 begins
     run["startup_s"] = start - run["t0"]
     run["round_deltas_s"] = [b - a for a, b in zip([0.0, *elapsed[:-1]], elapsed, strict=True)]

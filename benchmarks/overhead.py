@@ -143,6 +143,17 @@ def _read_events(path: Path) -> dict[int, float]:
     return out
 
 
+def _round_lines(text: str) -> list[dict[str, Any]]:
+    """The round lines of a ``rounds.jsonl`` text (its events and a line cut short left out)."""
+    lines = []
+    for x in text.splitlines():
+        with contextlib.suppress(json.JSONDecodeError):
+            line = json.loads(x)
+            if isinstance(line, dict) and "round" in line and "event" not in line:
+                lines.append(line)
+    return lines
+
+
 class FedlrRounds:
     """Polls fedlr's ``rounds.jsonl`` (under ``out``) for the time of the first round's line."""
 
@@ -157,7 +168,7 @@ class FedlrRounds:
         for path in self.out.glob("*/rounds.jsonl"):
             with contextlib.suppress(OSError):
                 stat = path.stat()
-                lines = path.read_text().count("\n")
+                lines = len(_round_lines(path.read_text()))
                 if lines == 1:  # mtime = the write of round 1
                     self.first = stat.st_mtime
                 elif lines > 1:  # polled late: the best bound we have
@@ -168,7 +179,7 @@ class FedlrRounds:
         paths = list(self.out.glob("*/rounds.jsonl"))
         if not paths or self.first is None:
             return {}
-        lines = [json.loads(x) for x in paths[0].read_text().splitlines() if x.strip()]
+        lines = _round_lines(paths[0].read_text())
         if not lines:
             return {}
         base = lines[0]["elapsed_s"]

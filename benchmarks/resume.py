@@ -61,7 +61,8 @@ def lines_of(run_dir: Path) -> list[dict[str, Any]]:
     path = run_dir / "rounds.jsonl"
     if not path.exists():
         return []
-    return [json.loads(x) for x in path.read_text().splitlines() if x.endswith("}")]
+    lines = [json.loads(x) for x in path.read_text().splitlines() if x.endswith("}")]
+    return [x for x in lines if "event" not in x]  # the rounds (their events: tests/fl)
 
 
 def without_timing(run_dir: Path) -> tuple[Any, Any]:

@@ -1,11 +1,18 @@
-"""The one summary of a strategy's run, computed from what ``rounds.jsonl`` recorded.
+"""The one summary of a run, computed from what ``rounds.jsonl`` recorded.
 
-``rounds.jsonl`` is the record: one line per strategy per round (written by
-:class:`fedlr.fl.recorder.RunRecorder`). :func:`summarize_strategy` turns a strategy's lines, and
-what the strategy is (:func:`strategy_info`'s plain data: its clients' sizes and truth, its
-modifiers, a stream's task arrivals, the untrained model's and the snapshot ensemble's accuracy
-per task), into its ``results.json`` entry. It is pure: the same lines and info give the same
-summary, for a finished run and for one read back from disk.
+``rounds.jsonl`` is the record (written by :class:`fedlr.fl.recorder.RunRecorder`): one line per
+strategy per round, and the strategy's events, each a line with an ``event`` key:
+
+* ``start``: what the strategy is (``info``: its clients' sizes and truth, where its rates come
+  from, its modifiers' settings, a stream's task arrivals), written before its first round;
+* ``baseline``: the untrained model's accuracy per task (a stream; ``task_baseline``);
+* ``ensemble``: the snapshot ensemble's accuracy per task (``task_ensemble``,
+  ``ensemble_examples``), after its last round;
+* ``done``: the seconds it took (``elapsed_s``), when it finished.
+
+:func:`summarize` turns the lines into each strategy's ``results.json`` entry, through
+:func:`summarize_strategy`. It is pure: the same lines give the same summary, for a finished run
+(``results.json`` is written from it) and for a killed one (the report reads it back).
 
 A client's value is its latest one, even if it missed the last round; the per-round columns are
 each round's means over the clients that reported (in partition order, so a mean is the same
@@ -14,7 +21,10 @@ in every run).
 
 from __future__ import annotations
 
+import copy
+import json
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,7 +38,17 @@ from fedlr.metrics.fairness import (
     spearman_rho,
 )
 
-__all__ = ["finite_or_none", "json_safe", "summarize_strategy"]
+__all__ = [
+    "EVENTS",
+    "finite_or_none",
+    "is_round",
+    "json_safe",
+    "read_log",
+    "summarize",
+    "summarize_strategy",
+]
+
+EVENTS = ("start", "baseline", "ensemble", "done")  # the kinds of event line, in their order
 
 
 def finite_or_none(value: float | None) -> float | None:
@@ -47,6 +67,80 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, float | np.floating):
         return finite_or_none(float(value))
     return value
+
+
+def read_log(path: Path | str) -> list[dict[str, Any]]:
+    """The lines of a ``rounds.jsonl``: JSON objects naming a strategy, in file order.
+
+    A line cut short by a kill (or not an object with a ``strategy``) is skipped, not fatal; a
+    missing file has none.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return []
+    lines = []
+    with path.open(encoding="utf-8", errors="replace") as texts:
+        for text in texts:
+            try:
+                line = json.loads(text)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(line, dict) and isinstance(line.get("strategy"), str):
+                lines.append(line)
+    return lines
+
+
+def is_round(line: Mapping[str, Any]) -> bool:
+    """Whether a ``rounds.jsonl`` line is a round's (not an event)."""
+    return "event" not in line and "round" in line
+
+
+def summarize(lines: Sequence[Mapping[str, Any]], cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """Each strategy's ``results.json`` entry from the lines of ``rounds.jsonl``.
+
+    A strategy is summarised when its ``start`` event is there (a log written before fedlr
+    recorded events has none: its strategies are left out). A later line wins over an earlier
+    one of the same round or event (a resumed run appends what it ran again). A strategy cut off
+    mid-run is summarised from the rounds it logged; its ``elapsed_s`` is its last round's.
+
+    Parameters
+    ----------
+    lines : sequence of dict
+        The lines of ``rounds.jsonl`` (:func:`read_log`), every strategy's.
+    cfg : Mapping
+        The run config.
+
+    Returns
+    -------
+    dict
+        Strategy name -> entry, in the order the strategies started.
+    """
+    rounds: dict[str, dict[int, Mapping[str, Any]]] = {}
+    events: dict[str, dict[str, Mapping[str, Any]]] = {}
+    for line in lines:
+        name = line["strategy"]
+        if line.get("event") in EVENTS:
+            events.setdefault(name, {})[line["event"]] = line
+        elif is_round(line):
+            rounds.setdefault(name, {})[int(line["round"])] = line
+    entries = {}
+    for name, seen in events.items():
+        if "start" not in seen:
+            continue
+        own = [rounds.get(name, {})[r] for r in sorted(rounds.get(name, {}))]
+        info = copy.deepcopy(dict(seen["start"]["info"]))
+        if info.get("continual") is not None:
+            for kind, keys in (
+                ("baseline", ("task_baseline",)),
+                ("ensemble", ("task_ensemble", "ensemble_examples")),
+            ):
+                for key in keys:
+                    info["continual"][key] = dict(seen.get(kind, {}).get(key) or {})
+        done = seen.get("done")
+        last = own[-1] if own else {}
+        info["elapsed_s"] = done.get("elapsed_s") if done is not None else last.get("elapsed_s")
+        entries[name] = summarize_strategy(own, info, cfg)
+    return entries
 
 
 def _latest(lines: Sequence[Mapping[str, Any]], field: str) -> dict[int, Any]:
@@ -138,7 +232,7 @@ def summarize_strategy(
         if truthful
         else None,
         "estimator": {
-            "name": cfg["estimator"] if info["uses_estimates"] else None,
+            "name": cfg.get("estimator") if info["uses_estimates"] else None,
             "spearman": finite_or_none(rho),
         },
         "clients": rows,
@@ -231,6 +325,7 @@ def _continual_summary(
     pids = [client["partition_id"] for client in info["clients"]]
     baseline_rows = {int(k): v for k, v in stream["task_baseline"].items()}
     matrices, examples, clients = [], {}, []
+    last_round = lines[-1]["round"] if lines else 0
     rows_by_round = [
         (line["round"], {r["partition_id"]: r for r in line["clients"]}) for line in lines
     ]
@@ -242,6 +337,7 @@ def _continual_summary(
         seen = [row["task_examples"] for _, row in own_rows if row.get("task_examples") is not None]
         examples[pid] = seen[-1] if seen else [0] * tasks
         matrix = continual.matrix_at(history, ends[pid], starts[pid])
+        matrix[np.asarray(ends[pid]) > last_round] = np.nan  # a task not ended yet (run cut off)
         matrices.append(matrix)
         own = baseline_rows.get(pid)
         complete = bool(np.all(np.isfinite(matrix)))

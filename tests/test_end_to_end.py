@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from .fl.test_server_app import without_timing
+from fedlr.analysis import is_round, read_log
 
 pytestmark = pytest.mark.slow
 
@@ -46,7 +47,7 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory, prefix: str, *setting
 
 def round_lines(run_dir: Path) -> dict[tuple[str, int], dict]:
     """``rounds.jsonl`` by (strategy, round)."""
-    rows = [json.loads(line) for line in (run_dir / "rounds.jsonl").read_text().splitlines()]
+    rows = [x for x in read_log(run_dir / "rounds.jsonl") if is_round(x)]
     return {(line["strategy"], line["round"]): line for line in rows}
 
 
@@ -67,7 +68,7 @@ def test_run_directory_is_complete(run_dir: Path) -> None:
         "rate_vs_noise.png",
     ):
         assert (run_dir / name).stat().st_size > 0, name
-    lines = [json.loads(line) for line in (run_dir / "rounds.jsonl").read_text().splitlines()]
+    lines = [x for x in read_log(run_dir / "rounds.jsonl") if is_round(x)]
     assert [(line["strategy"], line["round"]) for line in lines] == [
         ("fedavg", 1),
         ("fedavg", 2),
@@ -85,7 +86,7 @@ def test_run_directory_is_complete(run_dir: Path) -> None:
 
 
 def test_noisier_client_gets_smaller_rate(run_dir: Path) -> None:
-    lines = [json.loads(line) for line in (run_dir / "rounds.jsonl").read_text().splitlines()]
+    lines = [x for x in read_log(run_dir / "rounds.jsonl") if is_round(x)]
     by_key = {(line["strategy"], line["round"]): line for line in lines}
     # Warm-up round: everyone at lr_0 = 0.1; fedavg always uniform.
     assert {c["lr"] for c in by_key["noise-adaptive", 1]["clients"]} == {0.1}
@@ -118,7 +119,7 @@ def test_same_seed_replays_exactly(tmp_path: Path) -> None:
         done = simulate(tmp_path / attempt, *settings)
         assert done.returncode == 0, done.stderr[-3000:]
         (run,) = (tmp_path / attempt / "runs").iterdir()
-        rows = [json.loads(line) for line in (run / "rounds.jsonl").read_text().splitlines()]
+        rows = [x for x in read_log(run / "rounds.jsonl") if is_round(x)]
         for row in rows:
             del row["elapsed_s"]
         lines.append(rows)

@@ -9,6 +9,7 @@ from fedlr.config import resolve
 from fedlr.tasks import graph
 
 from .test_end_to_end import simulate
+from fedlr.analysis import is_round, read_log
 
 pytestmark = pytest.mark.slow
 
@@ -46,7 +47,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_every_strategy_runs_both_rounds(run_dir: Path) -> None:
-    lines = [json.loads(line) for line in (run_dir / "rounds.jsonl").read_text().splitlines()]
+    lines = [x for x in read_log(run_dir / "rounds.jsonl") if is_round(x)]
     assert [(line["strategy"], line["round"]) for line in lines] == [
         (name, r) for name in STRATEGIES for r in (1, 2)
     ]
@@ -70,18 +71,18 @@ def test_degree_quartiles_cover_every_test_node(run_dir: Path) -> None:
     clients = graph.graph_run(cfg).clients
     test_nodes = sum(c.num_test for c in clients)
     assert test_nodes == 9  # ceil(0.25 * 34)
-    for line in (run_dir / "rounds.jsonl").read_text().splitlines():
-        fairness = json.loads(line)["degree_fairness"]
+    for line in [x for x in read_log(run_dir / "rounds.jsonl") if is_round(x)]:
+        fairness = line["degree_fairness"]
         assert fairness["nodes"] == test_nodes
         assert sum(fairness["bucket-size"]) == test_nodes
         # Pooled accuracy over nodes = the clients' accuracies weighted by their test nodes.
-        clients_acc = {c["partition_id"]: c["accuracy"] for c in json.loads(line)["clients"]}
+        clients_acc = {c["partition_id"]: c["accuracy"] for c in line["clients"]}
         pooled = sum(clients_acc[c.partition_id] * c.num_test for c in clients) / test_nodes
         assert fairness["accuracy"] == pytest.approx(pooled)
 
 
 def test_noise_rates_compose_with_the_degree_rule(run_dir: Path) -> None:
-    lines = [json.loads(line) for line in (run_dir / "rounds.jsonl").read_text().splitlines()]
+    lines = [x for x in read_log(run_dir / "rounds.jsonl") if is_round(x)]
     last = next(x for x in lines if (x["strategy"], x["round"]) == ("noise-adaptive+degree", 2))
     lr = {c["partition_id"]: c["lr"] for c in last["clients"]}
     assert lr[0] < lr[1]  # partition 0 is the noisy one: a smaller rate after the warm-up

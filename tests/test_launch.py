@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from fedlr.analysis import is_round, read_log
+
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH = ROOT / "launch"
 BIN = str(Path(sys.executable).parent)
@@ -222,7 +224,7 @@ def test_local_cluster_fails_loudly_then_multi_gpu_reruns_in_the_same_folder(
     clients = results["strategies"]["noise-adaptive"]["clients"]
     assert [c["partition_id"] for c in clients] == [0, 1]
     assert all(0 <= c["accuracy"] <= 1 for c in clients)
-    rounds = [json.loads(line) for line in (run_dir / "rounds.jsonl").read_text().splitlines()]
+    rounds = [x for x in read_log(run_dir / "rounds.jsonl") if is_round(x)]
     assert [r["round"] for r in rounds] == [1]
     assert not list((run / "pids").glob("*.pid"))  # stop.sh removed every PID file it stopped
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from fedlr.config import resolve, to_toml
+from fedlr.tasks.streams import arrival_rounds, task_ends
 from fedlr.report import (
     CONTINUAL_R_PNG,
     LOSS_VS_STEPS_PNG,
@@ -38,6 +39,61 @@ FINAL_ACCURACY = {
 }
 ESTIMATE = {0: 0.55, 1: 0.75, 2: 0.15, 3: 0.05}
 ADAPTIVE_LR = {0: 0.05, 1: 0.025, 2: 0.2, 3: 0.2}
+
+
+def start_event(
+    strategy: str,
+    clients: list[dict],
+    *,
+    uses_estimates: bool = False,
+    graph: bool = False,
+    batches: dict | None = None,
+    degree: dict | None = None,
+    continual: dict | None = None,
+    optimizer: str = "sgd",
+) -> dict:
+    """The ``start`` event a run logs before a strategy's first round: what the strategy is."""
+    return {
+        "strategy": strategy,
+        "event": "start",
+        "info": {
+            "clients": clients,
+            "rate_source": "estimate" if uses_estimates else "uniform",
+            "uses_estimates": uses_estimates,
+            "optimizer": optimizer,
+            "base_lr": 0.1,
+            "graph": graph,
+            "batches": batches
+            or {
+                "coupled": False,
+                "coupling_rule": None,
+                "reference_batch": 32.0,
+                "grow_batch": False,
+                "lr_decay_rounds": [],
+            },
+            "degree": degree or {"degree_rule": None, "gamma": 0.0},
+            "continual": continual,
+        },
+    }
+
+
+def start_from_entry(strategy: str, entry: dict, **info) -> dict:
+    """The ``start`` event of the strategy a results.json ``entry`` (a fixture) summarises."""
+    clients = [
+        {
+            "partition_id": c["partition_id"],
+            "role": c.get("role"),
+            "noise_true": c.get("noise_true"),
+            "num_examples": c.get("num_examples"),
+            "own_batch_size": c.get("own_batch_size"),
+        }
+        for c in entry["clients"]
+    ]
+    return start_event(strategy, clients, optimizer=entry.get("optimizer", "sgd"), **info)
+
+
+def done_event(strategy: str) -> dict:
+    return {"strategy": strategy, "event": "done", "elapsed_s": 1.5}
 
 
 def _round_line(strategy: str, round_number: int) -> dict:
@@ -128,7 +184,13 @@ def make_run(root: Path, *, finished: bool = True) -> Path:
         'name = "tiny"\nseed = 7\nstrategies = "fedavg,noise-adaptive"\n'
         "num-server-rounds = 3\nlr = 0.1\n"
     )
+    # these sites have no truth (real sites): no role or true noise in what the strategy knows
+    clients = [{"partition_id": k, "num_examples": 40, "own_batch_size": 32} for k in ROLES]
     lines = [
+        json.dumps(start_event(strategy, clients, uses_estimates=strategy == "noise-adaptive"))
+        for strategy in ("fedavg", "noise-adaptive")
+    ]
+    lines += [
         json.dumps(_round_line(strategy, r))
         for r in (1, 2, 3)
         for strategy in ("fedavg", "noise-adaptive")
@@ -193,15 +255,26 @@ def test_report_without_results(tmp_path):
     report = render_report(run_dir).read_text()
     assert "Unfinished run" in report.splitlines()[2]
     assert "`fedavg` round 3" in report
-    # computed from round 3: fedavg Jain = 3.1^2 / (4 * 2.47) = 0.9727
+    # summarised from rounds.jsonl, each client's latest (round 3): fedavg Jain = 3.1^2 / (4 * 2.47)
     row = _row(report, "fedavg")
     assert row[1] == "77.5" and row[3] == "60.0" and row[5] == "0.973"
-    # these round lines carry no client's truth: no gap or Spearman column
+    # these sites have no truth: no gap or Spearman column
     assert len(row) == 7
     assert _row(report, "noise-adaptive")[1] == "**82.5**"
     assert "invalid noise estimates" in report
     for png in PNGS:
         assert (run_dir / png).read_bytes()[:8] == PNG_MAGIC
+
+
+def test_a_log_without_start_events_keeps_its_rounds_and_says_why_there_is_no_summary(tmp_path):
+    run_dir = make_run(tmp_path, finished=False)
+    path = run_dir / "rounds.jsonl"
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(x for x in lines if '"event"' not in x))  # an older fedlr's log
+    report = render_report(run_dir).read_text()
+    assert "`noise-adaptive`: not finished, and its rounds.jsonl has no start event" in report
+    assert "| `fedavg` |" not in report  # no summary table row to show
+    assert (run_dir / "accuracy_per_round.png").read_bytes()[:8] == PNG_MAGIC
 
 
 @pytest.mark.parametrize("finished", [True, False])
@@ -383,12 +456,23 @@ def make_graph_run(root: Path, *, finished: bool = True) -> Path:
         }
     )
     (run_dir / "config.toml").write_text(to_toml(config))
+    entries = _graph_results()["strategies"]
     lines = [
+        start_from_entry(
+            s,
+            entries[s],
+            graph=True,
+            degree={k: entries[s]["degree"][k] for k in ("degree_rule", "gamma")},
+        )
+        for s in GRAPH_STRATEGIES
+    ]
+    lines += [
         _graph_round_line(strategy, r)
         for r in (1, 2)
         for strategy in GRAPH_STRATEGIES
         if finished or (strategy, r) != ("fedavg+adam+degree", 2)
     ]
+    lines.append(done_event("fedavg"))
     (run_dir / "rounds.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     if finished:
         (run_dir / "results.json").write_text(json.dumps(_graph_results()))
@@ -444,7 +528,7 @@ def test_degree_section_of_killed_run_from_rounds(tmp_path):
     assert "`fedavg+adam+degree` round 1 of 2" in report
     # fedavg: its round-2 line equals what results.json would say
     assert _degree_row(report, "fedavg") == FEDAVG_ROW
-    # killed in round 2: round-1 quartiles; optimizer and gamma from the name and config.toml
+    # killed in round 2: round-1 quartiles; optimizer and gamma from its start event
     assert _degree_row(report, "fedavg+adam+degree") == [
         "`fedavg+adam+degree`", "adam", "γ = 0.25", "50.0", "50.0", "50.0", "n/a", "50.0",
         "1.000", "50.0", "0.50 → -0.25", "0.50 → -0.25",
@@ -616,18 +700,25 @@ def make_batch_run(
         'num-server-rounds = 3\nlr = 0.1\noptimizer = "sgd"\ncoupling-rule = "auto"\n'
         f'lr-decay-rounds = "{decay}"\nlr-decay-factor = 0.2\n'
     )
-    lines = [
-        _batch_round_line(strategy, r, own, noise)
-        for strategy in strategies
-        for r in (1, 2, 3)
-        if finished or (strategy, r) != ("fedavg+coupled", 3)
-    ]
+    decay_rounds = [int(r) for r in decay.split(",") if r]
+    results = _batch_results(strategies, own, noise, decay_rounds)
+    lines = []
+    for strategy in strategies:
+        entry = results["strategies"][strategy]
+        static = ("coupled", "coupling_rule", "reference_batch", "grow_batch", "lr_decay_rounds")
+        lines.append(
+            start_from_entry(strategy, entry, batches={k: entry["batches"][k] for k in static})
+        )
+        lines += [
+            _batch_round_line(strategy, r, own, noise)
+            for r in (1, 2, 3)
+            if finished or (strategy, r) != ("fedavg+coupled", 3)
+        ]
+        if finished or strategy != "fedavg+coupled":
+            lines.append(done_event(strategy))
     (run_dir / "rounds.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     if finished:
-        decay_rounds = [int(r) for r in decay.split(",") if r]
-        (run_dir / "results.json").write_text(
-            json.dumps(_batch_results(strategies, own, noise, decay_rounds))
-        )
+        (run_dir / "results.json").write_text(json.dumps(results))
     return run_dir
 
 
@@ -675,8 +766,7 @@ def test_batch_section_of_killed_run_from_rounds(tmp_path):
     run_dir = make_batch_run(tmp_path, finished=False)
     report = render_report(run_dir).read_text()
     assert "`fedavg+coupled` round 2," in report
-    # the same as results.json would say, from rounds.jsonl and config.toml (auto + sgd: linear);
-    # +grow-batch: its own batches are the smallest it used (round 1, before growing)
+    # the same as results.json says, summarised from rounds.jsonl (its start events and rounds)
     assert _batch_row(report, "fedavg") == FEDAVG_BATCH_ROW
     assert _batch_row(report, "fedavg+grow-batch") == GROW_BATCH_ROW
     # killed in round 3: steps 17 + 17, round-2 loss and smoothed B_simple
@@ -795,6 +885,8 @@ def _continual_round_line(strategy: str, round_number: int, accuracy: dict) -> d
                 "schedule_factor": rate / 0.1,
                 "task": 0 if round_number <= 2 else 1,
                 "task_accuracy": accuracy[strategy][k][round_number],
+                # -1: no test example of that task (its accuracy then is -1 in every round)
+                "task_examples": [0 if a == -1 else 10 for a in accuracy[strategy][k][1]],
             }
             for k in (0, 1)
         ],
@@ -844,12 +936,45 @@ def make_continual_run(
         'num-server-rounds = 4\nnum-clients = 2\nlr = 0.1\nstream = "class-incremental"\n'
         f"num-tasks = 2\ntask-stagger = {stagger}\n"
     )
-    lines = [
-        _continual_round_line(strategy, r, accuracy)
-        for strategy in CONTINUAL_STRATEGIES
-        for r in (1, 2, 3, 4)
-        if finished or (strategy, r) != ("fedavg+cosine", 4)
-    ]
+    starts = arrival_rounds(4, 2, 2, stagger)
+    lines = []
+    for strategy in CONTINUAL_STRATEGIES:
+        block = _continual_block(strategy)
+        continual = {
+            **{k: block[k] for k in ("stream", "num_tasks", "schedule", "replay", "multipliers")},
+            "task_starts": starts.tolist(),
+            "task_ends": task_ends(starts, 4).tolist(),
+            "snapshot_rounds": block["snapshot_rounds"],
+        }
+        clients = [
+            {
+                "partition_id": k,
+                "role": "clean",
+                "noise_true": 0.0,
+                "num_examples": 20,
+                "own_batch_size": 32,
+            }
+            for k in (0, 1)
+        ]
+        lines.append(start_event(strategy, clients, continual=continual))
+        baseline = {k: [0.1, 0.1] for k in (0, 1)}  # the untrained model
+        lines.append({"strategy": strategy, "event": "baseline", "task_baseline": baseline})
+        lines += [
+            _continual_round_line(strategy, r, accuracy)
+            for r in (1, 2, 3, 4)
+            if finished or (strategy, r) != ("fedavg+cosine", 4)
+        ]
+        if finished or strategy == "fedavg":
+            ensemble = block["ensemble_task_accuracy"]
+            lines.append(
+                {
+                    "strategy": strategy,
+                    "event": "ensemble",
+                    "task_ensemble": {k: ensemble for k in (0, 1)},
+                    "ensemble_examples": {k: [10, 10] for k in (0, 1)},
+                }
+            )
+            lines.append(done_event(strategy))
     (run_dir / "rounds.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     if finished:
         blocks = (
@@ -938,11 +1063,9 @@ def test_continual_section_of_killed_run_from_rounds(tmp_path):
     assert "`fedavg+cosine` round 3 of 4" in report
     section = _continual_section(report)
     assert "`fedavg`, `fedavg+cosine`: from rounds.jsonl (run not finished)" in section
-    # fedavg ran to the end: what results.json says, but no FWT (no baseline) and no ensemble
-    assert _continual_row(report, "fedavg") == [
-        "`fedavg`", "constant", "no", "55.0", "n/a", "85.0", "-60.0", "n/a", "60.0", "reference",
-    ]  # fmt: skip
-    # killed in task 2: R has its first row only, so no metric yet; schedule from the name
+    # fedavg ran to the end: summarised from its log as results.json is
+    assert _continual_row(report, "fedavg") == FEDAVG_CONTINUAL_ROW + ["reference"]
+    # killed in task 2: R has its first row only, so no metric yet, and no ensemble
     row = _continual_row(report, "fedavg+cosine")
     assert row == ["`fedavg+cosine`", "cosine", "no", *["n/a"] * 7]
     run = _load_run(run_dir)
@@ -966,9 +1089,10 @@ def test_continual_staggered_task_ends_from_rounds(tmp_path):
     # row 1: client 0 after round 2 (1.0, 0.1), client 1 after round 3 (0.5, 0.5)
     R = _load_run(run_dir)["continual"]["fedavg"]["R"]
     np.testing.assert_allclose(R, [[0.75, 0.3], [0.3, 0.8]])
-    # ACC (0.3 + 0.8) / 2; LA (0.75 + 0.8) / 2; BWT and forgetting 0.3 - 0.75
+    # ACC (0.3 + 0.8) / 2; ensemble (0.9 + 0.5) / 2; LA (0.75 + 0.8) / 2; BWT and forgetting
+    # 0.3 - 0.75; FWT 0.3 - baseline 0.1
     row = _continual_row(report, "fedavg")[3:9]
-    assert row == ["55.0", "n/a", "77.5", "-45.0", "n/a", "45.0"]
+    assert row == ["55.0", "70.0", "77.5", "-45.0", "20.0", "45.0"]
 
 
 def test_continual_nulls_do_not_crash(tmp_path):
@@ -1007,9 +1131,10 @@ def test_continual_nulls_do_not_crash(tmp_path):
     np.testing.assert_allclose(
         _load_run(run_dir)["continual"]["fedavg"]["R"], [[0.9, 0.1], [0.4, 0.8]]
     )
-    # ACC (0.4 + 0.8) / 2, LA (0.9 + 0.8) / 2, BWT and forgetting 0.4 - 0.9
+    # ACC (0.4 + 0.8) / 2, ensemble (0.9 + 0.5) / 2, LA (0.9 + 0.8) / 2, BWT and forgetting
+    # 0.4 - 0.9, FWT 0.1 - baseline 0.1
     row = _continual_row(report, "fedavg")[3:9]
-    assert row == ["60.0", "n/a", "85.0", "-50.0", "n/a", "50.0"]
+    assert row == ["60.0", "70.0", "85.0", "-50.0", "0.0", "50.0"]
     _assert_continual_pngs(report, run_dir)
 
 

@@ -1,9 +1,11 @@
-"""The run directory: config, per-round log appended as it happens, and results per strategy.
+"""The run directory: config, the event log appended as it happens, and results per strategy.
 
-``rounds.jsonl`` gets one line per strategy per round, flushed at once; ``results.json`` is
-rewritten (write, then rename) each time a strategy finishes, so a killed run keeps every round
-and every strategy it completed. A resumed run (``resume=True``) first cuts both back to what its
-checkpoint covers, then appends as an uninterrupted run would have.
+``rounds.jsonl`` is the record: one line per strategy per round and the strategy's events
+(``start``, ``baseline``, ``ensemble``, ``done``; :mod:`fedlr.analysis`), each flushed at once.
+``results.json`` is :func:`fedlr.analysis.summarize` of it, rewritten (write, then rename) each
+time a strategy finishes, so a killed run keeps every round and every strategy it completed, and
+the report summarises a strategy cut off mid-run the same way. A resumed run (``resume=True``)
+first cuts both back to what its checkpoint covers, then appends as an uninterrupted run would.
 
 A client's ``role`` and ``noise_true`` are written only where it knows them (simulated noise; a
 real site has no truth); without them the truth-based numbers (``gap_clean_noisy``, the
@@ -26,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from fedlr.analysis import finite_or_none, json_safe, summarize_strategy
+from fedlr.analysis import finite_or_none, is_round, json_safe, read_log, summarize
 from fedlr.config import to_toml
 from fedlr.fl.checkpoint import Checkpoint
 from fedlr.fl.strategy import ClientInfo, PerClientRates
@@ -65,19 +67,6 @@ def _finite_values(values: Mapping[int, float]) -> dict[int, float]:
     return {k: v for k, v in sorted(values.items()) if finite_or_none(v) is not None}
 
 
-def _read_lines(path: Path) -> list[dict[str, Any]]:
-    """The complete JSON lines of ``path`` (a line cut short by a kill is dropped)."""
-    if not path.exists():
-        return []
-    lines = []
-    for text in path.read_text(encoding="utf-8").splitlines():
-        try:
-            lines.append(json.loads(text))
-        except json.JSONDecodeError:
-            continue
-    return lines
-
-
 class RunRecorder:
     """Writes a run directory while the strategies run.
 
@@ -110,6 +99,7 @@ class RunRecorder:
             "strategies": {},
         }
         write_config(self.run_dir, self.cfg)
+        self._written: dict[str, set[str]] = {}  # the events in rounds.jsonl, per strategy
         if resume:
             self._cut_back(checkpoint)
         self._rounds = open(self.run_dir / "rounds.jsonl", "a", encoding="utf-8")  # noqa: SIM115
@@ -121,13 +111,18 @@ class RunRecorder:
         def covered(line: dict[str, Any]) -> bool:
             if line.get("strategy") in done:
                 return True
-            return (
-                checkpoint is not None
-                and line.get("strategy") == checkpoint.strategy
-                and int(line.get("round", 0)) <= checkpoint.round
-            )
+            if checkpoint is None or line.get("strategy") != checkpoint.strategy:
+                return False
+            if is_round(line):
+                return int(line["round"]) <= checkpoint.round
+            # What the checkpoint's strategy state holds is written again from it (its ensemble,
+            # when it has one); what it is and its untrained baseline stay.
+            return line.get("event") in ("start", "baseline")
 
-        kept = [line for line in _read_lines(self.run_dir / "rounds.jsonl") if covered(line)]
+        kept = [line for line in read_log(self.run_dir / "rounds.jsonl") if covered(line)]
+        for line in kept:
+            if "event" in line:
+                self._written.setdefault(line["strategy"], set()).add(line["event"])
         _atomic_write(self.run_dir / "rounds.jsonl", "".join(json.dumps(x) + "\n" for x in kept))
         results_path = self.run_dir / "results.json"
         if results_path.exists():
@@ -135,10 +130,43 @@ class RunRecorder:
             self.results["strategies"] = {n: saved[n] for n in done if n in saved}
             _atomic_write(results_path, json.dumps(self.results, indent=2))
 
+    # -- events ------------------------------------------------------------------------------
+    def _write(self, line: Mapping[str, Any]) -> None:
+        self._rounds.write(json.dumps(line) + "\n")
+        self._rounds.flush()
+
+    def _event(self, name: str, kind: str, **data: Any) -> None:
+        self._write({"strategy": name, "event": kind, **data})
+        self._written.setdefault(name, set()).add(kind)
+
+    def log_state(self, name: str, strategy: PerClientRates) -> None:
+        """Write the events of what ``strategy`` knows and rounds.jsonl does not have yet."""
+        written = self._written.setdefault(name, set())
+        if "start" not in written:
+            self._event(name, "start", info=strategy_info(strategy, self.clients))
+        if strategy.stream == "none":
+            return
+        if "baseline" not in written and strategy.task_baseline:
+            self._event(name, "baseline", task_baseline=strategy.task_baseline)
+        if "ensemble" not in written and strategy.task_ensemble:
+            self._event(
+                name,
+                "ensemble",
+                task_ensemble=strategy.task_ensemble,
+                ensemble_examples=strategy.ensemble_examples,
+            )
+
     # -- per round -----------------------------------------------------------------------
-    def start_strategy(self, name: str, elapsed_s: float = 0.0) -> None:
-        """Note the start time of a strategy (``elapsed_s`` already spent on it before a resume)."""
+    def start_strategy(
+        self, name: str, strategy: PerClientRates | None = None, elapsed_s: float = 0.0
+    ) -> None:
+        """Note the start time of a strategy (``elapsed_s`` already spent on it before a resume).
+
+        With ``strategy``, its ``start`` event is written now (else before its first round).
+        """
         self._started[name] = time.perf_counter() - elapsed_s
+        if strategy is not None:
+            self.log_state(name, strategy)
 
     def elapsed(self, name: str) -> float:
         """Seconds spent on strategy ``name`` so far (across resumes)."""
@@ -149,6 +177,7 @@ class RunRecorder:
         log_ = strategy.rounds.get(server_round)
         if log_ is None:
             return {}
+        self.log_state(name, strategy)
         rows: list[dict[str, Any]] = []
         for c in self.clients:
             pid = c.partition_id
@@ -214,28 +243,25 @@ class RunRecorder:
                 _steps_mean(strategy.rounds[r]) or 0.0 for r in strategy.rounds if r <= server_round
             )
             line["noise_scale"] = json_safe(log_.noise_scale)
-        self._rounds.write(json.dumps(line) + "\n")
-        self._rounds.flush()
+        self._write(line)
         if self.on_round is not None:
             self.on_round(name, server_round, line)
         return line
 
     # -- per strategy --------------------------------------------------------------------
     def strategy_done(self, name: str, strategy: PerClientRates) -> dict[str, Any]:
-        """Summarise a finished strategy into ``results.json`` (rewritten atomically).
+        """Log the strategy's ``done`` event and write its summary into ``results.json``.
 
-        The summary is :func:`fedlr.analysis.summarize_strategy` of the strategy's lines in
-        ``rounds.jsonl`` (read back: the file is the record) and of :func:`strategy_info`.
+        The summary is :func:`fedlr.analysis.summarize` of ``rounds.jsonl``, read back: the file
+        is the record. ``results.json`` is rewritten atomically.
         """
-        self._rounds.flush()
-        by_round = {
-            int(line["round"]): line
-            for line in _read_lines(self.run_dir / "rounds.jsonl")
-            if line.get("strategy") == name and "round" in line
-        }
+        self.log_state(name, strategy)
         elapsed = round(time.perf_counter() - self._started.get(name, 0.0), 3)
-        info = strategy_info(strategy, self.clients, elapsed)
-        entry = summarize_strategy(list(by_round.values()), info, self.cfg)
+        self._event(name, "done", elapsed_s=elapsed)
+        entry = summarize(
+            [line for line in read_log(self.run_dir / "rounds.jsonl") if line["strategy"] == name],
+            self.cfg,
+        )[name]
         self.results["strategies"][name] = entry
         _atomic_write(self.run_dir / "results.json", json.dumps(self.results, indent=2))
         return entry
@@ -264,14 +290,12 @@ def _steps_mean(log_: Any) -> float | None:
     return float(np.mean(list(log_.steps.values()))) if log_.steps else None
 
 
-def strategy_info(
-    strategy: PerClientRates, clients: list[ClientInfo], elapsed_s: float
-) -> dict[str, Any]:
-    """What a strategy is, as plain data: the input of :func:`fedlr.analysis.summarize_strategy`.
+def strategy_info(strategy: PerClientRates, clients: list[ClientInfo]) -> dict[str, Any]:
+    """What a strategy is, as plain data: its ``start`` event's ``info``.
 
     Its clients (size, own batch, truth where known), where its rates come from, its modifiers'
-    settings, a stream's task arrivals and ends, the untrained model's and the snapshot ensemble's
-    accuracy per task, and the seconds it took.
+    settings, a stream's task arrivals and ends and its rate multipliers. (The untrained model's
+    and the snapshot ensemble's accuracy per task come in their own events.)
     """
     info: dict[str, Any] = {
         "clients": [
@@ -289,7 +313,6 @@ def strategy_info(
         "optimizer": strategy.cfg["optimizer"],
         "base_lr": strategy.base_lr,
         "graph": strategy.graph,
-        "elapsed_s": elapsed_s,
         "batches": {
             "coupled": strategy.coupled,
             "coupling_rule": strategy.coupling_rule if strategy.coupled else None,
@@ -318,8 +341,5 @@ def strategy_info(
             "task_ends": [[int(e) for e in row] for row in ends],
             "snapshot_rounds": strategy.snapshot_rounds(),
             "multipliers": list(strategy.multipliers(pids[0])) if pids else [],
-            "task_baseline": dict(strategy.task_baseline),
-            "task_ensemble": dict(strategy.task_ensemble),
-            "ensemble_examples": dict(strategy.ensemble_examples),
         }
     return info

@@ -255,7 +255,7 @@ def run_strategy(
     if resumed is not None:
         strategy.load_state_dict(resumed.strategy_state)
         arrays, first_round = resumed.array_record(), resumed.round + 1
-    recorder.start_strategy(name, elapsed_s=resumed.elapsed_s if resumed else 0.0)
+    recorder.start_strategy(name, strategy, elapsed_s=resumed.elapsed_s if resumed else 0.0)
     latest: dict[str, Any] = {"round": first_round - 1, "arrays": arrays}
     every = cfg["checkpoint-every"]
     continual = cfg["stream"] != "none"
@@ -263,6 +263,7 @@ def run_strategy(
     if continual and not strategy.task_baseline:  # forward transfer's b_j: the untrained model
         baseline = strategy.evaluate_tasks(grid, initial)
         strategy.task_baseline = {pid: acc for pid, (acc, _, _) in baseline.items()}
+        recorder.log_state(name, strategy)  # a kill in round 1 keeps it
 
     def save(finished: bool) -> None:
         ckpt.save(

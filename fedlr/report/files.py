@@ -1,8 +1,8 @@
 """The files of a run directory the report reads, and the two it writes besides its figures.
 
 A run directory (``runs/<time>-<name>/``) holds ``config.toml``, ``rounds.jsonl`` (one line per
-strategy per round, appended as rounds finish) and ``results.json`` (rewritten each time a
-strategy finishes). Nothing here is kept between calls.
+strategy per round and its events, appended as they happen) and ``results.json`` (rewritten
+each time a strategy finishes). Nothing here is kept between calls.
 """
 
 from __future__ import annotations
@@ -12,12 +12,14 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from fedlr.analysis import is_round, read_log
+
 REPORT_FILE = "report.md"
 CSV_FILE = "results.csv"
 
 
 def load_rounds(run_dir: Path | str) -> list[dict[str, Any]]:
-    """Read ``rounds.jsonl``, skipping lines that are not a JSON object with a strategy.
+    """The round lines of ``rounds.jsonl`` (its events left out; :func:`fedlr.analysis.read_log`).
 
     A run killed while writing leaves a truncated last line; such lines are skipped, not fatal.
 
@@ -29,21 +31,9 @@ def load_rounds(run_dir: Path | str) -> list[dict[str, Any]]:
     Returns
     -------
     list of dict
-        One record per readable line, in file order; empty if the file is missing.
+        One record per readable round line, in file order; empty if the file is missing.
     """
-    path = Path(run_dir) / "rounds.jsonl"
-    if not path.is_file():
-        return []
-    records = []
-    with path.open(encoding="utf-8", errors="replace") as lines:
-        for line in lines:
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(record, dict) and isinstance(record.get("strategy"), str):
-                records.append(record)
-    return records
+    return [line for line in read_log(Path(run_dir) / "rounds.jsonl") if is_round(line)]
 
 
 def load_results(run_dir: Path | str) -> dict[str, Any] | None:

@@ -24,8 +24,8 @@ def _title(run: dict[str, Any]) -> list[str]:
         )
         total = "" if run["num_rounds"] is None else f" of {run['num_rounds']}"
         lines += [
-            f"> **Unfinished run**: a strategy did not finish. Its summary is built from its last "
-            f"round in rounds.jsonl ({reached}{total}); estimates there are the smoothed ones.",
+            f"> **Unfinished run**: a strategy did not finish. Its summary is built from the "
+            f"rounds it logged in rounds.jsonl ({reached}{total}), each client's latest values.",
             "",
         ]
     return lines
@@ -42,8 +42,9 @@ def render_report(run_dir: Path | str) -> Path:
     ``B_simple = tr(Σ)/|G|²``; other runs get neither. A continual run (a ``stream``) gets a
     "Continual learning" section, ``continual_R.png`` and ``rate_per_round.png``.
 
-    Works on a finished run (``results.json``) and on an unfinished one (``rounds.jsonl`` only:
-    the summary then comes from the last round of each strategy, as the report says).
+    Works on a finished run (``results.json``) and on an unfinished one: a strategy cut off is
+    summarised from ``rounds.jsonl`` as ``results.json`` would have been, over the rounds it
+    logged (:func:`fedlr.analysis.summarize`), and the report says so.
     Rendering twice gives the same files.
 
     Parameters

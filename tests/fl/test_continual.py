@@ -59,6 +59,7 @@ from fedlr.rates import schedules
 from fedlr.tasks import streams, tabular
 
 from .conftest import FakeGrid, InProcessGrid
+from fedlr.analysis import is_round, read_log
 
 LR = 0.1
 ROUNDS = 10
@@ -699,7 +700,7 @@ def test_round_lines_carry_the_task_and_the_task_accuracies(continual_run):
     strategy, recorder = continual_run
     recorder.start_strategy("fedavg")
     line = recorder.round_done("fedavg", strategy, 7)
-    written = strict_loads((recorder.run_dir / "rounds.jsonl").read_text().splitlines()[0])
+    written = [x for x in read_log(recorder.run_dir / "rounds.jsonl") if is_round(x)][0]
     assert written == line
     rows = {row["partition_id"]: row for row in line["clients"]}
     assert {pid: row["task"] for pid, row in rows.items()} == {0: 1, 1: 0, 2: 0}

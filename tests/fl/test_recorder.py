@@ -22,6 +22,7 @@ import pytest
 from fedlr import config as fedlr_config
 from fedlr.fl.recorder import RunRecorder, new_run_dir
 from fedlr.fl.strategy import RoundLog, build_strategy
+from fedlr.analysis import is_round, summarize
 
 NAN = float("nan")
 ROUND_KEYS = {
@@ -131,7 +132,8 @@ def record_rounds(recorder, name, strategy) -> None:
 
 
 def round_lines(run_dir) -> list[dict]:
-    return [strict_loads(line) for line in (run_dir / "rounds.jsonl").read_text().splitlines()]
+    lines = [strict_loads(line) for line in (run_dir / "rounds.jsonl").read_text().splitlines()]
+    return [line for line in lines if is_round(line)]
 
 
 # -- rounds.jsonl ----------------------------------------------------------------------------------
@@ -341,6 +343,26 @@ def test_resume_cuts_the_run_back_to_its_checkpoint(recorder, adaptive, cfg, cli
     ]
     results = strict_loads((recorder.run_dir / "results.json").read_text())
     assert list(results["strategies"]) == ["fedavg"]
+    # Events: fedavg's all kept; noise-adaptive's start kept (cut back to it) and not repeated.
+    lines = [strict_loads(x) for x in (recorder.run_dir / "rounds.jsonl").read_text().splitlines()]
+    events = [(x["strategy"], x["event"]) for x in lines if "event" in x]
+    assert events == [("fedavg", "start"), ("noise-adaptive", "start"), ("fedavg", "done")]
+
+
+def test_events_say_what_a_strategy_is_and_when_it_is_done(recorder, adaptive, cfg):
+    recorder.start_strategy("noise-adaptive", adaptive)
+    recorder.round_done("noise-adaptive", adaptive, 1)
+    recorder.round_done("noise-adaptive", adaptive, 2)
+    entry = recorder.strategy_done("noise-adaptive", adaptive)
+    lines = [strict_loads(x) for x in (recorder.run_dir / "rounds.jsonl").read_text().splitlines()]
+    assert [x.get("event", x.get("round")) for x in lines] == ["start", 1, 2, "done"]
+    info = lines[0]["info"]
+    assert info["rate_source"] == "estimate" and info["uses_estimates"] is True
+    assert [c["partition_id"] for c in info["clients"]] == [0, 1, 2, 3]
+    assert [c["num_examples"] for c in info["clients"]] == [100, 200, 300, 400]
+    assert lines[-1]["elapsed_s"] == entry["elapsed_s"]
+    # results.json is the summary of these lines, and a run read back gives it again
+    assert summarize(lines, cfg) == {"noise-adaptive": entry}
 
 
 def test_resume_without_a_checkpoint_starts_from_nothing(recorder, adaptive, cfg, clients):

@@ -20,6 +20,8 @@ from fedlr.fl.server_app import query_clients, resume_config, run_federation
 from fedlr.fl.strategy import build_strategy
 
 from .conftest import InProcessGrid, Killed
+from fedlr.analysis import is_round, read_log, summarize
+from fedlr.report.summary import load_run
 
 ROUNDS, EVERY = 4, 2
 CFG = resolve(
@@ -55,9 +57,9 @@ def without_timing(run_dir: Path) -> tuple[dict, list[dict]]:
     results = json.loads((run_dir / "results.json").read_text())
     for entry in results["strategies"].values():
         del entry["elapsed_s"]
-    lines = [json.loads(x) for x in (run_dir / "rounds.jsonl").read_text().splitlines()]
+    lines = read_log(run_dir / "rounds.jsonl")  # rounds and events
     for line in lines:
-        del line["elapsed_s"]
+        line.pop("elapsed_s", None)  # a round's and the done event's
     return results, lines
 
 
@@ -75,7 +77,37 @@ def test_a_finished_run_leaves_its_final_checkpoint(uninterrupted: Path) -> None
     assert (saved.strategy, saved.round) == ("qfedavg", ROUNDS)
     assert [c["partition_id"] for c in saved.clients] == [0, 1, 2, 3]
     assert not (uninterrupted / "checkpoint.pt.tmp").exists()
-    assert len(without_timing(uninterrupted)[1]) == 3 * ROUNDS
+    lines = without_timing(uninterrupted)[1]
+    assert len([line for line in lines if is_round(line)]) == 3 * ROUNDS
+    events = [(line["strategy"], line["event"]) for line in lines if "event" in line]
+    assert events == [(s, kind) for s in saved.done for kind in ("start", "done")]
+
+
+def test_results_json_is_the_summary_of_rounds_jsonl(uninterrupted: Path, tmp_path: Path) -> None:
+    """One summary: results.json is summarize(rounds.jsonl); a killed run's log gives the same."""
+    results = json.loads((uninterrupted / "results.json").read_text())["strategies"]
+    lines = read_log(uninterrupted / "rounds.jsonl")
+    assert json.loads(json.dumps(summarize(lines, CFG))) == results
+    # Cut off after noise-adaptive's round 3: fedavg as before, noise-adaptive from 3 rounds.
+    cut = next(
+        i
+        for i, line in enumerate(lines)
+        if (line["strategy"], line.get("round")) == ("noise-adaptive", 3)
+    )
+    killed = summarize(lines[: cut + 1], CFG)
+    assert list(killed) == ["fedavg", "noise-adaptive"]
+    assert json.loads(json.dumps(killed["fedavg"])) == results["fedavg"]
+    partial = killed["noise-adaptive"]
+    assert len(partial["accuracy_per_round"]) == 3
+    assert partial["accuracy_per_round"] == results["noise-adaptive"]["accuracy_per_round"][:3]
+    assert partial["elapsed_s"] == lines[cut]["elapsed_s"]  # its last round's, no done event
+    # The report of that killed run shows the same summary.
+    (tmp_path / "rounds.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines[: cut + 1]))
+    (tmp_path / "config.toml").write_text((uninterrupted / "config.toml").read_text())
+    run = load_run(tmp_path)
+    assert run["strategies"] == ["fedavg", "noise-adaptive"] and not run["finished"]
+    assert run["summaries"]["noise-adaptive"]["round"] == 3
+    assert run["summaries"]["fedavg"]["fairness"] == pytest.approx(results["fedavg"]["fairness"])
 
 
 @pytest.mark.parametrize(
@@ -143,7 +175,7 @@ def test_a_node_restarted_with_a_new_id_rejoins(tmp_path: Path, uninterrupted: P
     run_federation(grid, CFG, tmp_path)
     assert 9999 in grid.partitions
     results, lines = without_timing(tmp_path)
-    assert all(line["missing"] == [] for line in lines)
+    assert all(line["missing"] == [] for line in lines if is_round(line))
     assert (results, lines) == without_timing(uninterrupted)
     # One query per strategy for the new node (each strategy started from the first node ids).
     assert grid.calls == CALLS + 3
@@ -328,7 +360,7 @@ def test_a_hostile_client_is_dropped_every_round_and_the_run_completes(tmp_path:
 
     results = json.loads((tmp_path / "results.json").read_text())
     assert set(results["strategies"]) == {"fedavg", "noise-adaptive"}
-    lines = [json.loads(x) for x in (tmp_path / "rounds.jsonl").read_text().splitlines()]
+    lines = [x for x in read_log(tmp_path / "rounds.jsonl") if is_round(x)]
     assert len(lines) == 2 * ROUNDS
     for line in lines:
         (error,) = line["errors"]

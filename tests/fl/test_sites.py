@@ -18,6 +18,7 @@ from fedlr.fl import keys
 from fedlr.fl.server_app import run_federation
 
 from .conftest import InProcessGrid
+from fedlr.analysis import is_round, read_log
 
 HEART = files.DEFAULT_DATA_DIR / "heart_disease"
 SITES = sorted(HEART.glob("*.csv"))
@@ -45,7 +46,7 @@ def restore_threads():
 
 
 def lines(run_dir: Path) -> list[dict]:
-    out = [json.loads(x) for x in (run_dir / "rounds.jsonl").read_text().splitlines()]
+    out = [x for x in read_log(run_dir / "rounds.jsonl") if is_round(x)]
     for line in out:
         del line["elapsed_s"]
     return out

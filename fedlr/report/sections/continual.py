@@ -142,9 +142,8 @@ def _continual_section(run: dict[str, Any]) -> list[str]:
     if unfinished:
         names = ", ".join(f"`{s}`" for s in unfinished)
         lines += [
-            f"{names}: from rounds.jsonl (run not finished): every client weighs the same in R, "
-            "a task not finished yet leaves its row empty, and FWT and the snapshot ensemble are "
-            "unknown.",
+            f"{names}: from rounds.jsonl (run not finished): a task not finished yet leaves its "
+            "row empty, and the snapshot ensemble is unknown.",
             "",
         ]
     lines += [

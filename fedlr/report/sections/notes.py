@@ -1,4 +1,4 @@
-"""The "Run notes" section: missing client replies and invalid noise estimates per strategy."""
+"""The "Run notes" section: missing replies, invalid noise estimates, strategies left out."""
 
 from __future__ import annotations
 
@@ -31,4 +31,9 @@ def render(run: dict[str, Any], run_dir: Path) -> list[str]:
                 f"- `{strategy}`: {missing} missing client replies, "
                 f"{invalid} invalid noise estimates over {len(records)} rounds."
             )
+    for strategy in run["unsummarized"]:
+        notes.append(
+            f"- `{strategy}`: not finished, and its rounds.jsonl has no start event (written by "
+            "an older fedlr): no summary; its rounds are in the plots."
+        )
     return ["## Run notes", ""] + notes + [""] if notes else []

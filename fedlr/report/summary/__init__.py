@@ -1,8 +1,9 @@
 """The one summary of a run the report renders, the same shape for a finished and a killed run.
 
 Finished strategies come from ``results.json``; a strategy missing there (a run killed mid-way)
-from its last recorded round in ``rounds.jsonl``. Each feature's data (degree, batches,
-continual) is read by its own module, from the same two files.
+from :func:`fedlr.analysis.summarize` of ``rounds.jsonl``, the summary ``results.json`` is
+written from, over the rounds it logged. Each feature's data (degree, batches, continual) is read
+by its own module, from those entries.
 """
 
 from __future__ import annotations
@@ -10,16 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from fedlr.analysis import is_round, read_log, summarize
 from fedlr.metrics.classification import NAMES as METRIC_NAMES
-from fedlr.report.files import load_config, load_results, load_rounds
-from fedlr.report.summary.batches import batches_from_results, batches_from_rounds, shows_batches
-from fedlr.report.summary.clients import (
-    client_sort_key,
-    summaries_from_results,
-    summaries_from_rounds,
-)
-from fedlr.report.summary.continual import continual_from_results, continual_from_rounds
-from fedlr.report.summary.degree import degree_from_results, degree_from_rounds
+from fedlr.report.files import load_config, load_results
+from fedlr.report.summary.batches import batches_from_results, shows_batches
+from fedlr.report.summary.clients import client_sort_key, summaries_from_results
+from fedlr.report.summary.continual import continual_from_results
+from fedlr.report.summary.degree import degree_from_results
 from fedlr.report.values import num
 
 __all__ = ["load_run"]
@@ -61,25 +59,26 @@ def load_run(run_dir: Path) -> dict[str, Any]:
     """
     config = load_config(run_dir)
     results = load_results(run_dir)
-    rounds = load_rounds(run_dir)
+    lines = read_log(Path(run_dir) / "rounds.jsonl")
+    rounds = [line for line in lines if is_round(line)]
     if results is None and not rounds:
         raise ValueError(
             f"{run_dir}: nothing to report (no results.json and no readable line in rounds.jsonl)"
         )
-    # Finished strategies from results.json; a strategy cut off mid-run from its last round.
-    summaries = summaries_from_rounds(rounds, config)
-    if results is not None:
-        summaries.update(summaries_from_results(results))
-    for summary in summaries.values():
+    # Finished strategies from results.json; a strategy cut off mid-run summarised from its log.
+    finished = dict(results["strategies"]) if results is not None else {}
+    entries = {**summarize(lines, config), **finished}
+    summaries = summaries_from_results(entries)
+    for name, summary in summaries.items():
         summary["clients"].sort(key=client_sort_key)
+        own = [line for line in rounds if line["strategy"] == name]
+        if name not in finished and own:  # where it stopped, and who did not reply there
+            last = max(own, key=lambda line: line["round"])
+            summary.update(round=last["round"], missing=list(last.get("missing") or []))
     order = [s for s in _strategy_order(results, rounds, config) if s in summaries]
-    degree = degree_from_rounds(rounds, config)
-    batches = batches_from_rounds(rounds, config)
-    blocks = continual_from_rounds(rounds, config)
-    if results is not None:
-        degree.update(degree_from_results(results))
-        batches.update(batches_from_results(results, config))
-        blocks.update(continual_from_results(results))
+    degree = degree_from_results(entries)
+    batches = batches_from_results(entries, config)
+    blocks = continual_from_results(entries, unfinished=set(entries) - set(finished))
     batches = {s: batches[s] for s in order if s in batches}
     source = results if results is not None else config
     clients = [c for s in order for c in summaries[s]["clients"]]
@@ -93,7 +92,9 @@ def load_run(run_dir: Path) -> dict[str, Any]:
         "seed": source.get("seed", config.get("seed")),
         "num_rounds": source.get("num_rounds", config.get("num-server-rounds")),
         "base_lr": num(config.get("lr")),
-        "finished": results is not None and all(s in results["strategies"] for s in order),
+        "finished": results is not None and all(s in finished for s in order),
+        # strategies with rounds but no summary (a log written before fedlr logged events)
+        "unsummarized": [s for s in _strategy_order(None, rounds, {}) if s not in summaries],
         "strategies": order,
         "summaries": {s: summaries[s] for s in order},
         "rounds": rounds,

@@ -1,15 +1,14 @@
 """Degree fairness of a graph run: per-quartile accuracy and gradient slopes per strategy.
 
-From ``results.json`` (``degree``) or, for a strategy cut off, from the rounds' ``degree_fairness``
-and ``gradient_slope``, with its optimizer and degree rule from its name and ``config.toml``
-(``fedavg+adam+degree``: adam, ``degree-gamma``).
+From a strategy's ``results.json`` entry (``degree``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from fedlr.report.values import num, settings_from_name
+from fedlr.report.values import num
 
 QUARTILES = 4  # degree buckets: global-degree quartiles Q1 (lowest) .. Q4
 
@@ -34,10 +33,10 @@ def _degree_fairness(raw: Any) -> dict[str, Any] | None:
     }
 
 
-def degree_from_results(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The degree data of each finished strategy that has some."""
+def degree_from_results(entries: Mapping[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The degree data of each strategy whose results.json entry has some."""
     degree = {}
-    for strategy, entry in results["strategies"].items():
+    for strategy, entry in entries.items():
         raw = entry.get("degree")
         if not isinstance(raw, dict):
             continue
@@ -53,35 +52,5 @@ def degree_from_results(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
             # One entry per recorded round, rounds 1, 2, ...
             "slopes": [(i + 1, num(before[i]), num(after[i])) for i in range(count)],
             "profile": profile if isinstance(profile, dict) else None,
-        }
-    return degree
-
-
-def degree_from_rounds(
-    rounds: list[dict[str, Any]], config: dict[str, Any]
-) -> dict[str, dict[str, Any]]:
-    """The same data from rounds.jsonl, for each strategy with a degree line."""
-    by_strategy: dict[str, dict[float, dict[str, Any]]] = {}
-    for record in rounds:
-        round_number = num(record.get("round"))
-        if round_number is None or not ("degree_fairness" in record or "gradient_slope" in record):
-            continue
-        by_strategy.setdefault(record["strategy"], {})[round_number] = record
-    degree = {}
-    for strategy, by_round in by_strategy.items():
-        records = [record for _, record in sorted(by_round.items())]
-        optimizer, gamma = settings_from_name(strategy, config)
-        # As results.json does: the last round that evaluated degree fairness.
-        fairness = [_degree_fairness(r.get("degree_fairness")) for r in records]
-        slopes = []
-        for record in records:
-            slope = record.get("gradient_slope") or {}
-            slopes.append((record["round"], num(slope.get("before")), num(slope.get("after"))))
-        degree[strategy] = {
-            "optimizer": optimizer,
-            "gamma": gamma,
-            "fairness": next((f for f in reversed(fairness) if f is not None), None),
-            "slopes": slopes,
-            "profile": None,  # written to results.json only
         }
     return degree
