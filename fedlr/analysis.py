@@ -247,6 +247,9 @@ def summarize_strategy(
         ]
         entry["fairness"] = metric_fairness_summary(values, fairness_metric) if values else None
         entry["fairness_metric"] = fairness_metric
+    own = [line.get("observers") or {} for line in lines]  # the run's own observers
+    for name in dict.fromkeys(n for records in own for n in records):
+        entry.setdefault("observers", {})[name] = [records.get(name) for records in own]
     if info["graph"]:
         entry["degree"] = _degree_summary(lines, info)
     else:

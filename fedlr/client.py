@@ -27,13 +27,31 @@ ESTIMATORS = ("loss-margin", "loss")
 _CHUNK = 4096  # rows per forward pass for arrays
 
 
-def _batches(x: Any, y: Any, device: torch.device) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
-    """``(inputs, labels)`` chunks from arrays, tensors or a DataLoader of ``(x, y)`` pairs."""
+def _features(inputs: Any, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Inputs as a tensor on ``device``; floating ones in ``dtype``, integer ones as they are.
+
+    A float64 (``model.double()``) or bf16 model needs its inputs in its own dtype; integer
+    inputs (token ids for an embedding) keep theirs.
+    """
+    tensor = torch.as_tensor(inputs)
+    if tensor.is_floating_point():
+        return tensor.to(device=device, dtype=dtype)
+    return tensor.to(device)
+
+
+def _batches(
+    x: Any, y: Any, device: torch.device, dtype: torch.dtype
+) -> Iterable[tuple[torch.Tensor, Any]]:
+    """``(inputs, labels)`` chunks from arrays, tensors or a DataLoader of ``(x, y)`` pairs.
+
+    Inputs are made ready for the model (:func:`_features`); labels are left as they are
+    (:func:`_labels` reads them on the CPU).
+    """
     if y is None:  # a DataLoader (or any iterable of batches)
         for batch in x:
             if not (isinstance(batch, list | tuple) and len(batch) >= 2):
                 raise ValueError("estimate_noise: a DataLoader must yield (inputs, labels) pairs")
-            yield torch.as_tensor(batch[0]).to(device), torch.as_tensor(batch[1]).to(device)
+            yield _features(batch[0], device, dtype), batch[1]
         return
     inputs = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
     labels = torch.as_tensor(np.asarray(y) if not isinstance(y, torch.Tensor) else y)
@@ -41,16 +59,14 @@ def _batches(x: Any, y: Any, device: torch.device) -> Iterable[tuple[torch.Tenso
         raise ValueError(
             f"estimate_noise: x and y differ in length ({len(inputs)} vs {len(labels)})"
         )
-    if inputs.is_floating_point():
-        inputs = inputs.float()
     for start in range(0, len(inputs), _CHUNK):
         end = start + _CHUNK
-        yield inputs[start:end].to(device), labels[start:end].to(device)
+        yield _features(inputs[start:end], device, dtype), labels[start:end]
 
 
-def _labels(targets: torch.Tensor) -> np.ndarray:
+def _labels(targets: Any) -> np.ndarray:
     """Class labels as a 1-D int array: ``(N, 1)`` is squeezed; fractions and 2-D are refused."""
-    values = targets.detach().cpu()
+    values = torch.as_tensor(targets).detach().cpu()
     if values.ndim == 2 and values.shape[1] == 1:
         values = values[:, 0]
     if values.ndim != 1:
@@ -81,7 +97,8 @@ def estimate_noise(
         and returned to the mode it was in.
     x : array-like, torch.Tensor or DataLoader
         The client's training inputs, or a DataLoader yielding ``(inputs, labels)`` (then
-        leave ``y`` out).
+        leave ``y`` out). Floating inputs are cast to the dtype of the model's first floating
+        parameter (float64 after ``model.double()``, bf16, ...) and moved to its device.
     y : array-like or torch.Tensor, optional
         Integer labels in ``[0, C)``.
     estimator : {"loss-margin", "loss"}
@@ -110,12 +127,15 @@ def estimate_noise(
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator: expected {' or '.join(ESTIMATORS)}, got {estimator!r}")
     was_training = model.training
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    # inputs go to the model's device, in its dtype (float64 after model.double(), bf16, ...)
+    like = next((p for p in model.parameters() if p.is_floating_point()), None)
+    device = like.device if like is not None else torch.device("cpu")
+    dtype = like.dtype if like is not None else torch.get_default_dtype()
     log_probs, labels = [], []
     model.eval()
     try:
         with torch.no_grad():
-            for inputs, targets in _batches(x, y, device):
+            for inputs, targets in _batches(x, y, device, dtype):
                 log_probs.append(torch.log_softmax(model(inputs), dim=1).double().cpu().numpy())
                 labels.append(_labels(targets))
     finally:

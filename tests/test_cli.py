@@ -40,6 +40,8 @@ def run_fedlr(*args: str, cwd) -> subprocess.CompletedProcess[str]:
         (("simulate", "--set", f"num-server-rounds={10**30}"), "num-server-rounds"),
         (("simulate", "--set", "resume=runs/x"), "--resume"),
         (("simulate", "/dev/zero"), "regular file"),
+        (("simulate", "--set", "observers=no_such_module:X"), "observers"),
+        (("simulate", "--set", "observers=json:dumps"), "observers"),  # not an observer
         (("gate", "--listen", "9092", "--insecure"), "--listen"),
         (("gate", "--listen", "0.0.0.0:99999", "--insecure"), "--listen"),
         (("gate", "--listen", "127.0.0.1:9092", "--superlink", "x", "--insecure"), "--superlink"),
@@ -62,6 +64,8 @@ def run_fedlr(*args: str, cwd) -> subprocess.CompletedProcess[str]:
         "rounds-too-many",
         "resume-in-set",
         "config-not-a-file",
+        "observer-not-importable",
+        "observer-without-hooks",
         "gate-listen-no-port",
         "gate-listen-port-range",
         "gate-superlink",

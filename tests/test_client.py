@@ -75,3 +75,23 @@ def test_column_labels_are_read_as_a_vector_and_fractions_are_refused():
         estimate_noise(model, x, y + 0.5)
     with pytest.raises(ValueError, match=re.escape("shape (N,), got shape (60, 2)")):
         estimate_noise(model, x, np.stack([y, y], axis=1))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_inputs_are_cast_to_the_models_dtype_and_labels_stay_integer(dtype):
+    torch.manual_seed(0)
+    reference = nn.Linear(3, 2)
+    model = nn.Linear(3, 2).to(dtype)
+    model.load_state_dict(reference.state_dict())
+    x, y = data()  # float32 features, int64 labels
+    with torch.no_grad():
+        logits = model(torch.from_numpy(x).to(dtype))
+    expected = mean_margin_noise(torch.log_softmax(logits, 1).double().numpy(), y)
+    loader = DataLoader(TensorDataset(torch.from_numpy(x), torch.from_numpy(y)), batch_size=7)
+    assert estimate_noise(model, x, y) == pytest.approx(expected, rel=1e-12)
+    assert estimate_noise(model, torch.from_numpy(x), torch.from_numpy(y)) == pytest.approx(
+        expected, rel=1e-12
+    )
+    assert estimate_noise(model, loader) == pytest.approx(expected, rel=1e-6)
+    # the same model in float32, within the precision of the model's own dtype
+    assert estimate_noise(model, x, y) == pytest.approx(estimate_noise(reference, x, y), rel=0.05)

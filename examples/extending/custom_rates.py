@@ -49,7 +49,7 @@ class LossSpread:
 
     name = "loss_spread"
 
-    def __init__(self) -> None:
+    def __init__(self, cfg: Mapping[str, Any] | None = None) -> None:  # observers=: the run config
         self.losses: list[float] = []
         self.spread: dict[int, float] = {}
 
@@ -77,7 +77,12 @@ class LossSpread:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict`."""
-        self.spread = {int(r): float(v) for r, v in state["spread"].items()}
+        self.spread = {int(r): float(v) for r, v in state.get("spread", {}).items()}
+
+    def round_record(self, server_round: int) -> dict[str, float] | None:
+        """What rounds.jsonl logs under observers.loss_spread (None: nothing this round)."""
+        spread = self.spread.get(server_round)
+        return None if spread is None else {"spread": spread}
 
 
 class RampedFedAvg(NoiseAdaptiveFedAvg):

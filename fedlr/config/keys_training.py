@@ -50,6 +50,15 @@ TRAINING_KEYS: dict[str, Key] = {
         lambda v: not v or is_import_string(v),
         "your own task: data, model and loops (dataset and model are then not used)",
     ),
+    "observers": Key(
+        str,
+        "",
+        "'' or a comma list of package.module:factory (each called with the run config, "
+        "returning a round observer: docs/extending.md)",
+        lambda v: all(is_import_string(item) for item in split_list(v)),
+        "your own round observers: what each one's round_record() returns is logged under "
+        "observers.NAME in rounds.jsonl and results.json",
+    ),
     "hidden": Key(int, 64, "an integer >= 1", in_range(1), "hidden width (MLP or GNN)"),
     "local-epochs": Key(
         int,

@@ -153,9 +153,8 @@ def _file_defaults(values: dict[str, Any], explicit: set[str]) -> dict[str, Any]
         if key not in explicit:
             values[key] = default
     if str(values["data-files"]).strip():
-        # Imported here, when files are counted: fedlr.data imports fedlr.config, a cycle
-        # tests/test_imports.py lists as known.
-        from fedlr.data.files import count_sites
+        # Imported here, when files are counted: it brings pandas.
+        from fedlr.config.site_files import count_sites
 
         found = count_sites(values)
         if "num-clients" in explicit and values["num-clients"] != found:

@@ -47,13 +47,10 @@ from fedlr.data.site_stats import (
     log_missing,
     site_statistics,
 )
-from fedlr.data.site_tables import (
+from fedlr.config.site_files import (
     DATA_ENV,
     DEFAULT_DATA_DIR,
-    MAX_VALUE,
     SUFFIXES,
-    TAG_SPLIT,
-    Site,
     _sort_key,
     _value,
     count_sites,
@@ -62,6 +59,11 @@ from fedlr.data.site_tables import (
     find_files,
     read_table,
     site_frames,
+)
+from fedlr.data.site_tables import (
+    MAX_VALUE,
+    TAG_SPLIT,
+    Site,
     split_site,
 )
 

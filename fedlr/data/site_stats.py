@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fedlr.data.site_tables import Site, _sort_key, _value, log
+from fedlr.config.site_files import _sort_key, _value, log
+from fedlr.data.site_tables import Site
 
 
 @dataclass(frozen=True)

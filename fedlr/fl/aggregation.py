@@ -118,12 +118,14 @@ def robust_aggregate(
     *,
     malicious: int = 1,
     trim_fraction: float = 0.2,
+    arrays_key: str = keys.ARRAYS,
 ) -> tuple[ArrayRecord, list[RecordDict]]:
     """Flower's median, trimmed mean, Krum or Multi-Krum over checked replies.
 
     Median and trimmed mean are per coordinate and unweighted (as Flower's FedMedian and
-    FedTrimmedAvg); Krum and Multi-Krum select replies by Flower's ``select_multikrum`` and
-    average the selected ones by ``weighted_by_key``, so the rates' weights still apply.
+    FedTrimmedAvg) over each reply's ArrayRecord ``arrays_key`` (the strategy's
+    ``arrayrecord_key``); Krum and Multi-Krum select replies by Flower's ``select_multikrum``
+    and average the selected ones by ``weighted_by_key``, so the rates' weights still apply.
     Returns the aggregate and the replies it is made of.
     """
     from flwr.serverapp.strategy.fedtrimmedavg import trim_mean
@@ -135,9 +137,9 @@ def robust_aggregate(
         selected = select_multikrum(contents, malicious, keep)
         return aggregate_arrayrecords(selected, weighted_by_key), selected
     arrays = ArrayRecord()
-    first = contents[0].array_records[keys.ARRAYS]
+    first = contents[0].array_records[arrays_key]
     for key in first:
-        stack = np.stack([c.array_records[keys.ARRAYS][key].numpy() for c in contents])
+        stack = np.stack([c.array_records[arrays_key][key].numpy() for c in contents])
         if how == "median":
             value = np.median(stack, axis=0)
         else:

@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from fedlr.fl import keys
+from fedlr.fl.nodes import as_float
 from fedlr.metrics.classification import BOUNDED, NAMES
 
 __all__ = ["MAX_EXTRA", "MAX_NAME", "evaluate_metrics"]
@@ -37,7 +38,7 @@ def _number(value: object) -> float | None:
     """``value`` as a float when it is one real number (not a bool, list or string), else None."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value)
+    return as_float(value)  # an integer beyond float range is +-inf, then refused as not finite
 
 
 def _shown(name: object) -> str:

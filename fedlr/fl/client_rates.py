@@ -54,9 +54,9 @@ from flwr.app import (
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, Result
 
+from fedlr.analysis import json_safe
 from fedlr.config import is_graph, split_list
 from fedlr.fl import checks, keys
-from fedlr.fl.client_metrics import evaluate_metrics
 from fedlr.fl.aggregation import (
     cap_message,
     clip_updates,
@@ -67,12 +67,12 @@ from fedlr.fl.aggregation import (
     robust_aggregate,
 )
 from fedlr.fl.library import KNOBS, library_config
-from fedlr.fl.nodes import ClientInfo, scalar
+from fedlr.fl.nodes import ClientInfo
 from fedlr.fl.evaluation import Evaluation
 from fedlr.fl.membership import Membership
-from fedlr.fl.rate_plan import RatePlanning
 from fedlr.fl.observers import Continual, DegreeDiagnostics, NoiseScale, Observer
-from fedlr.fl.roundlog import PER_CLIENT_LOGS, RoundLog
+from fedlr.fl.roundlog import RoundLog
+from fedlr.fl.train_replies import TrainReplies
 from fedlr.rates import coupling
 from fedlr.rates.factors import (
     NoiseFactor,
@@ -81,7 +81,7 @@ from fedlr.rates.factors import (
 log = logging.getLogger("fedlr")
 
 
-class PerClientRates(RatePlanning, Membership, Evaluation, FedAvg):
+class PerClientRates(TrainReplies, Membership, Evaluation, FedAvg):
     """Mixin: per-client learning rates and aggregation weights from noise estimates.
 
     Two ways in:
@@ -250,6 +250,7 @@ trim_fraction, krum_malicious, clip_update_norm
         )
         self.continual = Continual(stream=self.stream != "none", num_tasks=cfg["num-tasks"])
         self.observers: list[Observer] = [self.continual, self.noise_scale_observer]
+        self.own_observers: list[Observer] = []  # a run's own (``observers``), in self.observers
         if self.graph:
             self.observers.append(DegreeDiagnostics())
         # what makes a rate: lr = base * schedule * noise * coupling
@@ -268,27 +269,40 @@ trim_fraction, krum_malicious, clip_update_norm
 
     # -- state (checkpoint and resume) -------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """Everything this strategy carries from round to round, as plain data."""
-        return {
-            **self.noise.state_dict(),
-            "rounds": {r: asdict(log_) for r, log_ in self.rounds.items()},
-            **self.noise_scale_observer.state_dict(),
-            **self.continual.state_dict(),
-            # library use: the nodes learnt from replies, and the examples each reported
-            **(
-                {"nodes": {n: c.num_examples for n, c in self.clients.items()}} if self.open else {}
-            ),
-        }
+        """Everything this strategy carries from round to round, as strict-JSON plain data.
+
+        A non-finite float (the NaN loss of a reply without ``train_loss``) is written as None
+        (``json.dumps(state, allow_nan=False)`` works); :meth:`load_state_dict` reads it back
+        as NaN where a round log holds floats (:meth:`RoundLog.from_dict`).
+        """
+        return json_safe(
+            {
+                **self.noise.state_dict(),
+                "rounds": {r: asdict(log_) for r, log_ in self.rounds.items()},
+                **self.noise_scale_observer.state_dict(),
+                **self.continual.state_dict(),
+                **(
+                    {"observers": {o.name: o.state_dict() for o in self.own_observers}}
+                    if self.own_observers
+                    else {}
+                ),
+                # library use: the nodes learnt from replies, and the examples each reported
+                **(
+                    {"nodes": {n: c.num_examples for n, c in self.clients.items()}}
+                    if self.open
+                    else {}
+                ),
+            }
+        )
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict` (the rule's parameters come from the config, not here)."""
         self.noise.load_state_dict(state)
-        self.rounds = {int(r): RoundLog(**log_) for r, log_ in state["rounds"].items()}
-        for log_ in self.rounds.values():  # partition ids as int (a JSON copy has strings)
-            for name in PER_CLIENT_LOGS:
-                setattr(log_, name, {int(k): v for k, v in getattr(log_, name).items()})
+        self.rounds = {int(r): RoundLog.from_dict(log_) for r, log_ in state["rounds"].items()}
         self.noise_scale_observer.load_state_dict(state)
         self.continual.load_state_dict(state)
+        for observer in self.own_observers:
+            observer.load_state_dict(state.get("observers", {}).get(observer.name, {}))
         if self.open and "nodes" in state:
             self.learn_nodes(int(n) for n in state["nodes"])
             self.learn_examples(
@@ -353,6 +367,7 @@ trim_fraction, krum_malicious, clip_update_norm
         connected = {m.metadata.dst_node_id for m in template}
         if self.open:
             self.learn_nodes(connected)
+            self.present = connected  # a node's id is its partition id: plan over these only
         else:
             self.adopt_restarted_nodes(grid, connected)
         content = template[0].content
@@ -372,7 +387,7 @@ trim_fraction, krum_malicious, clip_update_norm
             node = self.by_partition[pid]
             if node.node_id not in connected:  # gone: recorded as missing, not waited for
                 continue
-            client_config = ConfigRecord(dict(content.config_records[keys.CONFIG]))
+            client_config = ConfigRecord(dict(content.config_records[self.configrecord_key]))
             lr, batch, factors = plans[pid]
             coupling_factor, schedule_factor = factors["coupling"], factors["schedule"]
             client_config[keys.LR] = lr
@@ -391,8 +406,8 @@ trim_fraction, krum_malicious, clip_update_norm
                 Message(
                     RecordDict(
                         {
-                            keys.ARRAYS: content.array_records[keys.ARRAYS],
-                            keys.CONFIG: client_config,
+                            self.arrayrecord_key: content.array_records[self.arrayrecord_key],
+                            self.configrecord_key: client_config,
                         }
                     ),
                     dst_node_id=node.node_id,
@@ -407,79 +422,10 @@ trim_fraction, krum_malicious, clip_update_norm
         """Check replies and estimates, set aggregation weights, then aggregate with ``super()``."""
         server_round += self.round_offset
         log_ = self.rounds.setdefault(server_round, RoundLog())
-        accepted: list[Message] = []
-        raw: dict[int, float] = {}
-        examples: dict[int, int] = {}  # continual: examples trained on this round
-        reported: dict[int, int] = {}  # library use: each reply's example count
-        extras: dict[int, dict[str, float]] = {}  # a user's own train metrics, checked
-        for reply in replies:
-            node = self.clients.get(reply.metadata.src_node_id)
-            pid = node.partition_id if node else -1
-            if reply.has_error():
-                log_.errors.append({"partition_id": pid, "reason": str(reply.error.reason)})
-                continue
-            metrics = reply.content.metric_records.get(keys.METRICS, MetricRecord())
-            if node is None or keys.ARRAYS not in reply.content.array_records:
-                log_.errors.append({"partition_id": pid, "reason": "unknown node or no arrays"})
-                continue
-            problem = self.array_problem(reply.content.array_records[keys.ARRAYS])
-            if problem is not None:
-                log_.errors.append({"partition_id": pid, "reason": problem})
-                continue
-            if self.open:  # its weight is what it reports, bounded below (learn_examples)
-                count = scalar(metrics.get(keys.NUM_EXAMPLES))
-                if not (np.isfinite(count) and count >= 1 and count.is_integer()):
-                    value = metrics.get(keys.NUM_EXAMPLES)
-                    reason = f"num-examples {value!r} is not an integer >= 1"
-                    log_.errors.append({"partition_id": pid, "reason": reason})
-                    log.warning("fedlr: node %d: reply dropped: %s", pid, reason)
-                    continue
-                reported[pid] = int(count)
-            if self.stream != "none":
-                # A continual client trains on its current task (+ replay): that is its weight,
-                # at most all its examples plus the replay sample, whatever it reports.
-                trained = scalar(metrics.get(keys.NUM_EXAMPLES))
-                most = self.size(node) + int(self.cfg["replay-size"]) * self.replay
-                examples[pid] = int(min(trained, most)) if np.isfinite(trained) else 0
-                if examples[pid] <= 0:
-                    reason = "no examples of its current task"
-                    log_.errors.append({"partition_id": pid, "reason": reason})
-                    continue
-            train_loss = scalar(metrics.get(keys.TRAIN_LOSS))
-            if self.needs_train_loss and not (np.isfinite(train_loss) and train_loss >= 0):
-                # QFedAvg scales the update by loss^q: one NaN (or a negative loss's NaN power)
-                # would make every weight NaN.
-                log_.errors.append({"partition_id": pid, "reason": "missing or non-finite loss"})
-                continue
-            log_.train_loss[pid] = train_loss
-            steps = scalar(metrics.get(keys.STEPS))
-            if np.isfinite(steps) and steps >= 0:
-                log_.steps[pid] = int(steps)
-            for observer in self.observers:  # the task trained on, gradients, degree reports
-                observer.train_reply(pid, reply, metrics, log_)
-            if self.uses_estimates:
-                value = metrics.get(keys.NOISE_ESTIMATE)
-                was_invalid = pid in self.noise.invalid
-                usable, _ = self.noise.check({pid: value})
-                raw.update(usable)
-                if not usable:
-                    log_.invalid_estimates.append({"partition_id": pid, "value": repr(value)})
-                    if not was_invalid:  # once, not every round it stays bad
-                        log.warning(
-                            "fedlr: partition %d: noise estimate %r missing or invalid; "
-                            "uniform rate until a valid one arrives",
-                            pid,
-                            value,
-                        )
-                log_.noise_estimate[pid] = raw.get(pid)
-            kept, dropped = evaluate_metrics(metrics, keys.TRAIN_KEYS)
-            if kept:
-                extras[pid] = kept
-            if dropped is not None:
-                log_.errors.append({"partition_id": pid, "reason": dropped})
-            accepted.append(reply)
-        if reported:
-            self.learn_examples(log_, reported)
+        read = self.read_train_replies(log_, replies)
+        accepted, raw, examples, extras = read.accepted, read.raw, read.examples, read.extras
+        if read.reported:
+            self.learn_examples(log_, read.reported)
 
         if self.needs_train_loss:
             # q-FedAvg scales each update by its loss: one huge (finite) loss would dominate.
@@ -528,12 +474,14 @@ trim_fraction, krum_malicious, clip_update_norm
             # only the contract goes on: records a client added are ignored, not fatal
             reply.content = RecordDict(
                 {
-                    keys.ARRAYS: reply.content.array_records[keys.ARRAYS],
+                    self.arrayrecord_key: reply.content.array_records[self.arrayrecord_key],
                     keys.METRICS: MetricRecord(values),
                 }
             )
         records = {
-            self.clients[r.metadata.src_node_id].partition_id: r.content.array_records[keys.ARRAYS]
+            self.clients[r.metadata.src_node_id].partition_id: r.content.array_records[
+                self.arrayrecord_key
+            ]
             for r in accepted
         }
         compensation = float(self.cfg["rate-compensation"])
@@ -548,7 +496,7 @@ trim_fraction, krum_malicious, clip_update_norm
             return None, None
         sent = self._sent
         owned = {
-            key: [r.content.array_records[keys.ARRAYS][key].numpy() for r in accepted]
+            key: [r.content.array_records[self.arrayrecord_key][key].numpy() for r in accepted]
             for key in self.node_owned_keys
             if sent is not None and key in sent
         }
@@ -565,6 +513,7 @@ trim_fraction, krum_malicious, clip_update_norm
                 self.weighted_by_key,
                 malicious=int(self.cfg.get("krum-malicious", 1)),
                 trim_fraction=float(self.cfg.get("trim-fraction", 0.2)),
+                arrays_key=self.arrayrecord_key,
             )
             aggregated = self.train_metrics_aggr_fn(contents, self.weighted_by_key)
         if arrays is not None and not all(
@@ -577,15 +526,6 @@ trim_fraction, krum_malicious, clip_update_norm
             own_rows(arrays, sent, owned)
             integer_dtypes(arrays, sent)
         return arrays, aggregated
-
-    def array_problem(self, returned: ArrayRecord) -> str | None:
-        """Why a train reply's arrays cannot be aggregated (see :mod:`fedlr.fl.checks`)."""
-        try:
-            arrays = {key: returned[key].numpy() for key in returned}
-            sent = {key: self._sent[key].numpy() for key in self._sent} if self._sent else None
-        except Exception as error:  # noqa: BLE001  (bytes a client made up)
-            return f"unreadable arrays ({type(error).__name__})"
-        return checks.array_problem(sent, arrays)
 
     def summary(self) -> None:
         """Flower's summary, plus the rate source."""

@@ -18,9 +18,9 @@ from flwr.serverapp.strategy import FedAvg
 
 from fedlr.fl import keys
 from fedlr.fl.client_metrics import evaluate_metrics
-from fedlr.fl.nodes import ClientInfo, scalar
+from fedlr.fl.nodes import ClientInfo, scalar, shown
 from fedlr.fl.observers import Continual, Observer
-from fedlr.fl.roundlog import RoundLog
+from fedlr.fl.roundlog import RoundLog, record_error
 
 
 class Evaluation(FedAvg):
@@ -59,52 +59,26 @@ class Evaluation(FedAvg):
     ) -> MetricRecord | None:
         """Keep each client's accuracy, loss and other metrics, then aggregate with ``super()``.
 
-        Metrics beyond accuracy and loss are checked by
-        :func:`fedlr.fl.client_metrics.evaluate_metrics`; what it drops is logged in the round's
-        errors. ``super()`` takes the unweighted mean of accuracy and loss.
+        A reply that carries an error or fails the checks (:meth:`_dropped`) is left out; what
+        is dropped, whole or in part, is logged in the round's errors with one warning line
+        (:func:`fedlr.fl.roundlog.record_error`). ``super()`` takes the unweighted mean of
+        accuracy and loss.
         """
         server_round += self.round_offset
         log_ = self.rounds.setdefault(server_round, RoundLog())
         accepted = []
         for reply in replies:
-            if reply.has_error():
-                continue
-            node = self.clients.get(reply.metadata.src_node_id)
-            metrics = reply.content.metric_records.get(keys.METRICS)
-            if node is None or metrics is None:
+            node_id = reply.metadata.src_node_id
+            node = self.clients.get(node_id)
+            reason = self._dropped(reply, node)
+            if reason is not None:
                 pid = node.partition_id if node else -1
-                log_.errors.append({"partition_id": pid, "reason": "unknown node or no metrics"})
+                record_error(log_, node_id, pid, reason, "evaluate reply dropped")
                 continue
-            count = scalar(metrics.get(keys.NUM_EXAMPLES))
-            if self.open and not (np.isfinite(count) and count >= 1):
-                reason = f"num-examples {metrics.get(keys.NUM_EXAMPLES)!r} is not a number >= 1"
-                log_.errors.append({"partition_id": node.partition_id, "reason": reason})
-                continue
+            assert node is not None  # _dropped refuses a node this strategy does not know
             accepted.append(reply)
-            kept: dict[str, Any] = {}  # what goes on to the aggregate: checked values only
-            if node is not None:
-                loss = scalar(metrics.get(keys.EVAL_LOSS))
-                if np.isfinite(loss) and loss >= 0.0:
-                    log_.eval_loss[node.partition_id] = loss
-                    kept[keys.EVAL_LOSS] = loss
-                elif np.isfinite(loss):  # a cross-entropy is never negative
-                    reason = f"invalid eval-loss {loss!r}"
-                    log_.errors.append({"partition_id": node.partition_id, "reason": reason})
-                extras, dropped = evaluate_metrics(metrics)
-                if extras:
-                    log_.metrics[node.partition_id] = extras
-                    kept.update(extras)
-                if dropped is not None:
-                    log_.errors.append({"partition_id": node.partition_id, "reason": dropped})
-                accuracy = scalar(metrics.get(keys.ACCURACY))
-                if 0.0 <= accuracy <= 1.0:
-                    log_.accuracy[node.partition_id] = accuracy
-                    kept[keys.ACCURACY] = accuracy
-                elif self.open and keys.ACCURACY not in metrics:
-                    pass  # a user's app need not report accuracy
-                else:  # NaN, a list, or out of range: logged, never averaged into the fairness
-                    reason = f"invalid accuracy {metrics.get(keys.ACCURACY)!r}"
-                    log_.errors.append({"partition_id": node.partition_id, "reason": reason})
+            metrics = reply.content.metric_records[keys.METRICS]
+            kept = self._checked_values(node, metrics, log_)
             for observer in self.observers:  # accuracy per task, per test node
                 observer.evaluate_reply(node.partition_id, metrics, log_)
             # The weighting key is shared with training; evaluation weights are example counts.
@@ -125,3 +99,53 @@ class Evaluation(FedAvg):
             for key in [k for k in record if k not in common]:
                 del record[key]
         return super().aggregate_evaluate(server_round, accepted)
+
+    def _dropped(self, reply: Message, node: ClientInfo | None) -> str | None:
+        """Why an evaluate reply is left out whole; None when it is read.
+
+        A reply carrying an error, from a node this strategy does not know, without metrics,
+        or (library use, where the count is the reply's weight) without a count >= 1.
+        """
+        if reply.has_error():
+            return str(reply.error.reason)
+        metrics = reply.content.metric_records.get(keys.METRICS)
+        if node is None or metrics is None:
+            return "unknown node or no metrics"
+        count = metrics.get(keys.NUM_EXAMPLES)
+        number = scalar(count)
+        if self.open and not (np.isfinite(number) and number >= 1):
+            return f"num-examples {shown(count)} is not a number >= 1"
+        return None
+
+    def _checked_values(
+        self, node: ClientInfo, metrics: MetricRecord, log_: RoundLog
+    ) -> dict[str, Any]:
+        """A read reply's loss, accuracy and other metrics that pass the checks, recorded.
+
+        Metrics beyond accuracy and loss are checked by
+        :func:`fedlr.fl.client_metrics.evaluate_metrics`; each refused value is recorded in the
+        round's errors, and the rest of the reply is still used.
+        """
+        pid = node.partition_id
+        kept: dict[str, Any] = {}  # what goes on to the aggregate: checked values only
+        loss = scalar(metrics.get(keys.EVAL_LOSS))
+        if np.isfinite(loss) and loss >= 0.0:
+            log_.eval_loss[pid] = loss
+            kept[keys.EVAL_LOSS] = loss
+        elif np.isfinite(loss):  # a cross-entropy is never negative
+            record_error(log_, node.node_id, pid, f"invalid eval-loss {loss!r}", "evaluate reply")
+        extras, dropped = evaluate_metrics(metrics)
+        if extras:
+            log_.metrics[pid] = extras
+            kept.update(extras)
+        if dropped is not None:
+            record_error(log_, node.node_id, pid, dropped, "evaluate reply")
+        accuracy = scalar(metrics.get(keys.ACCURACY))
+        if 0.0 <= accuracy <= 1.0:
+            log_.accuracy[pid] = accuracy
+            kept[keys.ACCURACY] = accuracy
+        elif not (self.open and keys.ACCURACY not in metrics):  # a user's app need not send it
+            # NaN, a list, or out of range: logged, never averaged into the fairness
+            reason = f"invalid accuracy {shown(metrics.get(keys.ACCURACY))}"
+            record_error(log_, node.node_id, pid, reason, "evaluate reply")
+        return kept

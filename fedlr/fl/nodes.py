@@ -9,6 +9,7 @@ what it should be gives a neutral result and a log line, never an exception.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,8 @@ from flwr.serverapp import Grid
 from fedlr.fl import keys
 
 log = logging.getLogger("fedlr")
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1  # what a numpy integer array holds
 
 
 @dataclass(frozen=True)
@@ -35,24 +38,50 @@ class ClientInfo:
     site_statistics: str = ""  # users' files: the site's shared statistics (JSON), else empty
 
 
+def as_float(value: int | float | np.number) -> float:
+    """A number as float; an integer beyond float range as +-inf, as float arithmetic gives.
+
+    ``float(10**400)`` raises OverflowError; a reported count or metric that large is then
+    refused by the same finiteness checks as an Inf, never raised out of the strategy.
+    """
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
+
+
+def shown(value: object, limit: int = 64) -> str:
+    """``repr(value)`` for a log line, at most ``limit`` characters, whatever a client sent.
+
+    ``repr`` of an integer above 4300 digits raises ValueError (Python's int-to-str limit).
+    """
+    try:
+        text = repr(value)
+    except ValueError:
+        text = f"<{type(value).__name__} too long to show>"
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def scalar(value: object) -> float:
     """A record value as float (NaN when it is not a single number)."""
     if isinstance(value, bool) or not isinstance(value, int | float | np.number):
         return float("nan")
-    return float(value)
+    return as_float(value)
 
 
 def int_list(value: object) -> list[int] | None:
-    """A reported list of integers; None when it is anything else."""
-    if isinstance(value, list) and all(isinstance(v, int) for v in value):
+    """A reported list of integers (each within int64, as numpy holds them); else None."""
+    if isinstance(value, list) and all(
+        isinstance(v, int) and _INT64_MIN <= v <= _INT64_MAX for v in value
+    ):
         return [int(v) for v in value]
     return None
 
 
 def float_list(value: object) -> list[float] | None:
-    """A reported list of numbers as floats; None when it is anything else."""
+    """A reported list of numbers as floats (:func:`as_float`); None when it is anything else."""
     if isinstance(value, list) and all(isinstance(v, int | float) for v in value):
-        return [float(v) for v in value]
+        return [as_float(v) for v in value]
     return None
 
 
@@ -62,7 +91,7 @@ def _batch_size(value: object) -> int:
     if not (np.isfinite(number) and number >= 1 and float(number).is_integer()):
         if value is not None:
             log.warning(
-                "fedlr: reported batch size %r ignored; the run's batch-size is used", value
+                "fedlr: reported batch size %s ignored; the run's batch-size is used", shown(value)
             )
         return 0
     return int(number)
@@ -74,7 +103,9 @@ def _noise_true(value: object, node_id: int) -> float | None:
         return None
     rate = scalar(value)
     if not 0.0 <= rate <= 1.0:  # NaN too
-        log.warning("fedlr: node %s: true noise %r ignored (not a rate in [0, 1])", node_id, value)
+        log.warning(
+            "fedlr: node %s: true noise %s ignored (not a rate in [0, 1])", node_id, shown(value)
+        )
         return None
     return rate
 
@@ -84,7 +115,7 @@ def _role(value: object, node_id: int) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or not 0 < len(value) <= 64:
-        log.warning("fedlr: node %s: role %r ignored (not a short string)", node_id, value)
+        log.warning("fedlr: node %s: role %s ignored (not a short string)", node_id, shown(value))
         return None
     return value
 

@@ -74,6 +74,7 @@ class RatePlanning:
     """Mixin: the rate factors of a per-client strategy, and what they plan each round."""
 
     cfg: dict[str, Any]
+    present: set[int] | None = None  # library use: the nodes connected this round
     by_partition: dict[int, ClientInfo]
     example_cap: int
     base_lr: float
@@ -216,7 +217,11 @@ class RatePlanning:
         return min(client.num_examples, self.example_cap)
 
     def client_stats(self) -> dict[int, ClientStats]:
-        """What the rate factors may know of each client, by partition id."""
+        """What the rate factors may know of each client, by partition id.
+
+        Library use: of the nodes connected this round only (:attr:`present`), so a node that
+        left no longer steers the others' rates through its last estimate.
+        """
         starts = self.task_starts() if self.schedule_name == "phases" else None
         return {
             pid: ClientStats(
@@ -227,6 +232,7 @@ class RatePlanning:
                 task_starts=tuple(int(v) for v in starts[pid]) if starts is not None else (),
             )
             for pid, client in self.by_partition.items()
+            if self.present is None or pid in self.present
         }
 
     def noise_for_rule(self) -> dict[int, float]:

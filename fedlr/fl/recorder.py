@@ -31,6 +31,7 @@ import numpy as np
 from fedlr.analysis import finite_or_none, is_round, json_safe, read_log, summarize
 from fedlr.config import to_toml
 from fedlr.fl.checkpoint import Checkpoint
+from fedlr.fl.observers import round_records
 from fedlr.fl.strategy import ClientInfo, PerClientRates
 from fedlr.metrics.fairness import fairness_summary
 
@@ -243,6 +244,9 @@ class RunRecorder:
                 _steps_mean(strategy.rounds[r]) or 0.0 for r in strategy.rounds if r <= server_round
             )
             line["noise_scale"] = json_safe(log_.noise_scale)
+        own = round_records(strategy.own_observers, server_round)  # the run's own observers
+        if own:
+            line["observers"] = json_safe(own)
         self._write(line)
         if self.on_round is not None:
             self.on_round(name, server_round, line)

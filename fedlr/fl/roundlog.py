@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+log = logging.getLogger("fedlr")
 
 # RoundLog fields keyed by partition id (a JSON copy of a state has them as strings)
 PER_CLIENT_LOGS = (
@@ -23,6 +28,17 @@ PER_CLIENT_LOGS = (
     "task_examples",
     "metrics",
     "train_metrics",
+)
+# Those of them whose values are floats, never None: in a strict-JSON state (every non-finite
+# float written as None) a None there stands for NaN
+FLOAT_LOGS = (
+    "lr",
+    "train_loss",
+    "accuracy",
+    "aggregation_weight",
+    "coupling_factor",
+    "schedule_factor",
+    "eval_loss",
 )
 
 
@@ -64,3 +80,32 @@ class RoundLog:
     noisy_group: list[int] = field(default_factory=list)
     # kept but bounded: a q-FedAvg loss above its cap, an update norm clipped
     capped: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, state: Mapping[str, Any]) -> RoundLog:
+        """A round log from :func:`dataclasses.asdict` of one, or from a JSON copy of that.
+
+        Partition ids come back as int (JSON's keys are strings); in :data:`FLOAT_LOGS` a None
+        (a non-finite value in a strict-JSON state) comes back as NaN.
+        """
+        log_ = cls(**state)
+        for name in PER_CLIENT_LOGS:
+            nan_for_none = name in FLOAT_LOGS
+            values = getattr(log_, name).items()
+            setattr(
+                log_,
+                name,
+                {int(k): math.nan if v is None and nan_for_none else v for k, v in values},
+            )
+        return log_
+
+
+def record_error(log_: RoundLog, node_id: int, pid: int, reason: str, what: str) -> None:
+    """Keep why (part of) a reply was not used in the round's ``errors``, and log one line.
+
+    ``pid`` is the client's key in the round log (its node id in library use, -1 for a node the
+    strategy does not know); ``what`` says what happened, e.g. ``"evaluate reply dropped"``.
+    """
+    log_.errors.append({"partition_id": pid, "reason": reason})
+    where = f"node {node_id}" if pid in (node_id, -1) else f"node {node_id} (partition {pid})"
+    log.warning("fedlr: %s: %s: %s", where, what, reason)

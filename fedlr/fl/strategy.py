@@ -17,7 +17,7 @@ from flwr.serverapp.strategy import FedAdam, FedAvg, FedAvgM, FedProx, FedYogi, 
 from fedlr.config import strategy_config, strategy_spec
 from fedlr.fl import keys
 from fedlr.fl.nodes import ClientInfo, query_nodes
-from fedlr.fl.observers import gradient_diagnostic
+from fedlr.fl.observers import gradient_diagnostic, load_observers
 from fedlr.fl.client_rates import PerClientRates
 from fedlr.fl.library import KNOBS, library_config
 from fedlr.fl.rate_plan import schedule_params
@@ -176,4 +176,6 @@ def build_strategy(name: str, cfg: Mapping[str, Any], clients: list[ClientInfo])
         )
     else:
         raise ValueError(f"strategies: unknown strategy {name!r}")
+    strategy.own_observers = load_observers(cfg)  # the run's own, built fresh per strategy
+    strategy.observers.extend(strategy.own_observers)
     return strategy

@@ -216,7 +216,11 @@ class NoiseFactor:
         """Noise per client that the rule may use now (oracle truth or smoothed estimates)."""
         if self.source == "oracle":
             return {pid: c.noise_true for pid, c in clients.items() if c.noise_true is not None}
-        return {pid: v for pid, v in self.ema.values.items() if pid not in self.invalid}
+        return {
+            pid: v
+            for pid, v in self.ema.values.items()
+            if pid in clients and pid not in self.invalid  # of these clients only
+        }
 
     def noisy_group(self, clients: Mapping[int, ClientStats]) -> set[int]:
         """Clients whose noise stands apart (:func:`fedlr.rates.robust.noisy_group`)."""

@@ -43,6 +43,7 @@ The estimators
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -148,12 +149,13 @@ def inverse_noise_rates(
 
 def is_valid_estimate(value: object) -> bool:
     """True for a finite, non-negative number (what a client must report as its noise)."""
-    return (
-        isinstance(value, int | float | np.floating | np.integer)
-        and not isinstance(value, bool)
-        and bool(np.isfinite(value))
-        and float(value) >= 0
-    )
+    if isinstance(value, bool) or not isinstance(value, int | float | np.floating | np.integer):
+        return False
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond float range (10**400): no finite estimate
+        return False
+    return math.isfinite(number) and number >= 0
 
 
 @dataclass

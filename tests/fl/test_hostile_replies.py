@@ -113,6 +113,39 @@ def test_an_evaluate_reply_with_extra_records_is_kept_not_fatal(make_clients):
     assert aggregated[keys.ACCURACY] == pytest.approx(0.625)
 
 
+def test_a_failed_evaluate_reply_is_recorded_and_logged_never_fatal(make_clients, caplog):
+    from flwr.app import Error
+
+    strategy = build_strategy("fedavg", make_cfg(), make_clients([100, 300]))
+    ok = Message(RecordDict({}), dst_node_id=1000, message_type="evaluate")
+    crashed = Message(RecordDict({}), dst_node_id=1007, message_type="evaluate")
+    metrics = MetricRecord({keys.ACCURACY: 0.5, keys.NUM_EXAMPLES: 50})
+    replies = [
+        Message(RecordDict({keys.METRICS: metrics}), reply_to=ok),
+        Message(Error(code=0, reason="out of memory"), reply_to=crashed),
+    ]
+    with caplog.at_level("WARNING", logger="fedlr"):
+        aggregated = strategy.aggregate_evaluate(1, replies)
+
+    assert aggregated[keys.ACCURACY] == 0.5
+    assert strategy.rounds[1].errors == [{"partition_id": 1, "reason": "out of memory"}]
+    assert [r.getMessage() for r in caplog.records if r.name == "fedlr"] == [
+        "fedlr: node 1007 (partition 1): evaluate reply dropped: out of memory"
+    ]
+
+
+def test_reported_numbers_beyond_float_or_int64_range_are_refused_not_raised():
+    from fedlr.fl.client_metrics import evaluate_metrics
+    from fedlr.fl.nodes import float_list, int_list, scalar, shown
+
+    assert scalar(10**400) == math.inf and scalar(-(10**400)) == -math.inf
+    assert float_list([1, 10**400]) == [1.0, math.inf]
+    assert int_list([1, 2**63]) is None and int_list([1, 2**63 - 1]) == [1, 2**63 - 1]
+    assert evaluate_metrics({"auroc": 10**400}) == ({}, "dropped metrics: 'auroc' (inf not finite)")
+    assert shown(10**5000) == "<int too long to show>"  # repr itself raises past 4300 digits
+    assert shown(10**400) == repr(10**400)[:64] + "..."
+
+
 class QueryGrid:
     """Answers the query round with the given example counts (a value per node)."""
 

@@ -323,3 +323,153 @@ def test_q_fedavg_drops_a_negative_loss_and_per_client_knows_it_needs_losses():
     assert arrays is not None and np.all(np.isfinite(arrays.to_numpy_ndarrays()[0]))
     (error,) = strategy.rounds[1].errors
     assert error["partition_id"] == NODES[1] and "loss" in error["reason"]
+
+
+def evaluate_round(strategy, values):
+    """configure_evaluate then aggregate_evaluate; ``values`` maps node id -> metrics or Error."""
+    from flwr.app import Error
+
+    sent = strategy.configure_evaluate(
+        1, ArrayRecord([np.zeros(2)]), ConfigRecord(), FakeGrid(NODES)
+    )
+    replies = []
+    for msg in sent:
+        value = values[msg.metadata.dst_node_id]
+        if isinstance(value, Error):
+            replies.append(Message(value, reply_to=msg))
+        else:
+            replies.append(Message(RecordDict({"metrics": MetricRecord(value)}), reply_to=msg))
+    return strategy.aggregate_evaluate(1, replies)
+
+
+def test_a_failed_or_refused_evaluate_reply_is_recorded_and_logged_once(caplog):
+    from flwr.app import Error
+
+    strategy = NoiseAdaptiveFedAvg(lr=0.1)
+    one_round(strategy, 1, honest([0.1, 0.1, 0.1]))
+    values = {
+        NODES[0]: {"num-examples": 100, "accuracy": 0.5},
+        NODES[1]: Error(code=0, reason="evaluate crashed"),
+        NODES[2]: {"num-examples": -1, "accuracy": 0.9},
+    }
+    with caplog.at_level(logging.WARNING, logger="fedlr"):
+        aggregate = evaluate_round(strategy, values)
+    assert aggregate["accuracy"] == 0.5  # only the good reply
+    errors = sorted(strategy.rounds[1].errors, key=lambda e: e["reason"])  # in reply order
+    assert errors == [
+        {"partition_id": NODES[1], "reason": "evaluate crashed"},
+        {"partition_id": NODES[2], "reason": "num-examples -1 is not a number >= 1"},
+    ]
+    lines = sorted(r.getMessage() for r in caplog.records if "evaluate reply" in r.getMessage())
+    assert lines == [
+        f"fedlr: node {NODES[1]}: evaluate reply dropped: evaluate crashed",
+        f"fedlr: node {NODES[2]}: evaluate reply dropped: num-examples -1 is not a number >= 1",
+    ]
+
+
+def test_the_state_is_strict_json_and_a_nan_loss_comes_back_as_nan():
+    import json
+
+    strategy = NoiseAdaptiveFedAvg(lr=0.1, fraction_evaluate=0.0, warmup_rounds=1)
+    answers = honest([0.02, 0.03, 0.5], extra={"train_loss": 1.0})
+    answers[NODES[1]][1]["train_loss"] = float("nan")
+    for server_round in (1, 2):
+        one_round(strategy, server_round, answers)
+    text = json.dumps(strategy.state_dict(), allow_nan=False)  # no NaN or Infinity tokens
+    again = NoiseAdaptiveFedAvg(lr=0.1, fraction_evaluate=0.0, warmup_rounds=1)
+    again.load_state_dict(json.loads(text))
+    assert json.dumps(again.state_dict(), allow_nan=False) == text
+    restored = again.rounds[2].train_loss
+    assert restored[NODES[0]] == 1.0 and math.isnan(restored[NODES[1]])
+    assert again.rounds[2].noise_estimate == strategy.rounds[2].noise_estimate
+    sent, _ = one_round(again, 3, answers)
+    expected, _ = one_round(strategy, 3, answers)
+    assert {n: m.content["config"]["lr"] for n, m in sent.items()} == {
+        n: m.content["config"]["lr"] for n, m in expected.items()
+    }
+
+
+@pytest.mark.parametrize("key", ["num-examples", "noise-estimate", "train_loss", "mine"])
+def test_an_integer_beyond_float_range_is_refused_not_raised(key, caplog):
+    strategy = NoiseAdaptiveFedAvg(lr=0.1, fraction_evaluate=0.0)
+    answers = honest([0.1, 0.1, 0.1])
+    answers[NODES[2]][1][key] = 10**400
+    with caplog.at_level(logging.WARNING, logger="fedlr"):
+        _, (arrays, _) = one_round(strategy, 1, answers)
+    assert arrays is not None and np.allclose(arrays.to_numpy_ndarrays()[0], [1.0, 1.0])
+    log_ = strategy.rounds[1]
+    if key == "num-examples":  # the reply's weight: the reply is dropped
+        assert log_.errors[0]["partition_id"] == NODES[2]
+        assert "is not an integer >= 1" in log_.errors[0]["reason"]
+        assert NODES[2] not in log_.aggregation_weight
+    elif key == "noise-estimate":  # the node keeps the uniform rate
+        assert log_.invalid_estimates[0]["partition_id"] == NODES[2]
+    elif key == "train_loss":  # as an Inf loss: kept, never averaged in (not every loss finite)
+        assert log_.train_loss[NODES[2]] == math.inf
+    else:  # a user's own metric: dropped and named
+        assert log_.errors == [
+            {"partition_id": NODES[2], "reason": "dropped metrics: 'mine' (not a finite number)"}
+        ]
+    lines = [r.getMessage() for r in caplog.records if r.name == "fedlr"]
+    if key != "train_loss":
+        assert len(lines) == 1 and str(NODES[2]) in lines[0]
+
+
+def test_an_evaluate_value_beyond_float_range_is_refused_not_raised():
+    strategy = NoiseAdaptiveFedAvg(lr=0.1)
+    one_round(strategy, 1, honest([0.1, 0.1, 0.1]))
+    values = {node: {"num-examples": 100, "accuracy": 0.5} for node in NODES}
+    values[NODES[1]] = {"num-examples": 10**400, "accuracy": 0.9}
+    values[NODES[2]] = {"num-examples": 100, "accuracy": 10**400}
+    evaluate_round(strategy, values)
+    assert strategy.rounds[1].accuracy == {NODES[0]: 0.5}
+    assert {e["partition_id"] for e in strategy.rounds[1].errors} == {NODES[1], NODES[2]}
+
+
+@pytest.mark.parametrize("aggregation", ["mean", "median"])
+def test_flowers_record_keys_are_used_for_what_is_sent_and_read(aggregation):
+    strategy = NoiseAdaptiveFedAvg(
+        lr=0.1,
+        fraction_evaluate=0.0,
+        aggregation=aggregation,
+        arrayrecord_key="weights",
+        configrecord_key="settings",
+    )
+    arrays = ArrayRecord([np.zeros(2)])
+    sent = list(strategy.configure_train(1, arrays, ConfigRecord(), FakeGrid(NODES)))
+    assert {tuple(sorted(m.content.keys())) for m in sent} == {("settings", "weights")}
+    assert {m.content["settings"]["lr"] for m in sent} == {0.1}
+    replies = []
+    for msg, key in zip(sent, ("weights", "weights", "arrays"), strict=True):
+        back = ArrayRecord([np.ones(2)])
+        metrics = MetricRecord({"num-examples": 10, "noise-estimate": 0.1})
+        replies.append(Message(RecordDict({key: back, "metrics": metrics}), reply_to=msg))
+    result, _ = strategy.aggregate_train(1, replies)
+    assert np.allclose(result.to_numpy_ndarrays()[0], [1.0, 1.0])
+    (error,) = strategy.rounds[1].errors  # the reply under Flower's default key is not read
+    assert error["reason"] == "unknown node or no arrays"
+
+
+def test_a_node_that_left_no_longer_steers_the_rates_of_those_still_here():
+    """Rates are planned over the connected nodes: a departed noisy node's estimate is not used."""
+
+    def rates(strategy, server_round, nodes, estimates):
+        grid = FakeGrid(nodes)
+        sent = list(
+            strategy.configure_train(server_round, ArrayRecord([np.zeros(2)]), ConfigRecord(), grid)
+        )
+        answers = {
+            n: ([[1.0, 1.0]], {"num-examples": 100, "noise-estimate": estimates[n]}) for n in nodes
+        }
+        strategy.aggregate_train(
+            server_round, [reply(m, *answers[m.metadata.dst_node_id]) for m in sent]
+        )
+        return {m.metadata.dst_node_id: float(m.content["config"]["lr"]) for m in sent}
+
+    estimates = dict(zip(NODES, [0.02, 0.2, 0.9], strict=True))
+    left = NoiseAdaptiveFedAvg(lr=0.1, fraction_evaluate=0.0)
+    alone = NoiseAdaptiveFedAvg(lr=0.1, fraction_evaluate=0.0)
+    for server_round in (1, 2, 3, 4):
+        rates(left, server_round, NODES, estimates)
+        rates(alone, server_round, NODES[:2], estimates)
+    assert rates(left, 5, NODES[:2], estimates) == rates(alone, 5, NODES[:2], estimates)

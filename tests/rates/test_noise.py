@@ -218,7 +218,10 @@ def test_rule_input_errors(name, noise, num_examples):
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf, -1, -0.5, None, "0.3", True])
+@pytest.mark.parametrize(
+    "value",
+    [math.nan, math.inf, -math.inf, -1, -0.5, None, "0.3", True, pytest.param(10**400, id="1e400")],
+)
 def test_invalid_estimates(value):
     assert is_valid_estimate(value) is False
 
