@@ -377,6 +377,21 @@ error: noise-rate-max: expected a number in [0, 1], got 1.5
 `fedlr config SCENARIO.toml --set key=value` prints the resolved config as TOML without running
 anything; `fedlr config --keys` prints the table below, and `fedlr config --page` this page.
 
+Keys that share their first word may be written as a section: a table named by that word holds
+the rest of each key. This file sets the flat keys in its comments:
+
+```toml
+[schedule]                        # schedule-floor = 0.2
+floor = 0.2                       # schedule-period = 7
+period = 7
+[coupling]                        # coupling-warmup-rounds = 2
+warmup-rounds = 2
+```
+
+`--set schedule.floor=0.2` is `--set schedule-floor=0.2`. A key given both ways in one file (or
+one `--set` list) is refused; across sources the later one wins, as for flat keys. A resolved
+config (`config.toml` of a run) is written flat.
+
 ## Named strategies
 
 An entry of `strategies` is a rule with modifiers on one line (`fedavg+adam+cosine`), whose
@@ -437,7 +452,9 @@ config holds scalars only, so a list is a comma-separated string
 where it differs from fedlr's default. A named strategy is a table under the app config,
 `[tool.flwr.app.config.strategy.cos-lo]` (sub-tables included, as above), which Flower flattens
 into dotted keys (`strategy.cos-lo.rule`, `strategy.cos-lo.schedule.floor`) and fedlr reads back
-as the same table; `--run-config` can change such a key, but only one the app config has. The
+as the same table; `--run-config` can change such a key, but only one the app config has.
+A section of flat keys works the same way (`[tool.flwr.app.config.schedule]`, `floor = 0.2`):
+its value wins over the flat key's default, which Flower passes too. The
 ServerApp applies the same checks, and the `launch/` scripts refuse a bad `--run-config` string
 before any node starts (`launch/check_config.py`).
 

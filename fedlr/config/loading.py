@@ -3,7 +3,9 @@
 :func:`resolve` serves ``fedlr simulate`` (a scenario file plus ``--set key=value``, read by
 :func:`parse_override`); :func:`from_run_config` serves ``flwr run`` (Flower's run config).
 Strategy tables (``[strategy.NAME]``) are kept as Flower's dotted keys (``strategy.NAME.KEY``),
-each value checked as the schema key it sets (:func:`fedlr.config.strategies.table_spec`).
+each value checked as the schema key it sets (:func:`fedlr.config.strategies.table_spec`). Any
+other table is a section of flat keys: ``[schedule] floor = 0.1`` (Flower: ``schedule.floor``)
+is ``schedule-floor = 0.1`` (:func:`section_key`).
 Both fill the users'-files and small-cluster defaults, then :func:`~fedlr.config.checks.validate`.
 """
 
@@ -45,20 +47,46 @@ def _is_table_key(key: str) -> bool:
 def _flat(layer: Mapping[str, Any]) -> dict[str, Any]:
     """A layer's tables as Flower's dotted keys (``[strategy.cos-lo]`` -> ``strategy.cos-lo.rule``).
 
-    Only the strategy tables are tables; another table (``[schedule]``) stays one key, which
-    is then unknown.
+    A strategy table stays a table (:func:`_set`); any other table is a section of flat keys:
+    ``[schedule]`` with ``floor = 0.1`` is ``schedule.floor``, the key ``schedule-floor``.
     """
     out: dict[str, Any] = {}
     for key, value in layer.items():
-        if _is_table_key(key) and isinstance(value, Mapping):
+        if isinstance(value, Mapping):
             out.update(_flat({f"{key}.{k}": v for k, v in value.items()}))
         else:
             out[key] = value
     return out
 
 
-def _set(values: dict[str, Any], key: str, value: Any) -> None:
-    """Set one key of a layer: a schema key (coerced and checked) or a strategy table's key."""
+def section_key(key: str) -> str:
+    """The schema key a section's dotted key sets: ``schedule.floor`` -> ``schedule-floor``.
+
+    Raises
+    ------
+    ConfigError
+        The section holds no such key (the message lists the keys it does hold).
+    """
+    flat = key.replace(".", "-")
+    if flat in SCHEMA:
+        return flat
+    section = key.split(".")[0]
+    held = [k[len(section) + 1 :] for k in SCHEMA if k.startswith(section + "-")]
+    if not held:
+        raise ConfigError(
+            f"{key}: no section [{section}]; a section's keys are a key's words after its first "
+            f"(schedule.floor is schedule-floor); allowed keys: {', '.join(SCHEMA)}"
+        )
+    raise ConfigError(
+        f"{key}: [{section}] has no key {flat[len(section) + 1 :]!r}; it holds {', '.join(held)}"
+    )
+
+
+def _set(values: dict[str, Any], key: str, value: Any) -> str:
+    """Set one key of a layer (a schema key, coerced and checked, or a strategy table's key).
+
+    A section's dotted key sets its schema key (:func:`section_key`). Returns the key set.
+    """
     if _is_table_key(key):
         if key.count(".") < 2:  # strategy = ..., strategy.NAME = ...
             raise ConfigError(
@@ -66,10 +94,34 @@ def _set(values: dict[str, Any], key: str, value: Any) -> None:
                 f"(in Flower's run config, keys {TABLES}.NAME.KEY), got {value!r}"
             )
         values[key] = value  # checked with its table, once every layer is in
-        return
+        return key
+    if "." in key:
+        flat = section_key(key)
+        values[flat] = _coerce(flat, value, key)
+        return flat
     if key not in SCHEMA:
         raise ConfigError(f"unknown config key {key!r}; allowed: {', '.join(SCHEMA)}")
     values[key] = _coerce(key, value)
+    return key
+
+
+def _set_layer(values: dict[str, Any], layer: Mapping[str, Any]) -> dict[str, Any]:
+    """Set every key of one layer; a key given both flat and in its section is refused.
+
+    Returns the layer's values by the key they set.
+    """
+    given: dict[str, str] = {}
+    out: dict[str, Any] = {}
+    for key, value in _flat(layer).items():
+        flat = _set(values, key, value)
+        if flat in given:
+            raise ConfigError(
+                f"{key}: {flat} is set twice in one place (as {given[flat]} and {key}); "
+                "expected one of them"
+            )
+        given[flat] = key
+        out[flat] = values[flat]
+    return out
 
 
 def _coerce_tables(values: dict[str, Any]) -> dict[str, Any]:
@@ -124,9 +176,7 @@ def resolve(file: Path | None = None, overrides: Mapping[str, Any] | None = None
     layers.append(dict(overrides or {}))
     explicit: set[str] = set()
     for layer in layers:
-        for key, value in _flat(layer).items():
-            _set(values, key, value)
-            explicit.add(key)
+        explicit |= set(_set_layer(values, layer))
     values = _coerce_tables(values)
     return validate(_cluster_defaults(_file_defaults(values, explicit), explicit))
 
@@ -193,11 +243,16 @@ def from_run_config(run_config: Mapping[str, Any]) -> dict[str, Any]:
     ``flwr run``, ``noisy-clients=8`` on files (fedlr's default value) reads as unset, i.e. 0.
     """
     values: dict[str, Any] = dict(DEFAULTS)
-    explicit: set[str] = set()
-    for key, value in _flat(run_config).items():
-        _set(values, key, value)
-        if key in SCHEMA and values[key] != DEFAULTS[key]:
-            explicit.add(key)
+    flat = _flat(run_config)
+    # Flower passes every key of the app config: the flat default and a section's value
+    # (--run-config "schedule.floor=0.2") can both come. The one that is not the default wins.
+    sectioned = {k: v for k, v in flat.items() if "." in k and not _is_table_key(k)}
+    for key in sectioned:
+        plain = section_key(key)
+        if plain in flat and _coerce(plain, flat[plain]) == DEFAULTS[plain]:
+            del flat[plain]
+    set_ = _set_layer(values, flat)
+    explicit = {key for key, value in set_.items() if key in SCHEMA and value != DEFAULTS[key]}
     values = _coerce_tables(values)
     return validate(_cluster_defaults(_file_defaults(values, explicit), explicit))
 

@@ -359,10 +359,12 @@ def test_a_bad_table_gives_one_line(tmp_path, text, message):
             "strategy: expected a table of a named strategy, [strategy.NAME] with rule = ... (in "
             "Flower's run config, keys strategy.NAME.KEY), got 'fedavg+cosine'",
         ),
-        (  # only strategy tables are tables
-            "[schedule]\nfloor = 0.1\n",
-            "unknown config key 'schedule'",
+        (  # a section holds its keys' last words only
+            "[schedule]\nflor = 0.1\n",
+            "schedule.flor: [schedule] has no key 'flor'; it holds period, gamma, floor",
         ),
+        ("[nothing]\nfloor = 0.1\n", "nothing.floor: no section [nothing]"),
+        ("[schedule]\nfloor = -1.0\n", "schedule.floor: expected"),
     ],
 )
 def test_bad_names_give_one_line(tmp_path, text, message):
