@@ -70,7 +70,7 @@ from fedlr.fl.library import KNOBS, library_config
 from fedlr.fl.nodes import ClientInfo
 from fedlr.fl.evaluation import Evaluation
 from fedlr.fl.membership import Membership
-from fedlr.fl.observers import Continual, DegreeDiagnostics, NoiseScale, Observer
+from fedlr.fl.observers import Batches, Continual, DegreeDiagnostics, NoiseScale, Observer
 from fedlr.fl.roundlog import RoundLog
 from fedlr.fl.train_replies import TrainReplies
 from fedlr.rates import coupling
@@ -247,12 +247,16 @@ trim_fraction, krum_malicious, clip_update_norm
             enabled=self.measure_noise_scale,
             decay=cfg["noise-scale-ema"],
             growth_max=cfg["noise-scale-growth-max"],
+            logged=not self.graph,
         )
         self.continual = Continual(stream=self.stream != "none", num_tasks=cfg["num-tasks"])
+        # in this order their columns follow each other in rounds.jsonl
         self.observers: list[Observer] = [self.continual, self.noise_scale_observer]
-        self.own_observers: list[Observer] = []  # a run's own (``observers``), in self.observers
         if self.graph:
             self.observers.append(DegreeDiagnostics())
+        else:
+            self.observers.insert(0, Batches())
+        self.own_observers: list[Observer] = []  # a run's own (``observers``), in self.observers
         # what makes a rate: lr = base * schedule * noise * coupling
         self.noise = NoiseFactor(
             source=rate_source,

@@ -9,9 +9,14 @@ follows one protocol; the strategy only loops over them:
   for evaluation;
 * ``state_dict()`` / ``load_state_dict(state)``: its memory, for checkpoints.
 
-:class:`NoiseScale` measures the gradient noise scale (and drives ``noise-scale-growth``),
-:class:`DegreeDiagnostics` pools graph clients' per-node reports, :class:`Continual` keeps each
-client's accuracy per task of a stream.
+fedlr's own (:class:`FeatureObserver`) also own their columns of ``rounds.jsonl``: ``row(log_,
+pid)`` for a client's row and ``line(server_round, rounds)`` for the round's line, so the
+recorder writes them without knowing any feature. :class:`Batches` logs batch sizes, coupling
+factors and steps; :class:`NoiseScale` measures the gradient noise scale (and drives
+``noise-scale-growth``); :class:`DegreeDiagnostics` pools graph clients' per-node reports;
+:class:`Continual` keeps each client's accuracy per task of a stream. A run's own observers
+(``observers``, :func:`load_observers`) log what ``round_record(server_round)`` returns under
+``observers.NAME``.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 
+from fedlr.analysis import finite_or_none, json_safe
 from fedlr.fl import keys
 from fedlr.fl.nodes import ClientInfo, float_list, int_list, scalar
 from fedlr.fl.roundlog import RoundLog
@@ -72,7 +78,7 @@ HOOKS = (
     "state_dict",
     "load_state_dict",
 )
-BUILTIN_NAMES = ("noise_scale", "degree", "continual")  # fedlr's own observers
+BUILTIN_NAMES = ("batches", "noise_scale", "degree", "continual")  # fedlr's own observers
 
 
 def load_observers(cfg: Mapping[str, Any]) -> list[Observer]:
@@ -127,8 +133,12 @@ def round_records(observers: list[Observer], server_round: int) -> dict[str, Any
     return records
 
 
-class _Quiet:
-    """Default hooks: an observer overrides the ones it needs."""
+class FeatureObserver:
+    """The base of fedlr's own observers: default hooks and columns, each overridden as needed.
+
+    Its columns of ``rounds.jsonl`` (:meth:`row`, :meth:`line`) are written by the recorder as
+    they are, so the recorder knows no feature.
+    """
 
     def train_reply(self, pid: int, reply: Message, metrics: MetricRecord, log_: RoundLog) -> None:
         """Nothing to read."""
@@ -149,6 +159,45 @@ class _Quiet:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """No memory."""
 
+    def row(self, log_: RoundLog, pid: int) -> dict[str, Any]:
+        """Its columns of a client's row in ``rounds.jsonl``: none."""
+        return {}
+
+    def line(self, server_round: int, rounds: Mapping[int, RoundLog]) -> dict[str, Any]:
+        """Its fields of the round's line in ``rounds.jsonl``: none."""
+        return {}
+
+
+class Batches(FeatureObserver):
+    """Tabular tasks: each client's batch, coupling factor and optimizer steps per round.
+
+    The rate factors set the batch and coupling factor, the replies report the steps; this
+    owns their columns in ``rounds.jsonl`` (``batch_size``, ``coupling_factor``, ``steps``, and
+    the round's ``steps_mean`` and running ``steps_total``).
+    """
+
+    name = "batches"
+
+    def row(self, log_: RoundLog, pid: int) -> dict[str, Any]:
+        """The client's batch, coupling factor and steps this round."""
+        return {
+            "batch_size": log_.batch_size.get(pid),
+            "coupling_factor": log_.coupling_factor.get(pid),
+            "steps": log_.steps.get(pid),
+        }
+
+    def line(self, server_round: int, rounds: Mapping[int, RoundLog]) -> dict[str, Any]:
+        """Mean steps over the clients that trained, and their sum over the rounds so far."""
+        return {
+            "steps_mean": _steps_mean(rounds[server_round]),
+            "steps_total": sum(_steps_mean(rounds[r]) or 0.0 for r in rounds if r <= server_round),
+        }
+
+
+def _steps_mean(log_: RoundLog) -> float | None:
+    """Mean local optimizer steps over the clients that trained in a round."""
+    return float(np.mean(list(log_.steps.values()))) if log_.steps else None
+
 
 def _gradient(record: ArrayRecord, batch: float) -> tuple[np.ndarray, int] | None:
     """A client's noise-scale gradient as float64, with its batch; None when malformed."""
@@ -161,7 +210,7 @@ def _gradient(record: ArrayRecord, batch: float) -> tuple[np.ndarray, int] | Non
     return flat.astype(np.float64), int(batch)
 
 
-class NoiseScale(_Quiet):
+class NoiseScale(FeatureObserver):
     """The gradient noise scale ``B_simple`` of each round, from the clients' gradients.
 
     With ``measure-noise-scale`` every client sends the gradient of one batch at the received
@@ -174,8 +223,11 @@ class NoiseScale(_Quiet):
 
     name = "noise_scale"
 
-    def __init__(self, *, enabled: bool, decay: float, growth_max: float) -> None:
+    def __init__(
+        self, *, enabled: bool, decay: float, growth_max: float, logged: bool = True
+    ) -> None:
         self.enabled = enabled
+        self.logged = logged  # a line's noise_scale field (tabular tasks)
         self.growth_max = growth_max
         self.noise_scale = coupling.NoiseScaleEMA(decay=decay)
         self.first_b_simple: float | None = None  # the first usable smoothed estimate
@@ -249,6 +301,10 @@ class NoiseScale(_Quiet):
             top = self.growth_max
             self.growth = float(np.clip(max(ratio, self.growth), 1.0, top))
 
+    def line(self, server_round: int, rounds: Mapping[int, RoundLog]) -> dict[str, Any]:
+        """The round's ``noise_scale`` (tabular tasks)."""
+        return {"noise_scale": json_safe(rounds[server_round].noise_scale)} if self.logged else {}
+
     def state_dict(self) -> dict[str, Any]:
         """The smoothed terms, the first usable estimate and the growth factor."""
         return {
@@ -297,7 +353,7 @@ def gradient_diagnostic(
     return slopes, profile
 
 
-class DegreeDiagnostics(_Quiet):
+class DegreeDiagnostics(FeatureObserver):
     """Graph tasks: what clients report per node, pooled over the federation.
 
     Accuracy by global-degree quartile over all clients' test nodes
@@ -346,6 +402,17 @@ class DegreeDiagnostics(_Quiet):
             log_.degree_fairness["accuracy"] = float(np.mean(test_correct))
             log_.degree_fairness["nodes"] = len(test_correct)
 
+    def line(self, server_round: int, rounds: Mapping[int, RoundLog]) -> dict[str, Any]:
+        """The round's degree fairness and gradient slope (and, in round 1, the profile)."""
+        log_ = rounds[server_round]
+        out = {
+            "degree_fairness": json_safe(log_.degree_fairness),
+            "gradient_slope": json_safe(log_.gradient_slope),
+        }
+        if log_.gradient_profile is not None:  # round 1: mean norm per degree
+            out["gradient_profile"] = json_safe(log_.gradient_profile)
+        return out
+
 
 def task_lists(
     metrics: MetricRecord, accuracy_key: str, num_tasks: int
@@ -364,7 +431,7 @@ def task_lists(
     return [float(a) for a in accuracy], [int(n) for n in examples]
 
 
-class Continual(_Quiet):
+class Continual(FeatureObserver):
     """Continual streams: the task each client trained on and its accuracy per task.
 
     Besides the round log's ``task``, ``task_accuracy`` and ``task_examples``, it keeps each
@@ -394,6 +461,20 @@ class Continual(_Quiet):
             tasks = task_lists(metrics, keys.TASK_ACCURACY, self.num_tasks)
             if tasks is not None:
                 log_.task_accuracy[pid], log_.task_examples[pid] = tasks
+
+    def row(self, log_: RoundLog, pid: int) -> dict[str, Any]:
+        """A stream client's task this round and its accuracy and test examples per task."""
+        if not self.stream:
+            return {}
+        accuracy = log_.task_accuracy.get(pid)
+        return {
+            "task": log_.task.get(pid),
+            # null where it has no test example of a task
+            "task_accuracy": None
+            if accuracy is None
+            else [None if v < 0 else finite_or_none(v) for v in accuracy],
+            "task_examples": log_.task_examples.get(pid),
+        }
 
     def evaluate_tasks(
         self,

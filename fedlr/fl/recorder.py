@@ -31,7 +31,7 @@ import numpy as np
 from fedlr.analysis import finite_or_none, is_round, json_safe, read_log, summarize
 from fedlr.config import to_toml
 from fedlr.fl.checkpoint import Checkpoint
-from fedlr.fl.observers import round_records
+from fedlr.fl.observers import FeatureObserver, round_records
 from fedlr.fl.strategy import ClientInfo, PerClientRates
 from fedlr.metrics.fairness import fairness_summary
 
@@ -179,6 +179,12 @@ class RunRecorder:
         if log_ is None:
             return {}
         self.log_state(name, strategy)
+        # fedlr's own observers' columns (a run's own go under "observers")
+        columns = [
+            o
+            for o in strategy.observers
+            if isinstance(o, FeatureObserver) and o not in strategy.own_observers
+        ]
         rows: list[dict[str, Any]] = []
         for c in self.clients:
             pid = c.partition_id
@@ -197,18 +203,8 @@ class RunRecorder:
                 }
             )
             rows[-1]["schedule_factor"] = log_.schedule_factor.get(pid)
-            if not strategy.graph:
-                rows[-1].update(
-                    batch_size=log_.batch_size.get(pid),
-                    coupling_factor=log_.coupling_factor.get(pid),
-                    steps=log_.steps.get(pid),
-                )
-            if strategy.stream != "none":
-                rows[-1].update(
-                    task=log_.task.get(pid),
-                    task_accuracy=_task_row(log_.task_accuracy.get(pid)),
-                    task_examples=log_.task_examples.get(pid),
-                )
+            for observer in columns:  # each feature's own columns
+                rows[-1].update(observer.row(log_, pid))
             if log_.metrics:  # the run's metrics beyond accuracy and loss, a task's own
                 rows[-1]["metrics"] = dict(log_.metrics.get(pid, {}))
             if log_.train_metrics:  # a task's own train metrics (a user's task)
@@ -233,17 +229,8 @@ class RunRecorder:
             line["capped"] = json_safe(log_.capped)
         losses = [r["eval_loss"] for r in rows if r["eval_loss"] is not None]
         line["loss_mean"] = float(np.mean(losses)) if losses else None
-        if strategy.graph:
-            line["degree_fairness"] = json_safe(log_.degree_fairness)
-            line["gradient_slope"] = json_safe(log_.gradient_slope)
-            if log_.gradient_profile is not None:  # round 1: mean norm per degree
-                line["gradient_profile"] = json_safe(log_.gradient_profile)
-        else:
-            line["steps_mean"] = _steps_mean(log_)
-            line["steps_total"] = sum(
-                _steps_mean(strategy.rounds[r]) or 0.0 for r in strategy.rounds if r <= server_round
-            )
-            line["noise_scale"] = json_safe(log_.noise_scale)
+        for observer in columns:
+            line.update(observer.line(server_round, strategy.rounds))
         own = round_records(strategy.own_observers, server_round)  # the run's own observers
         if own:
             line["observers"] = json_safe(own)
@@ -280,18 +267,6 @@ def _drop_unknown_truth(row: dict[str, Any]) -> None:
     for key in ("role", "noise_true"):
         if row.get(key) is None:
             row.pop(key, None)
-
-
-def _task_row(values: list[float] | None) -> list[float | None] | None:
-    """A client's accuracy per task for ``rounds.jsonl``: null where it has no test example."""
-    if values is None:
-        return None
-    return [None if v < 0 else finite_or_none(v) for v in values]
-
-
-def _steps_mean(log_: Any) -> float | None:
-    """Mean local optimizer steps over the clients that trained in a round."""
-    return float(np.mean(list(log_.steps.values()))) if log_.steps else None
 
 
 def strategy_info(strategy: PerClientRates, clients: list[ClientInfo]) -> dict[str, Any]:
