@@ -64,16 +64,22 @@ def json_safe(value: Any) -> Any:
         return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [json_safe(v) for v in value]
+    if isinstance(value, set | frozenset):
+        return [json_safe(v) for v in sorted(value, key=repr)]
+    if isinstance(value, np.ndarray):
+        return json_safe(value.tolist())
     if isinstance(value, float | np.floating):
         return finite_or_none(float(value))
+    if isinstance(value, np.generic):  # numpy ints and bools: their Python value
+        return value.item()
     return value
 
 
 def read_log(path: Path | str) -> list[dict[str, Any]]:
     """The lines of a ``rounds.jsonl``: JSON objects naming a strategy, in file order.
 
-    A line cut short by a kill (or not an object with a ``strategy``) is skipped, not fatal; a
-    missing file has none.
+    A line cut short by a kill, or one not shaped as a round's line or an event, is skipped, not
+    fatal; a missing file has none.
     """
     path = Path(path)
     if not path.is_file():
@@ -85,9 +91,28 @@ def read_log(path: Path | str) -> list[dict[str, Any]]:
                 line = json.loads(text)
             except json.JSONDecodeError:
                 continue
-            if isinstance(line, dict) and isinstance(line.get("strategy"), str):
+            if _well_formed(line):
                 lines.append(line)
     return lines
+
+
+def _well_formed(line: Any) -> bool:
+    """Whether a line is a round's line or an event of a named strategy.
+
+    A round's line has an integer round and a list of client rows; a ``start`` event its
+    ``info`` table. Anything else is skipped, as a cut line is.
+    """
+    if not isinstance(line, dict) or not isinstance(line.get("strategy"), str):
+        return False
+    if "event" in line:
+        return line["event"] != "start" or isinstance(line.get("info"), dict)
+    rows = line.get("clients")
+    return (
+        isinstance(line.get("round"), int)
+        and isinstance(rows, list)
+        and all(isinstance(row, dict) and "partition_id" in row for row in rows)
+        and isinstance(line.get("observers", {}), dict)
+    )
 
 
 def is_round(line: Mapping[str, Any]) -> bool:

@@ -134,7 +134,7 @@ def simulate(
                 if out is not None:
                     overrides["out-dir"] = str(out)
                 cfg = fedlr_config.resolve(config, overrides)
-            from fedlr.fl.observers import load_observers
+            from fedlr.fl.own_observers import load_observers
 
             load_observers(cfg)  # the run's own observers load and follow the protocol
         except fedlr_config.ConfigError as error:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from fedlr.analysis import json_safe, summarize_strategy
+from fedlr.analysis import json_safe, read_log, summarize_strategy
 
 CFG = {"estimator": "loss-margin", "fairness-metric": "accuracy", "metrics": "accuracy"}
 
@@ -94,3 +94,26 @@ def test_a_summary_read_back_from_json_is_the_same():
     written = [json.loads(json.dumps(line)) for line in lines()]
     assert summarize_strategy(written, info(), CFG) == summarize_strategy(lines(), info(), CFG)
     assert json_safe({"a": [float("inf"), 1.0]}) == {"a": [None, 1.0]}
+
+
+def test_json_safe_makes_numpy_values_and_sets_plain():
+    import numpy as np
+
+    value = {"i": np.int64(3), "b": np.bool_(True), "a": np.array([1.5, np.nan]), "s": {2, 1}}
+    assert json_safe(value) == {"i": 3, "b": True, "a": [1.5, None], "s": [1, 2]}
+    json.dumps(json_safe(value), allow_nan=False)
+
+
+def test_read_log_skips_lines_of_the_wrong_shape(tmp_path):
+    good = {"strategy": "a", "round": 1, "clients": [{"partition_id": 0}]}
+    bad = [
+        {"strategy": "a", "event": "start"},  # no info
+        {"strategy": "a", "event": "start", "info": []},
+        {"strategy": "a", "round": "x", "clients": []},
+        {"strategy": "a", "round": 2},  # no clients
+        {"strategy": "a", "round": 3, "clients": [], "observers": []},
+        {"round": 4, "clients": []},  # no strategy
+    ]
+    path = tmp_path / "rounds.jsonl"
+    path.write_text("".join(json.dumps(x) + "\n" for x in [good, *bad]))
+    assert read_log(path) == [good]

@@ -15,7 +15,7 @@ recorder writes them without knowing any feature. :class:`Batches` logs batch si
 factors and steps; :class:`NoiseScale` measures the gradient noise scale (and drives
 ``noise-scale-growth``); :class:`DegreeDiagnostics` pools graph clients' per-node reports;
 :class:`Continual` keeps each client's accuracy per task of a stream. A run's own observers
-(``observers``, :func:`load_observers`) log what ``round_record(server_round)`` returns under
+(``observers``, :mod:`fedlr.fl.own_observers`) log what ``round_record(server_round)`` returns under
 ``observers.NAME``.
 """
 
@@ -68,69 +68,6 @@ class Observer(Protocol):
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict`."""
         ...
-
-
-HOOKS = (
-    "train_reply",
-    "after_train",
-    "evaluate_reply",
-    "after_evaluate",
-    "state_dict",
-    "load_state_dict",
-)
-BUILTIN_NAMES = ("batches", "noise_scale", "degree", "continual")  # fedlr's own observers
-
-
-def load_observers(cfg: Mapping[str, Any]) -> list[Observer]:
-    """The run's own round observers (``observers``), each built from its factory with ``cfg``.
-
-    An observer may also have ``round_record(server_round)``: what it returns (plain data, or
-    None for nothing) is logged under ``observers.NAME`` of the round's line in ``rounds.jsonl``
-    and, one entry per round, of the strategy's ``results.json`` entry.
-
-    Raises
-    ------
-    ConfigError
-        A factory cannot be loaded, or what it returns has no ``name`` (a word, not one of
-        fedlr's own or another observer's) or lacks a hook of :class:`Observer`.
-    """
-    from fedlr.config import ConfigError, split_list
-    from fedlr.tasks.plugins import load_object
-
-    observers: list[Observer] = []
-    for spec in split_list(str(cfg.get("observers", ""))):
-        observer = load_object(spec, "observers")(cfg)
-        name = getattr(observer, "name", None)
-        if not isinstance(name, str) or not name.isidentifier():
-            raise ConfigError(
-                f"observers: {spec} built an observer whose name is {name!r}; expected a word "
-                "(letters, digits, _), its namespace in rounds.jsonl"
-            )
-        taken = [*BUILTIN_NAMES, *(o.name for o in observers)]
-        if name in taken:
-            raise ConfigError(
-                f"observers: {spec}'s name {name!r} is taken; expected one not in "
-                f"{', '.join(taken)}"
-            )
-        missing = [hook for hook in HOOKS if not callable(getattr(observer, hook, None))]
-        if missing:
-            raise ConfigError(
-                f"observers: {spec} has no {', '.join(missing)}; expected the six hooks of "
-                "fedlr.fl.observers.Observer"
-            )
-        observers.append(observer)
-    return observers
-
-
-def round_records(observers: list[Observer], server_round: int) -> dict[str, Any]:
-    """What each observer with a ``round_record`` says of round ``server_round`` (None: nothing)."""
-    records = {}
-    for observer in observers:
-        record = getattr(observer, "round_record", None)
-        value = record(server_round) if callable(record) else None
-        if value is not None:
-            records[observer.name] = value
-    return records
 
 
 class FeatureObserver:

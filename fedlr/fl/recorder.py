@@ -31,7 +31,8 @@ import numpy as np
 from fedlr.analysis import finite_or_none, is_round, json_safe, read_log, summarize
 from fedlr.config import to_toml
 from fedlr.fl.checkpoint import Checkpoint
-from fedlr.fl.observers import FeatureObserver, round_records
+from fedlr.fl.observers import FeatureObserver
+from fedlr.fl.own_observers import round_records
 from fedlr.fl.strategy import ClientInfo, PerClientRates
 from fedlr.metrics.fairness import fairness_summary
 

@@ -17,7 +17,8 @@ from flwr.serverapp.strategy import FedAdam, FedAvg, FedAvgM, FedProx, FedYogi, 
 from fedlr.config import strategy_config, strategy_spec
 from fedlr.fl import keys
 from fedlr.fl.nodes import ClientInfo, query_nodes
-from fedlr.fl.observers import gradient_diagnostic, load_observers
+from fedlr.fl.observers import gradient_diagnostic
+from fedlr.fl.own_observers import load_observers
 from fedlr.fl.client_rates import PerClientRates
 from fedlr.fl.library import KNOBS, library_config
 from fedlr.fl.rate_plan import schedule_params

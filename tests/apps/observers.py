@@ -56,3 +56,25 @@ class Hookless:
 
     def train_reply(self, pid: int, reply: Any, metrics: Any, log_: Any) -> None:
         pass
+
+
+class Raising(Counter):
+    """Fails in its second round's after_train; logs numpy values and data JSON cannot hold."""
+
+    name = "raising"
+
+    def after_train(self, server_round: int, log_: Any) -> None:
+        if server_round == 2:
+            raise RuntimeError("my bug")
+        super().after_train(server_round, log_)
+
+    def round_record(self, server_round: int) -> Any:
+        import numpy as np
+
+        if server_round == 1:
+            return {"n": np.int64(3), "v": np.arange(2)}  # numpy: made plain
+        return {"x": object()}  # not JSON: left out
+
+
+def broken_factory(cfg: Mapping[str, Any]) -> Counter:
+    raise RuntimeError("cannot build")

@@ -43,7 +43,7 @@ def test_a_section_sets_the_same_keys_as_the_flat_form(tmp_path):
 
 def test_a_key_given_flat_and_in_its_section_in_one_place_is_refused(tmp_path):
     path = tmp_path / "s.toml"
-    path.write_text('schedule-floor = 0.1\n[schedule]\nfloor = 0.2\n')
+    path.write_text("schedule-floor = 0.1\n[schedule]\nfloor = 0.2\n")
     with pytest.raises(ConfigError, match="schedule-floor is set twice in one place"):
         resolve(path)
     # across places the later one wins, as for flat keys: file < --set

@@ -10,7 +10,7 @@ import pytest
 from fedlr.analysis import is_round, read_log
 from fedlr.config import ConfigError, resolve
 from fedlr.fl import checkpoint as ckpt
-from fedlr.fl.observers import load_observers
+from fedlr.fl.own_observers import load_observers
 from fedlr.fl.server_app import run_federation
 from fedlr.fl.strategy import build_strategy
 
@@ -40,6 +40,7 @@ CFG = resolve(
         ("tests.apps.observers:Counter,tests.apps.observers:Counter", "'counter' is taken"),
         ("tests.apps.observers:Hookless", "has no after_train, evaluate_reply"),
         ("tests.apps.no_such:Counter", "cannot import 'tests.apps.no_such'"),
+        ("tests.apps.observers:broken_factory", "raised RuntimeError: cannot build"),
     ],
 )
 def test_a_bad_observer_is_one_config_error(spec: str, mention: str) -> None:
@@ -77,3 +78,17 @@ def test_without_own_observers_nothing_changes() -> None:
     strategy = build_strategy("fedavg", {**CFG, "observers": ""}, [])
     assert strategy.own_observers == []
     assert "observers" not in strategy.state_dict()
+
+
+def test_an_observer_that_raises_is_switched_off_and_the_run_goes_on(tmp_path, caplog) -> None:
+    cfg = {**CFG, "strategies": "fedavg", "observers": "tests.apps.observers:Raising"}
+    with caplog.at_level("WARNING", logger="fedlr"):
+        run_federation(InProcessGrid(4), cfg, tmp_path)
+    rounds = [line for line in read_log(tmp_path / "rounds.jsonl") if is_round(line)]
+    assert len(rounds) == ROUNDS  # the run finished
+    assert rounds[0]["observers"] == {"raising": {"n": 3, "v": [0, 1]}}  # numpy made plain
+    assert all("observers" not in line for line in rounds[1:])  # off after its failure
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("raised in after_train (RuntimeError: my bug)" in m for m in messages) == 1
+    results = json.loads((tmp_path / "results.json").read_text())["strategies"]["fedavg"]
+    assert results["observers"]["raising"] == [{"n": 3, "v": [0, 1]}, None, None]

@@ -67,7 +67,8 @@ def load_run(run_dir: Path) -> dict[str, Any]:
         )
     # Finished strategies from results.json; a strategy cut off mid-run summarised from its log.
     finished = dict(results["strategies"]) if results is not None else {}
-    entries = {**summarize(lines, config), **finished}
+    unfinished = [line for line in lines if line["strategy"] not in finished]
+    entries = {**summarize(unfinished, config), **finished}
     summaries = summaries_from_results(entries)
     for name, summary in summaries.items():
         summary["clients"].sort(key=client_sort_key)
