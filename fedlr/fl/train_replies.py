@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 from flwr.app import ArrayRecord, Message, MetricRecord
@@ -22,7 +21,6 @@ from fedlr.fl.nodes import ClientInfo, scalar, shown
 from fedlr.fl.observers import Observer
 from fedlr.fl.roundlog import RoundLog, record_error
 from fedlr.fl.rate_plan import RatePlanning
-from fedlr.rates.factors import NoiseFactor
 
 log = logging.getLogger("fedlr")
 
@@ -41,15 +39,13 @@ class ReadReplies:
 class TrainReplies(RatePlanning):
     """Checks and reads train replies (a part of ``PerClientRates``, over its rate planning)."""
 
+    # besides RatePlanning's (cfg, stream, noise, ...): what PerClientRates sets
     clients: dict[int, ClientInfo]
     open: bool
-    stream: str
-    cfg: dict[str, Any]
     replay: bool
     needs_train_loss: bool
     uses_estimates: bool
     observers: list[Observer]
-    noise: NoiseFactor
     arrayrecord_key: str
     _sent: ArrayRecord | None
 
