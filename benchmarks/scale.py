@@ -29,6 +29,8 @@ from typing import Any
 
 import psutil
 
+from fedlr.analysis import is_round, read_log
+
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_S, TARGET_GB = 600.0, 8.0
 
@@ -77,7 +79,7 @@ def measure(clients: int, rounds: int, strategies: str, fraction: float, seed: i
             sys.exit(f"scale: {clients} clients failed (exit {proc.returncode}):\n{tail}")
         (run_dir,) = Path(out).iterdir()
         results = json.loads((run_dir / "results.json").read_text())
-        rounds_lines = (run_dir / "rounds.jsonl").read_text().splitlines()
+        rounds_lines = [x for x in read_log(run_dir / "rounds.jsonl") if is_round(x)]
     per_strategy = {
         name: {
             "accuracy_mean": entry["fairness"]["mean"],

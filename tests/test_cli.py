@@ -212,6 +212,8 @@ def test_ctrl_c_stops_the_engine_within_seconds_and_prints_the_resume_command(tm
 
     import psutil
 
+    from fedlr.analysis import is_round, read_log
+
     env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
     args = ["--set", "num-server-rounds=500", "--set", "strategies=fedavg", "--out", "runs"]
     proc = subprocess.Popen(
@@ -224,8 +226,10 @@ def test_ctrl_c_stops_the_engine_within_seconds_and_prints_the_resume_command(tm
     )
     try:
         deadline = time.monotonic() + 120
-        while not list((tmp_path / "runs").glob("*/rounds.jsonl")) or not any(
-            p.read_text() for p in (tmp_path / "runs").glob("*/rounds.jsonl")
+        while not any(
+            is_round(line)
+            for path in (tmp_path / "runs").glob("*/rounds.jsonl")
+            for line in read_log(path)
         ):
             assert time.monotonic() < deadline and proc.poll() is None, "no round in 120 s"
             time.sleep(0.2)

@@ -381,7 +381,7 @@ def test_killed_supernode_is_recorded_missing_and_rejoins_when_restarted(tmp_pat
 
         def wait_for_round(n: int) -> None:
             deadline = time.monotonic() + 240
-            while len(_lines(out)) < n:
+            while len(rounds_of(out)) < n:
                 assert time.monotonic() < deadline and flwr_run.poll() is None, f"no round {n}"
                 time.sleep(0.2)
 
@@ -401,7 +401,7 @@ def test_killed_supernode_is_recorded_missing_and_rejoins_when_restarted(tmp_pat
         if flwr_run is not None and flwr_run.poll() is None:
             flwr_run.kill()
         cluster.stop()
-    rounds = _lines(out)
+    rounds = rounds_of(out)
     assert [r["round"] for r in rounds] == [1, 2, 3, 4], output[-3000:]
     missing = [r["missing"] for r in rounds]
     assert missing[0] == [] and missing[1] == [2], missing
@@ -411,11 +411,12 @@ def test_killed_supernode_is_recorded_missing_and_rejoins_when_restarted(tmp_pat
     assert results["strategies"]["fedavg"]["fairness"]["mean"] > 0
 
 
-def _lines(out: Path) -> list[dict]:
+def rounds_of(out: Path) -> list[dict]:
+    """The round lines of the one run under ``out`` (none before it has started)."""
     logs = list(out.glob("*/rounds.jsonl"))
     if not logs:
         return []
-    return [json.loads(x) for x in logs[0].read_text().splitlines() if x.endswith("}")]
+    return [x for x in read_log(logs[0]) if is_round(x)]
 
 
 def _environ_of_supernode(

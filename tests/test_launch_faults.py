@@ -15,7 +15,7 @@ import tomli_w
 
 from fedlr.config import DEFAULTS
 
-from .test_launch import BIN, ROOT, Cluster, alive, env, pytestmark  # noqa: F401
+from .test_launch import BIN, ROOT, Cluster, alive, env, pytestmark, rounds_of  # noqa: F401
 
 
 def faulty_app(tmp_path: Path) -> Path:
@@ -61,13 +61,6 @@ def flwr_run(tmp_path: Path, app: Path, config: str) -> subprocess.Popen[str]:
         stderr=subprocess.STDOUT,
         text=True,
     )
-
-
-def rounds_of(out: Path) -> list[dict]:
-    logs = list(out.glob("*/rounds.jsonl"))
-    if not logs:
-        return []
-    return [json.loads(x) for x in logs[0].read_text().splitlines() if x.endswith("}")]
 
 
 def test_a_client_that_raises_is_an_error_reply_not_a_hang(tmp_path: Path) -> None:
